@@ -1,0 +1,34 @@
+# medequity: the two commands of the README.
+#   make demo  - create .venv, install, run the main job on built-in data, write a report
+#   make test  - create .venv if missing, run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.medequity-installed
+DEMO_OUT ?= reports/demo
+
+.PHONY: demo test install benchmark clean
+
+install: $(STAMP)
+
+# torch/torchvision are installed with plain pip first: pip takes the pinned wheels from the
+# machine's disk; the rest is pinned in requirements.lock.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/medequity demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q tests
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/bootstrap_vs_fairlearn.py
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache .hypothesis
