@@ -11,6 +11,9 @@ from medequity.data.base import (
     safe_join,
 )
 
+# Importing registers the "nifti-volumes" dataset (volumes.py imports neither torch nor nibabel).
+from medequity.data import volumes  # noqa: E402,F401
+
 __all__ = [
     "DATASETS",
     "GROUP_PREFIX",
