@@ -163,7 +163,7 @@ class Image2DTransform:
                 steps.append(v2.Resize(size, antialias=True))
             if self.crop is not None:
                 steps.append(v2.CenterCrop(self.crop))
-        self._geometry = v2.Compose(steps)
+        self._geometry = v2.Compose(steps) if steps else v2.Identity()
 
     def __call__(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         return self.apply_to_tensor(image_to_tensor(image))
