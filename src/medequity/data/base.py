@@ -18,7 +18,7 @@ image lazily, so that nothing loads a whole dataset into memory. Table columns:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,11 +135,11 @@ class MedicalDataset:
     def subset(self, rows: np.ndarray | list[int]) -> MedicalDataset:
         """A dataset view over the given row positions (images stay lazy)."""
         rows = np.asarray(rows, dtype=np.int64)
-        return MedicalDataset(
-            name=self.name,
+        # dataclasses.replace keeps the subclass, so datasets that read images their own way
+        # (e.g. one .npz per subject) still do after subsetting.
+        return replace(
+            self,
             table=self.table.iloc[rows].reset_index(drop=True),
-            root=self.root,
-            task=self.task,
             images=None if self.images is None else self.images[rows],
             masks=None if self.masks is None else self.masks[rows],
             info=dict(self.info),

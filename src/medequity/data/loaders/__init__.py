@@ -1,0 +1,12 @@
+"""Real-dataset loaders, one module per dataset; importing this package registers them all."""
+
+from medequity.data.loaders import (  # noqa: F401  (imported for their @register_dataset side effect)
+    brset,
+    chexpert,
+    fitzpatrick17k,
+    ham10000,
+    harvard_npz,
+    mimic_cxr,
+    nih_cxr14,
+    papila,
+)

@@ -1,0 +1,218 @@
+"""Harvard Ophthalmology AI Lab datasets: one ``.npz`` per subject.
+
+Harvard-GF3300 (Luo et al. 2023), FairVLMed10k (FairCLIP, Luo et al. 2024) and Harvard-FairSeg
+(Tian et al. 2024). Layout: ``data_XXXXX.npz`` files, in split folders when distributed that way
+(``Training/``, ``Validation/``, ``Test``/``Testing/``; also ``train/val/test``), which become the
+official ``split``. Each npz holds the image and the subject's attributes; the keys present are
+read (never with pickle), images lazily on :meth:`load_image`.
+
+Code maps, as the datasets' READMEs document them (FairSeg, FairCLIP, Harvard-GF):
+
+==================================  ====================================================================
+key                                 codes
+==================================  ====================================================================
+``gender`` / ``male``               0 female, 1 male
+``race``                            0 Asian, 1 Black (or African American), 2 White (or Caucasian)
+``ethnicity`` / ``hispanic``        0 non-Hispanic, 1 Hispanic, -1 unknown
+``language``                        0 English, 1 Spanish, 2 Other, -1 unknown
+``maritalstatus``                   0 Married or Partnered, 1 Single, 2 Divorced, 3 Widowed,
+                                    4 Legally Separated, -1 unknown
+``age``                             years
+``glaucoma``                        0 non-glaucoma, 1 glaucoma (the label)
+``slo_fundus``/``fundus_slo``/      image (FairSeg, FairVLMed10k / GF3300 RNFLT map)
+``rnflt``
+``disc_cup_mask``                   FairSeg mask as stored (0 background; rim and cup as negative codes)
+==================================  ====================================================================
+
+String values (some releases and the ``data_summary.csv`` carry "female"/"male", "white") are read
+as words with the same coding. Groups (FairMedFM D.1.2 / B.2, FairDi §7.1): sex, age > 60, race
+White vs non-White (``race_scheme="raw"`` for Asian/Black/White as in FairSeg), ethnicity,
+language English vs non-English, marital status categories. -1 is unknown (<NA>), never a group.
+
+Known traps avoided: FairMedFM codes female as 1 for classification but 0 for segmentation; here
+female is always "female", read from the dataset's own 0 = female code. GF3300 names the sex key
+``male``, the others ``gender``: both are read with the same map. FairSeg has no classification
+label: its ``label`` is <NA> and the task is segmentation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medequity.data.attributes import (
+    HARVARD_ETHNICITY_CODES,
+    HARVARD_LANGUAGE_CODES,
+    HARVARD_MARITAL_CODES,
+    HARVARD_RACE_CODES,
+    HARVARD_SEX_CODES,
+    add_group_columns,
+)
+from medequity.data.base import DatasetFormatError, MedicalDataset, register_dataset, safe_join
+from medequity.data.table import SPLIT_ALIASES, finish_table
+
+# attribute -> (npz keys that may hold it, code map)
+ATTRIBUTE_KEYS: dict[str, tuple[tuple[str, ...], dict[int, str] | None]] = {
+    "sex": (("gender", "male", "sex"), HARVARD_SEX_CODES),
+    "age": (("age",), None),
+    "race": (("race",), HARVARD_RACE_CODES),
+    "ethnicity": (("ethnicity", "hispanic"), HARVARD_ETHNICITY_CODES),
+    "language": (("language",), HARVARD_LANGUAGE_CODES),
+    "marital_status": (("maritalstatus", "marital_status", "marital status", "marriagestatus"), HARVARD_MARITAL_CODES),
+}
+IMAGE_KEYS = ("slo_fundus", "fundus_slo", "rnflt")
+MASK_KEY = "disc_cup_mask"
+LABEL_KEY = "glaucoma"
+
+
+class NpzDataset(MedicalDataset):
+    """A :class:`MedicalDataset` whose rows are ``.npz`` files; image and mask are arrays in them."""
+
+    def _array(self, index: int, key: str) -> np.ndarray:
+        path = self.image_path(index)
+        with np.load(path, allow_pickle=False) as data:
+            if key not in data.files:
+                raise DatasetFormatError(f"{path}: no key {key!r}; keys: {sorted(data.files)}")
+            return np.asarray(data[key])
+
+    def load_image(self, index: int) -> np.ndarray:
+        return self._array(index, self.info["image_key"])
+
+    def load_mask(self, index: int) -> np.ndarray:
+        return self._array(index, MASK_KEY)
+
+
+def _scalar(value: np.ndarray) -> Any:
+    item = value.item() if value.size == 1 else None
+    if isinstance(item, bytes):
+        item = item.decode()
+    return item
+
+
+def _decode(value: Any, codes: dict[int, str] | None) -> Any:
+    """Numeric code -> word through ``codes`` (unknown code -> <NA>); words pass through."""
+    if value is None:
+        return pd.NA
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            return text
+    if codes is None:
+        return value
+    number = float(value)
+    return codes.get(int(number), pd.NA) if number.is_integer() else pd.NA
+
+
+def _split_of(relative: Path) -> Any:
+    for part in relative.parts[:-1]:
+        if part.lower() in SPLIT_ALIASES:
+            return SPLIT_ALIASES[part.lower()]
+    return pd.NA
+
+
+def load_harvard_npz(
+    root: str | Path,
+    *,
+    name: str = "harvard_npz",
+    image_key: str | None = None,
+    age_threshold: float = 60,
+    age_rule: str = ">",
+    race_scheme: str = "white_vs_nonwhite",
+) -> NpzDataset:
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*.npz") if p.is_file())
+    if not files:
+        raise DatasetFormatError(f"no .npz files under {root} (expected data_XXXXX.npz, e.g. in Training/)")
+    rows = []
+    image_keys: set[str] = set()
+    has_mask = has_label = True
+    for path in files:
+        relative = path.relative_to(root)
+        safe_join(root, relative, where=str(relative))  # a symlink leading out of root is refused
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                keys = set(data.files)
+                row: dict[str, Any] = {"path": relative.as_posix(), "split": _split_of(relative)}
+                for attribute, (aliases, codes) in ATTRIBUTE_KEYS.items():
+                    key = next((k for k in aliases if k in keys), None)
+                    if key is not None:
+                        row[attribute] = _decode(_scalar(data[key]), codes)
+                row["label"] = _scalar(data[LABEL_KEY]) if LABEL_KEY in keys else pd.NA
+        except (OSError, ValueError) as exc:
+            raise DatasetFormatError(f"cannot read {path}: {exc}") from None
+        chosen = image_key or next((k for k in IMAGE_KEYS if k in keys), None)
+        if chosen is None or chosen not in keys:
+            wanted = image_key or " or ".join(IMAGE_KEYS)
+            raise DatasetFormatError(f"{path}: no image key {wanted}; keys: {sorted(keys)}")
+        image_keys.add(chosen)
+        has_mask &= MASK_KEY in keys
+        has_label &= LABEL_KEY in keys
+        rows.append(row)
+    if len(image_keys) > 1:
+        raise DatasetFormatError(f"{root}: files use different image keys {sorted(image_keys)}; pass image_key=")
+
+    table = pd.DataFrame(rows)
+    stems = table["path"].str.rsplit("/", n=1).str[-1].str.removesuffix(".npz")
+    table["sample_id"] = stems if not stems.duplicated().any() else table["path"].str.removesuffix(".npz")
+    table["patient_id"] = table["sample_id"]  # one subject per file (dataset documentation)
+    if has_label:
+        label = pd.to_numeric(table["label"], errors="coerce")
+        bad = ~label.isin([0, 1])
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DatasetFormatError(f"{root / table.at[row, 'path']}: key 'glaucoma' is {table.at[row, 'label']!r}, not 0 or 1")
+        table["label"] = label.astype("Int64")
+    else:
+        table["label"] = pd.Series(pd.NA, index=table.index, dtype="Int64")
+    if table["split"].isna().all():
+        table = table.drop(columns="split")
+
+    attributes: dict[str, Any] = {}
+    options = {
+        "sex": {}, "age": {"threshold": age_threshold, "rule": age_rule}, "race": {"scheme": race_scheme},
+        "ethnicity": {}, "language": {}, "marital_status": {},
+    }
+    for attribute, kwargs in options.items():
+        if attribute in table.columns:
+            attributes[attribute] = kwargs
+    table = add_group_columns(table, attributes)
+    front = ["sample_id", "patient_id", "label", "path", *(["split"] if "split" in table.columns else [])]
+    front += [c for c in ATTRIBUTE_KEYS if c in table.columns]
+    rest = [c for c in table.columns if c.startswith("group:")]
+    chosen_key = image_keys.pop()
+    return NpzDataset(
+        name=name,
+        table=finish_table(table[front + rest]),
+        root=root,
+        task="segmentation" if (has_mask and not has_label) else "binary",
+        info={
+            "image_key": chosen_key,
+            "mask_key": MASK_KEY if has_mask else None,
+            "label_rule": "glaucoma == 1" if has_label else "no classification label (segmentation)",
+            "convention": "Harvard README code maps; FairMedFM/FairDi groups",
+            "patient_id": "one subject per npz file",
+        },
+    )
+
+
+@register_dataset("harvard_gf3300")
+def load_harvard_gf3300(root: str | Path, **kwargs: Any) -> NpzDataset:
+    """Harvard-GF3300: RNFLT maps (``rnflt``), glaucoma label, ``male`` sex key."""
+    return load_harvard_npz(root, name="harvard_gf3300", **kwargs)
+
+
+@register_dataset("fairvlmed10k")
+def load_fairvlmed10k(root: str | Path, **kwargs: Any) -> NpzDataset:
+    """FairVLMed10k: SLO fundus (``slo_fundus``/``fundus_slo``), glaucoma label, notes ignored."""
+    return load_harvard_npz(root, name="fairvlmed10k", **kwargs)
+
+
+@register_dataset("fairseg")
+def load_fairseg(root: str | Path, **kwargs: Any) -> NpzDataset:
+    """Harvard-FairSeg: SLO fundus and ``disc_cup_mask`` (segmentation; race Asian/Black/White)."""
+    return load_harvard_npz(root, name="fairseg", **kwargs)
