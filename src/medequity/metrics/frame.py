@@ -1,0 +1,372 @@
+"""Per-group evaluation with stratified bootstrap CIs and permutation tests: :func:`group_metrics`.
+
+The sample-level engine behind every fairness number of the library (fairlearn's ``MetricFrame``
+is the model of the API and the reference for values): per-group metric values with n, n_pos,
+n_neg, bootstrap percentile intervals for every group value and every gap summary of
+:mod:`medequity.metrics.aggregate`, and a permutation test of "gap = 0".
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from medequity.metrics import aggregate
+from medequity.metrics._validation import (
+    GroupMetricWarning,
+    check_binary,
+    check_same_length,
+    check_scores,
+    warn_group,
+)
+from medequity.metrics.bootstrap import (
+    DEFAULT_MAX_ELEMENTS,
+    map_chunks,
+    percentile_interval,
+    permuted_codes,
+    stratified_counts,
+)
+from medequity.metrics.calibration import ece_bin_index
+from medequity.metrics.groups import Groups, encode_groups
+from medequity.metrics.thresholds import Threshold, resolve_threshold
+from medequity.metrics.weighted import SampleSet, get_metric
+
+DEFAULT_METRICS = ("auc", "acc", "tpr", "tnr", "fpr", "fnr", "ppv", "selection_rate", "ece", "bce")
+SCORE_ONLY_METRICS = ("auc", "ece", "bce")
+_REQUIREMENT_TEXT = {
+    "both": "it has samples of only one class",
+    "pos": "it has no positive samples",
+    "neg": "it has no negative samples",
+    "pred_pos": "no sample is predicted positive",
+    "pred_neg": "no sample is predicted negative",
+    "any": "it has no samples",
+}
+
+
+class _Evaluator:
+    """Samples arranged group-contiguously, with each metric prepared once per sample set.
+
+    Column 0 of every value array is the overall set (all samples, including those excluded from
+    the groups because their attribute is missing); column g+1 is group g.
+    """
+
+    def __init__(self, y, score, pred, values, groups: Groups, metrics, *, ece_bins="unit", n_bins=10, stratify=True):
+        codes = np.where(groups.codes >= 0, groups.codes, groups.n_groups)  # excluded samples last
+        strat_label = y if (stratify and y is not None) else np.zeros(codes.size, dtype=np.int8)
+        # Stratum-contiguous, and sorted by score inside each stratum, so that every group's
+        # negatives/positives are contiguous score-ordered runs (AUC then slices, not gathers).
+        # Within a group the order is by label when stratified and by score otherwise.
+        key = codes * 2 + strat_label if stratify else codes
+        secondary = score if score is not None else np.zeros(codes.size)
+        self.order = np.lexsort((secondary, key))
+        sorted_key = key[self.order] if stratify else np.zeros(codes.size)
+        self.strata_bounds = np.r_[0, np.flatnonzero(np.diff(sorted_key)) + 1, codes.size]
+        take = lambda a: None if a is None else a[self.order]  # noqa: E731
+        self.y, self.score, self.pred, self.values = take(y), take(score), take(pred), take(values)
+        self.codes = codes[self.order]
+        self.n_groups = groups.n_groups
+        group_bounds = np.searchsorted(self.codes, np.arange(self.n_groups + 1))
+        self.slices = [slice(0, codes.size)] + [slice(group_bounds[g], group_bounds[g + 1]) for g in range(self.n_groups)]
+        self.metrics = list(metrics)
+        self.specs = {name: get_metric(name) for name in self.metrics}
+        self.ece_bins, self.n_bins = ece_bins, n_bins
+        self.plans = {name: [self._prepare(name, sl) for sl in self.slices] for name in self.metrics}
+
+    def sample_set(self, sl: slice | np.ndarray) -> SampleSet:
+        part = lambda a: None if a is None else a[sl]  # noqa: E731
+        score = part(self.score)
+        bins = ece_bin_index(score, self.n_bins, self.ece_bins) if score is not None and score.size else None
+        return SampleSet(part(self.y), score, part(self.pred), part(self.values), bins, self.n_bins)
+
+    def _prepare(self, name: str, sl):
+        return self.specs[name].prepare(self.sample_set(sl))
+
+    def values_for(self, W: np.ndarray) -> dict[str, np.ndarray]:
+        """Metric values (b, G+1) for weight rows W over the arranged samples."""
+        out = {}
+        for name in self.metrics:
+            spec, plans = self.specs[name], self.plans[name]
+            out[name] = np.column_stack([spec.compute(plan, W[:, sl]) for plan, sl in zip(plans, self.slices)])
+        return out
+
+    def bootstrap(self, n_boot: int, seed: np.random.SeedSequence, max_elements: int, n_jobs) -> dict[str, np.ndarray]:
+        """Metric values (n_boot, G+1) over stratified bootstrap replicates."""
+        work = lambda b, rng: self.values_for(stratified_counts(self.strata_bounds, b, rng))  # noqa: E731
+        chunks = map_chunks(work, n_boot, self.codes.size, seed, max_elements=max_elements, n_jobs=n_jobs)
+        return {name: np.concatenate([c[name] for c in chunks]) for name in self.metrics}
+
+    def permutation_gaps(self, n_perm: int, seed: np.random.SeedSequence, max_elements: int, n_jobs) -> dict[str, np.ndarray]:
+        """Gap (max − min over groups) of each metric under random relabelling of the groups."""
+        included = np.flatnonzero(self.codes < self.n_groups)
+        codes = self.codes[included]
+        data = self.sample_set(included)
+        results = {}
+        for name, metric_seed in zip(self.metrics, seed.spawn(len(self.metrics))):
+            spec = self.specs[name]
+            if spec.label_conditional and data.y is not None:
+                strata = [np.flatnonzero(data.y == 0), np.flatnonzero(data.y == 1)]
+            else:
+                strata = [np.arange(codes.size)]
+            plan = spec.prepare(data)
+
+            def work(b, rng, spec=spec, plan=plan, strata=strata):
+                perm = permuted_codes(codes, strata, b, rng)
+                per_group = np.column_stack(
+                    [spec.compute(plan, (perm == g).astype(np.float64)) for g in range(self.n_groups)]
+                )
+                return aggregate.gap(per_group)
+
+            budget = max(1, max_elements // max(self.n_groups, 1))
+            chunks = map_chunks(work, n_perm, codes.size, metric_seed, max_elements=budget, n_jobs=n_jobs)
+            results[name] = np.concatenate(chunks)
+        return results
+
+
+@dataclass
+class GroupMetricResult:
+    """Per-group values, CIs and gap summaries of one sensitive attribute (or intersection)."""
+
+    attribute: str
+    groups: tuple[str, ...]
+    metrics: tuple[str, ...]
+    values: dict[str, np.ndarray]  # metric -> (G+1,) overall then groups
+    counts: pd.DataFrame  # per group: n, n_pos, n_neg, small
+    threshold: Threshold | None
+    n_boot: int
+    ci: float
+    stratified: bool
+    random_state: int | None
+    replicates: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> (B, G+1)
+    permutation_gaps: dict[str, np.ndarray] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    n_excluded_missing: int = 0
+    extra_settings: dict = field(default_factory=dict)  # e.g. the empty-mask convention of Dice
+
+    # -- tables -----------------------------------------------------------------------------------
+    @property
+    def overall(self) -> pd.Series:
+        return pd.Series({m: self.values[m][0] for m in self.metrics}, name="overall")
+
+    @property
+    def by_group(self) -> pd.DataFrame:
+        frame = pd.DataFrame({m: self.values[m][1:] for m in self.metrics}, index=pd.Index(self.groups, name="group"))
+        return frame
+
+    def _interval(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        if metric not in self.replicates:
+            nan = np.full(len(self.groups) + 1, np.nan)
+            return nan, nan
+        return percentile_interval(self.replicates[metric], self.ci)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table: one row per (group incl. 'overall', metric) with CI and counts."""
+        rows = []
+        names = ("overall",) + self.groups
+        for metric in self.metrics:
+            low, high = self._interval(metric)
+            for j, group in enumerate(names):
+                count = self.counts.loc[group] if group in self.counts.index else None
+                rows.append(
+                    {
+                        "attribute": self.attribute,
+                        "group": group,
+                        "metric": metric,
+                        "value": self.values[metric][j],
+                        "ci_low": low[j],
+                        "ci_high": high[j],
+                        "n": int(count["n"]) if count is not None else np.nan,
+                        "n_pos": count["n_pos"] if count is not None else np.nan,
+                        "n_neg": count["n_neg"] if count is not None else np.nan,
+                        "small_group": bool(count["small"]) if count is not None else False,
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    def summaries(self) -> pd.DataFrame:
+        """Every gap summary of every metric with its bootstrap CI; p-value of "gap = 0"."""
+        rows = []
+        for metric in self.metrics:
+            higher = get_metric(metric).higher_is_better
+            point = aggregate.summarize(self.values[metric][0], self.values[metric][1:], higher_is_better=higher)
+            reps = None
+            if metric in self.replicates:
+                r = self.replicates[metric]
+                reps = aggregate.summarize(r[:, 0], r[:, 1:], higher_is_better=higher)
+            for summary, value in point.items():
+                low = high = np.nan
+                if reps is not None:
+                    low, high = percentile_interval(reps[summary], self.ci)
+                p_value = np.nan
+                if summary == "gap" and metric in self.permutation_gaps and np.isfinite(value):
+                    null = self.permutation_gaps[metric]
+                    null = null[np.isfinite(null)]
+                    p_value = (np.sum(null >= value - 1e-12) + 1) / (null.size + 1)
+                rows.append(
+                    {
+                        "attribute": self.attribute,
+                        "metric": metric,
+                        "summary": summary,
+                        "value": float(value),
+                        "ci_low": float(low),
+                        "ci_high": float(high),
+                        "p_value": float(p_value),
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    def summary(self, metric: str, summary: str = "gap") -> float:
+        table = self.summaries()
+        row = table[(table.metric == metric) & (table.summary == summary)]
+        if row.empty:
+            raise KeyError(f"no summary {summary!r} for metric {metric!r}")
+        return float(row.value.iloc[0])
+
+    def settings(self) -> dict:
+        return {
+            "attribute": self.attribute,
+            "threshold": None if self.threshold is None else self.threshold.to_dict(),
+            "n_boot": self.n_boot,
+            "ci": self.ci,
+            "bootstrap": "stratified by group x label" if self.stratified else "plain (non-stratified)",
+            "random_state": self.random_state,
+            "n_excluded_missing": self.n_excluded_missing,
+            **self.extra_settings,
+        }
+
+
+def _counts_table(y, pred, groups: Groups, min_group_size: int) -> pd.DataFrame:
+    rows = {}
+    everyone = np.arange(groups.codes.size)
+    for name, index in zip(("overall",) + groups.names, [everyone] + groups.indices()):
+        row = {"n": index.size}
+        if y is not None:
+            row["n_pos"] = int(y[index].sum())
+            row["n_neg"] = int(index.size - y[index].sum())
+        else:
+            row["n_pos"] = row["n_neg"] = np.nan
+        if pred is not None:
+            row["n_pred_pos"] = int(pred[index].sum())
+            row["n_pred_neg"] = int(index.size - pred[index].sum())
+        row["small"] = index.size < min_group_size
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _explain_nans(result_values, metrics, counts: pd.DataFrame, attribute: str) -> list[str]:
+    messages = []
+    requirement_column = {"pos": "n_pos", "neg": "n_neg", "pred_pos": "n_pred_pos", "pred_neg": "n_pred_neg"}
+    for metric in metrics:
+        spec = get_metric(metric)
+        for g, group in enumerate(counts.index[1:]):
+            if np.isnan(result_values[metric][g + 1]):
+                if spec.requires == "both":
+                    reason = _REQUIREMENT_TEXT["both"]
+                else:
+                    column = requirement_column.get(spec.requires)
+                    reason = _REQUIREMENT_TEXT[spec.requires] if column else "its value is undefined"
+                messages.append(f"{metric} is undefined (NaN) for group {group!r} of {attribute!r}: {reason}")
+    return messages
+
+
+def group_metrics(
+    y_true=None,
+    y_score=None,
+    *,
+    sensitive_features,
+    metrics=None,
+    y_pred=None,
+    sample_values=None,
+    threshold="best_f1",
+    y_val=None,
+    score_val=None,
+    n_boot: int = 1000,
+    n_permutations: int = 1000,
+    ci: float = 0.95,
+    stratify: bool = True,
+    ece_bins: str = "unit",
+    n_bins: int = 10,
+    min_group_size: int = 30,
+    missing: str = "drop",
+    random_state: int | None = 0,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    n_jobs: int | None = None,
+) -> GroupMetricResult:
+    """Per-group metrics of a binary classifier with bootstrap CIs and gap tests.
+
+    Parameters follow fairlearn/scikit-learn: ``y_true`` binary labels, ``y_score`` probabilities
+    of the positive class, ``sensitive_features`` one attribute or several (a DataFrame/dict:
+    their intersections are the groups). Hard predictions come from ``y_pred`` if given, else from
+    ``score > t`` with ``threshold`` a number, ``"best_f1"`` or ``"youden"`` (fitted on
+    ``y_val``/``score_val`` when given, else on the evaluated set). ``sample_values`` (e.g. per-
+    image Dice) enable the ``"mean"`` metric for segmentation. ``n_boot=0`` skips the bootstrap,
+    ``n_permutations=0`` the gap test. Groups with fewer than ``min_group_size`` samples are
+    flagged. Undefined per-group values are NaN with a :class:`GroupMetricWarning`. The same
+    ``random_state`` gives identical results for any ``n_jobs`` (threads over replicate chunks).
+    """
+    y = check_binary(y_true, "y_true") if y_true is not None else None
+    score = check_scores(y_score, "y_score", probability=False) if y_score is not None else None
+    pred = check_binary(y_pred, "y_pred") if y_pred is not None else None
+    values = None if sample_values is None else np.asarray(sample_values, dtype=np.float64).reshape(-1)
+    n = check_same_length(y_true=y, y_score=score, y_pred=pred, sample_values=values)
+    if metrics is None:
+        metrics = ("mean",) if values is not None else DEFAULT_METRICS
+        if score is None and values is None:
+            metrics = tuple(m for m in DEFAULT_METRICS if m not in SCORE_ONLY_METRICS)
+    metrics = tuple(metrics)
+    specs = {m: get_metric(m) for m in metrics}
+    needs = {spec.needs for spec in specs.values()}
+    if "values" in needs and values is None:
+        raise ValueError("metric 'mean' needs sample_values (per-sample values such as Dice)")
+    score_metrics = [m for m, spec in specs.items() if spec.needs == "score"]
+    if score_metrics and (y is None or score is None):
+        raise ValueError(f"metrics {score_metrics} need y_true and y_score")
+    if any(m in ("bce", "ece") for m in metrics):
+        check_scores(score, "y_score", probability=True)
+    resolved = None
+    if "pred" in needs:
+        if y is None:
+            raise ValueError("threshold metrics need y_true")
+        if pred is None:
+            if score is None:
+                raise ValueError("threshold metrics need y_pred or y_score")
+            resolved = resolve_threshold(threshold, y, score, y_val=y_val, score_val=score_val)
+            pred = resolved.predict(score)
+    if n_boot < 0 or n_permutations < 0:
+        raise ValueError("n_boot and n_permutations must be >= 0")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GroupMetricWarning)
+        groups = encode_groups(sensitive_features, n, missing=missing, min_group_size=min_group_size)
+    messages = [str(w.message) for w in caught]
+
+    evaluator = _Evaluator(y, score, pred, values, groups, metrics, ece_bins=ece_bins, n_bins=n_bins, stratify=stratify)
+    point = {name: v[0] for name, v in evaluator.values_for(np.ones((1, n))).items()}
+    counts = _counts_table(y, pred, groups, min_group_size)
+    messages += _explain_nans(point, metrics, counts, groups.attribute)
+
+    # Independent, reproducible streams for the bootstrap and the permutation test.
+    boot_seed, perm_seed = np.random.SeedSequence(random_state).spawn(2)
+    stacked = evaluator.bootstrap(n_boot, boot_seed, max_elements, n_jobs) if n_boot else {}
+    perm = evaluator.permutation_gaps(n_permutations, perm_seed, max_elements, n_jobs) if n_permutations else {}
+
+    for message in messages:
+        warn_group(message)
+    return GroupMetricResult(
+        attribute=groups.attribute,
+        groups=groups.names,
+        metrics=metrics,
+        values=point,
+        counts=counts,
+        threshold=resolved,
+        n_boot=n_boot,
+        ci=ci,
+        stratified=stratify,
+        random_state=random_state,
+        replicates=stacked,
+        permutation_gaps=perm,
+        warnings=messages,
+        n_excluded_missing=groups.n_excluded_missing,
+    )

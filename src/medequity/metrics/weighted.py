@@ -1,0 +1,245 @@
+"""Per-group metrics as weighted statistics, vectorised over bootstrap replicates.
+
+Every metric here is a function of sample weights ``W`` of shape ``(B, m)``: row ``b`` holds how
+many times each of the ``m`` samples appears in replicate ``b`` (all ones for the point estimate,
+multinomial counts for a bootstrap replicate, 0/1 membership for a permutation replicate). Writing
+metrics this way lets one sort of the scores serve all replicates, and turns the bootstrap into
+matrix products and cumulative sums instead of a Python loop calling scikit-learn per replicate
+(fairlearn's ``MetricFrame(n_boot=...)`` recomputes everything through pandas per replicate).
+
+Each :class:`MetricSpec` splits a metric into ``prepare`` (once per sample set: sorting, binning,
+indicator vectors) and ``compute`` (per chunk of replicates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from medequity.registry import Registry
+
+BCE_LOG_CLAMP = -100.0  # torch.nn.BCELoss clamps log at -100
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """What a metric may look at: labels, scores, hard predictions (any may be None)."""
+
+    y: np.ndarray | None
+    score: np.ndarray | None
+    pred: np.ndarray | None
+    values: np.ndarray | None = None  # per-sample values (e.g. Dice) for "mean" metrics
+    ece_bins: np.ndarray | None = None  # bin index of each sample, fixed on the evaluated set
+    n_bins: int = 10
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    description: str
+    prepare: Callable[[SampleSet], Any]
+    compute: Callable[[Any, np.ndarray], np.ndarray]
+    higher_is_better: bool = True
+    needs: str = "score"  # "score" | "pred" | "values"
+    # Permutation null for the gap test: True shuffles group labels within each label (the metric
+    # is a property of P(score | y, group)), False shuffles them across all samples.
+    label_conditional: bool = True
+    requires: str = "both"  # which samples must exist for a defined value: both|pos|neg|pred_pos|pred_neg|any
+
+
+METRICS: Registry[MetricSpec] = Registry("metric")
+
+
+def register_metric(spec: MetricSpec) -> MetricSpec:
+    METRICS.register(spec.name)(lambda: spec)
+    return spec
+
+
+def get_metric(name: str) -> MetricSpec:
+    return METRICS.create(name)
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
+
+
+# --- ROC AUC -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _AucPlan:
+    pos_idx: np.ndarray | slice  # positive samples (a slice when they are contiguous)
+    neg_idx: np.ndarray | slice  # negatives in score order (a slice when already contiguous)
+    lo: np.ndarray  # per positive: number of negatives with a strictly lower score
+    hi: np.ndarray | None  # ... with a lower or equal score; None when no positive ties a negative
+
+
+def _as_slice_if_contiguous(index: np.ndarray) -> np.ndarray | slice:
+    """Column slices are views; fancy indexing copies. Data arranged by stratum and score (as the
+    bootstrap engine does) makes each group's positives and negatives contiguous runs."""
+    if index.size and index[-1] - index[0] + 1 == index.size and np.all(np.diff(index) == 1):
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
+
+
+def _prepare_auc(data: SampleSet) -> _AucPlan:
+    y, score = data.y, data.score
+    neg_idx = np.flatnonzero(y == 0)
+    neg_idx = neg_idx[np.argsort(score[neg_idx], kind="stable")]
+    pos_idx = np.flatnonzero(y == 1)
+    neg_sorted = score[neg_idx]
+    lo = np.searchsorted(neg_sorted, score[pos_idx], side="left")
+    hi = np.searchsorted(neg_sorted, score[pos_idx], side="right")
+    return _AucPlan(
+        _as_slice_if_contiguous(pos_idx),
+        _as_slice_if_contiguous(neg_idx),
+        lo,
+        None if np.array_equal(lo, hi) else hi,
+    )
+
+
+def _compute_auc(plan: _AucPlan, W: np.ndarray) -> np.ndarray:
+    """Weighted Mann–Whitney AUC; ties count 1/2, as scikit-learn's ``roc_auc_score``.
+
+    AUC = Σ_i∈pos w_i (N_below(i) + ½ N_tied(i)) / (W_pos · W_neg), where the negative weights
+    below/tied come from one cumulative sum over the negatives in score order.
+    """
+    pos_w = W[:, plan.pos_idx]
+    neg_w = W[:, plan.neg_idx]
+    if pos_w.shape[1] == 0 or neg_w.shape[1] == 0:
+        return np.full(W.shape[0], np.nan)
+    neg_cum = np.zeros((W.shape[0], neg_w.shape[1] + 1))
+    np.cumsum(neg_w, axis=1, out=neg_cum[:, 1:])
+    if plan.hi is None:
+        numerator = np.einsum("bi,bi->b", pos_w, neg_cum[:, plan.lo])
+    else:
+        numerator = 0.5 * np.einsum("bi,bi->b", pos_w, neg_cum[:, plan.lo] + neg_cum[:, plan.hi])
+    return _safe_divide(numerator, pos_w.sum(axis=1) * neg_cum[:, -1])
+
+
+register_metric(
+    MetricSpec(
+        "auc",
+        "ROC AUC (ties count 1/2, as scikit-learn)",
+        _prepare_auc,
+        _compute_auc,
+        requires="both",
+    )
+)
+
+
+# --- rates at a decision threshold ---------------------------------------------------------------
+
+
+def _confusion_rate(numerator_cell: Callable, denominator_cell: Callable):
+    def prepare(data: SampleSet):
+        y = data.y.astype(bool)
+        pred = data.pred.astype(bool)
+        return (numerator_cell(y, pred).astype(np.float64), denominator_cell(y, pred).astype(np.float64))
+
+    def compute(plan, W: np.ndarray) -> np.ndarray:
+        numerator, denominator = plan
+        return _safe_divide(W @ numerator, W @ denominator)
+
+    return prepare, compute
+
+
+_RATES = {
+    # name: (description, numerator, denominator, higher_is_better, label_conditional, requires)
+    "acc": ("accuracy", lambda y, p: y == p, lambda y, p: np.ones_like(y), True, False, "any"),
+    "tpr": ("true positive rate (sensitivity, recall)", lambda y, p: y & p, lambda y, p: y, True, True, "pos"),
+    "tnr": ("true negative rate (specificity)", lambda y, p: ~y & ~p, lambda y, p: ~y, True, True, "neg"),
+    "fpr": ("false positive rate (over-diagnosis)", lambda y, p: ~y & p, lambda y, p: ~y, False, True, "neg"),
+    "fnr": ("false negative rate (under-diagnosis)", lambda y, p: y & ~p, lambda y, p: y, False, True, "pos"),
+    "ppv": ("positive predictive value (precision)", lambda y, p: y & p, lambda y, p: p, True, False, "pred_pos"),
+    "npv": ("negative predictive value", lambda y, p: ~y & ~p, lambda y, p: ~p, True, False, "pred_neg"),
+    "selection_rate": ("selection rate P(yhat = 1)", lambda y, p: p, lambda y, p: np.ones_like(y), True, False, "any"),
+}
+
+for _name, (_desc, _num, _den, _hib, _cond, _req) in _RATES.items():
+    _prep, _comp = _confusion_rate(_num, _den)
+    register_metric(
+        MetricSpec(_name, _desc, _prep, _comp, higher_is_better=_hib, needs="pred", label_conditional=_cond, requires=_req)
+    )
+
+
+# --- calibration and loss ----------------------------------------------------------------------
+
+
+def binary_cross_entropy_terms(y: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Per-sample BCE with log clamped at -100, as ``torch.nn.BCELoss``."""
+    with np.errstate(divide="ignore"):
+        log_p = np.maximum(np.log(score), BCE_LOG_CLAMP)
+        log_q = np.maximum(np.log1p(-score), BCE_LOG_CLAMP)
+    return -(y * log_p + (1 - y) * log_q)
+
+
+def _prepare_bce(data: SampleSet) -> np.ndarray:
+    return binary_cross_entropy_terms(data.y, data.score)
+
+
+def _compute_bce(losses: np.ndarray, W: np.ndarray) -> np.ndarray:
+    return _safe_divide(W @ losses, W.sum(axis=1))
+
+
+register_metric(
+    MetricSpec("bce", "binary cross-entropy (log clamped at -100, as torch BCELoss)", _prepare_bce, _compute_bce,
+               higher_is_better=False, label_conditional=False, requires="any")
+)
+
+
+def _prepare_ece(data: SampleSet) -> np.ndarray:
+    # Columns: per bin the score sum, the positive count and the sample count.
+    onehot = np.zeros((data.score.size, data.n_bins))
+    onehot[np.arange(data.score.size), data.ece_bins] = 1.0
+    return np.hstack([onehot * data.score[:, None], onehot * data.y[:, None], onehot])
+
+
+def _compute_ece(table: np.ndarray, W: np.ndarray) -> np.ndarray:
+    sums = W @ table
+    k = table.shape[1] // 3
+    score_sum, pos_sum, count = sums[:, :k], sums[:, k : 2 * k], sums[:, 2 * k :]
+    return _safe_divide(np.abs(score_sum - pos_sum).sum(axis=1), count.sum(axis=1))
+
+
+register_metric(
+    MetricSpec("ece", "expected calibration error (sample-weighted over non-empty bins)", _prepare_ece, _compute_ece,
+               higher_is_better=False, label_conditional=False, requires="any")
+)
+
+
+# --- means of per-sample values (segmentation Dice/IoU) ------------------------------------------
+
+
+def _prepare_mean(data: SampleSet):
+    values = np.asarray(data.values, dtype=np.float64)
+    defined = np.isfinite(values)
+    return np.where(defined, values, 0.0), defined.astype(np.float64)
+
+
+def _compute_mean(plan, W: np.ndarray) -> np.ndarray:
+    values, defined = plan
+    return _safe_divide(W @ values, W @ defined)
+
+
+for _name, _desc in {
+    "mean": "mean of per-sample values, undefined samples excluded",
+    "dice": "mean per-sample Dice (foreground classes), undefined samples excluded",
+    "iou": "mean per-sample IoU (foreground classes), undefined samples excluded",
+}.items():
+    register_metric(
+        MetricSpec(_name, _desc, _prepare_mean, _compute_mean, needs="values", label_conditional=False, requires="any")
+    )
+
+
+def evaluate(name: str, data: SampleSet, W: np.ndarray | None = None) -> np.ndarray:
+    """Compute metric ``name`` for weight rows ``W`` (default: one row of ones, the point estimate)."""
+    spec = get_metric(name)
+    n = next(a.size for a in (data.y, data.score, data.pred, data.values) if a is not None)
+    if W is None:
+        W = np.ones((1, n))
+    return spec.compute(spec.prepare(data), W)
