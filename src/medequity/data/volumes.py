@@ -183,6 +183,9 @@ def build_volume_dataset(
     typo fails now, not an hour into feature extraction.
     """
     root = Path(root)
+    # A column names files explicitly, so it wins over a template (e.g. one inherited from a preset).
+    file_template = None if file_column is not None else file_template
+    mask_template = None if mask_column is not None else mask_template
     if file_column is None and file_template is None:
         raise ValueError("give file_column (a column with NIfTI paths) or file_template (e.g. '{Folder}.nii.gz')")
     needed = [subject_column, label_column, file_column, mask_column, sex_column, age_column, bmi_column]
