@@ -51,9 +51,9 @@ def image_to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     divided by their type's maximum (uint8 → /255, uint16 → /65535); float images are taken to be
     in [0, 1] already (the synthetic generator's convention).
 
-    Hand-written rather than ``v2.ToImage()``: that treats every 3-D array as HxWxC, but our
-    arrays may also be tensors in CxHxW, and it copies non-writable PIL-backed arrays with a
-    warning.
+    Hand-written rather than ``v2.ToImage()`` + ``v2.ToDtype(scale=True)``: ToImage treats every
+    3-D input as HxWxC, but tensors here come as CxHxW, and it warns on the read-only arrays that
+    ``np.asarray(PIL image)`` gives.
     """
     if isinstance(image, torch.Tensor):
         tensor = image
@@ -69,7 +69,10 @@ def image_to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
             raise ValueError(f"expected an HxW or HxWxC image, got an array of shape {array.shape}")
         if array.dtype == np.bool_:
             array = array.astype(np.uint8)
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:  # PIL-backed arrays are read-only; torch wants to own memory
+            array = array.copy()
+        tensor = torch.from_numpy(array)
     if tensor.ndim != 3:
         raise ValueError(f"expected a CxHxW tensor, got shape {tuple(tensor.shape)}")
     if tensor.shape[0] == 4:  # RGBA: the alpha channel carries no image content
