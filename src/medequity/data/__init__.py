@@ -14,6 +14,19 @@ from medequity.data.base import (
 # Importing registers the "nifti-volumes" dataset (volumes.py imports neither torch nor nibabel).
 from medequity.data import volumes  # noqa: E402,F401
 
+# Importing the loaders registers "table" and every real dataset (ham10000, chexpert, ...).
+from medequity.data import loaders  # noqa: E402,F401
+from medequity.data.attributes import add_group_columns, intersect  # noqa: E402
+from medequity.data.card import DataCard, build_data_card  # noqa: E402
+from medequity.data.splits import (  # noqa: E402
+    apply_splits,
+    get_splits,
+    load_splits,
+    make_splits,
+    save_splits,
+)
+from medequity.data.table import load_table  # noqa: E402
+
 __all__ = [
     "DATASETS",
     "GROUP_PREFIX",
@@ -23,4 +36,14 @@ __all__ = [
     "read_image",
     "register_dataset",
     "safe_join",
+    "add_group_columns",
+    "intersect",
+    "DataCard",
+    "build_data_card",
+    "apply_splits",
+    "get_splits",
+    "load_splits",
+    "make_splits",
+    "save_splits",
+    "load_table",
 ]
