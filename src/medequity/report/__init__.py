@@ -1,0 +1,1 @@
+"""Reports: plots (matplotlib), tables and self-contained HTML pages."""
