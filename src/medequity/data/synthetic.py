@@ -617,15 +617,15 @@ _LABEL_RULES = {
     "volume": "1 = disease: a brighter lesion blob",
 }
 
-# Fitzpatrick-like RGB skin colours for types 1..6 (darkest channel >= 0.34 so that lesions keep
+# Fitzpatrick-like RGB skin colours for types 1..6 (darkest channel >= 0.29 so that lesions keep
 # the same absolute contrast on every tone: no tone is "harder" unless a knob says so).
 _SKIN_RGB = np.array([
     [0.96, 0.84, 0.76],
-    [0.92, 0.76, 0.66],
-    [0.84, 0.66, 0.56],
-    [0.74, 0.57, 0.47],
-    [0.63, 0.48, 0.40],
-    [0.53, 0.40, 0.34],
+    [0.90, 0.74, 0.63],
+    [0.80, 0.62, 0.50],
+    [0.68, 0.51, 0.40],
+    [0.56, 0.41, 0.33],
+    [0.46, 0.34, 0.29],
 ], dtype=np.float32)
 
 
@@ -692,7 +692,7 @@ def _render_derm(config, table, image_signal, marker, acquisition, rng):
         inside = _sigmoid((radius - rho) / 0.03)
         # A darker eccentric core for malignant lesions.
         core = np.exp(-(((u - 0.08 * v) ** 2 + (w - 0.05) ** 2) / 0.02)) * inside
-        darkening = (0.10 + 0.14 * v) * inside + 0.08 * v * core
+        darkening = (0.08 + 0.10 * v) * inside + 0.05 * v * core
         skin = _SKIN_RGB[skin_tone[sl] - 1][:, None, None, :]
         texture = _smooth_noise(rng, (m, size, size), 2.0 * px)[..., None]
         scene = skin * (1 + 0.03 * texture) - darkening[..., None] * np.array([0.8, 1.0, 1.0], np.float32)
@@ -780,7 +780,7 @@ def _render_fundus(config, table, image_signal, marker, acquisition, rng):
         scene = retina * (1 - 0.45 * vessels[..., None])
         disc = _sigmoid((disc_r - d) / 0.012)[..., None]
         cup = _sigmoid((cup_r - d) / 0.010)[..., None]
-        scene = scene * (1 - disc) + np.array([0.95, 0.75, 0.45], np.float32) * disc
+        scene = scene * (1 - disc) + np.array([0.92, 0.62, 0.32], np.float32) * disc
         scene = scene * (1 - cup) + np.array([1.0, 0.95, 0.80], np.float32) * cup
         scene = scene * field_of_view[..., None]
         tag = marker[sl]
