@@ -125,7 +125,7 @@ def load_harvard_npz(
     race_scheme: str = "white_vs_nonwhite",
 ) -> NpzDataset:
     root = Path(root)
-    files = sorted(p for p in root.rglob("*.npz") if p.is_file())
+    files = sorted((p for p in root.rglob("*.npz") if p.is_file()), key=lambda p: (p.name, str(p)))
     if not files:
         raise DatasetFormatError(f"no .npz files under {root} (expected data_XXXXX.npz, e.g. in Training/)")
     rows = []
@@ -165,7 +165,7 @@ def load_harvard_npz(
         bad = ~label.isin([0, 1])
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DatasetFormatError(f"{root / table.at[row, 'path']}: key 'glaucoma' is {table.at[row, 'label']!r}, not 0 or 1")
+            raise DatasetFormatError(f"{root / table.at[row, 'path']}: key 'glaucoma' is {table.at[row, 'label']}, not 0 or 1")
         table["label"] = label.astype("Int64")
     else:
         table["label"] = pd.Series(pd.NA, index=table.index, dtype="Int64")
