@@ -202,12 +202,14 @@ def audit(
     missing: str = "drop",
     ece_bins: str = "unit",
     random_state: int = 0,
+    progress=None,
 ) -> AuditReport:
     """Audit a predictions table: per-group metrics with CIs, gaps with tests, ADF, intersections.
 
     ``threshold``: a number, ``"best_f1"`` or ``"youden"``; with ``validation`` (a table with the
     same columns) rules are fitted there and applied to the audited set (the honest choice).
     ``intersections=True`` adds every pair of attributes; or give the tuples to cross.
+    ``progress(done, total, description)`` is called after each attribute (the CLI draws a bar).
     """
     data = load_audit_data(
         predictions, label=label, score=score, score_prefix=score_prefix, prediction=prediction,
@@ -225,6 +227,8 @@ def audit(
     crosses = _intersections(data.attributes, intersections)
     caught_messages: list[str] = []
     tasks: dict[str, TaskAudit] = {}
+    total_steps = len(data.classes) * (len(data.attributes) + len(crosses))
+    done = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GroupMetricWarning)
         for task_name, positive in data.classes.items():
@@ -254,6 +258,7 @@ def audit(
                     )
                 except ValueError as exc:
                     caught_messages.append(f"{task_name} / {name}: skipped — {exc}")
+                    done += 1
                     continue
                 if resolved is not None:
                     result.threshold = resolved
@@ -261,6 +266,9 @@ def audit(
                 groups = encode_groups(features, len(y), missing=missing, require_two=False)
                 adf_values[name] = adf_with_interval(y, np.asarray(pred, dtype=np.int64), groups, n_boot=n_boot, ci=ci,
                                                      random_state=random_state)
+                done += 1
+                if progress is not None:
+                    progress(done, total_steps, f"{task_name} / {name}")
             tasks[task_name] = TaskAudit(task_name, positive, None if resolved is None else resolved.to_dict(),
                                          results, adf_values)
     messages = list(dict.fromkeys([str(w.message) for w in caught] + caught_messages))
