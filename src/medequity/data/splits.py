@@ -8,8 +8,8 @@ How: scikit-learn's :class:`~sklearn.model_selection.StratifiedGroupKFold` cuts 
 ``k`` folds (k = the smallest number of folds that expresses the ratios, e.g. 10 for 80/10/10 and
 70/10/20) keeping each fold's label × group mix close to the whole; whole folds then go to train,
 val and test. Groups (patients) never straddle folds, so no patient is in two splits. When there
-are fewer patients than folds, patients are shuffled and cut by the ratios directly
-(StratifiedGroupKFold cannot make more folds than groups).
+are fewer patients than folds, or no stratum has k samples, patients are shuffled and cut by the
+ratios directly (hand-written: StratifiedGroupKFold refuses to make more folds than that).
 
 Official splits are reused: train/val/test as given; a dataset with only train and test (NIH
 ChestX-ray14) gets val carved out of train by patient the same way.
@@ -78,8 +78,10 @@ def _assign_patients(
     k, counts = _fold_counts(ratios)
     unique_patients = pd.unique(patients)
     rng = np.random.default_rng(seed)
-    if len(unique_patients) < k:
-        # Too few patients for k folds: shuffle patients and cut by the ratios.
+    codes = pd.factorize(key)[0]
+    if len(unique_patients) < k or np.bincount(codes).max() < k:
+        # Too few patients (or samples per stratum) for k folds, which StratifiedGroupKFold
+        # refuses: shuffle the patients and cut them by the ratios.
         order = rng.permutation(len(unique_patients))
         bounds = np.round(np.cumsum(ratios)[:2] * len(unique_patients)).astype(int)
         patient_split = np.empty(len(unique_patients), dtype=object)
@@ -94,7 +96,6 @@ def _assign_patients(
         # "The least populated class has only n members": rare strata are spread as well as possible.
         warnings.simplefilter("ignore", UserWarning)
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=int(rng.integers(2**31 - 1)))
-        codes = pd.factorize(key)[0]
         for fold, (_, test_rows) in enumerate(splitter.split(np.zeros(len(patients)), codes, groups=patients)):
             folds[test_rows] = fold
     fold_to_split = np.array(["train"] * counts[0] + ["val"] * counts[1] + ["test"] * counts[2], dtype=object)
