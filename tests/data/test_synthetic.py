@@ -436,6 +436,7 @@ def test_config_round_trips_through_yaml():
         ({"modality": "mri"}, r"derm.*cxr.*fundus.*volume"),
         ({"split_fractions": {"train": 0.8, "tset": 0.2}}, r"'tset'.*train, val, test"),
         ({"n": 0}, r"\bn must be"),
+        ({"representation": {"attribute": "sex", "strength": 0.3}}, r"representation\.strength.*share"),
     ],
 )
 def test_invalid_config_names_the_bad_key(config, message):

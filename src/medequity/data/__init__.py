@@ -27,6 +27,14 @@ from medequity.data.splits import (  # noqa: E402
 )
 from medequity.data.table import load_table  # noqa: E402
 
+# Importing registers the "synthetic" dataset (seeded images with known bias knobs).
+from medequity.data.synthetic import (  # noqa: E402
+    SyntheticConfig,
+    list_presets,
+    make_synthetic,
+    oracle_group_auc,
+)
+
 __all__ = [
     "DATASETS",
     "GROUP_PREFIX",
@@ -46,4 +54,8 @@ __all__ = [
     "make_splits",
     "save_splits",
     "load_table",
+    "SyntheticConfig",
+    "list_presets",
+    "make_synthetic",
+    "oracle_group_auc",
 ]
