@@ -336,6 +336,8 @@ def group_metrics(
             pred = resolved.predict(score)
     if n_boot < 0 or n_permutations < 0:
         raise ValueError("n_boot and n_permutations must be >= 0")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1); got {ci}")
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GroupMetricWarning)
