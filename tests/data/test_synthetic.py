@@ -312,8 +312,8 @@ def test_representation_sets_group_shares():
     other = (patients["group:sex"] == "female").mean()
     assert abs(other - 0.5) < 4 * np.sqrt(0.25 / len(patients))  # other attributes stay balanced
 
-    flipped = make_synthetic({"modality": "cxr", "representation": {"attribute": "race", "share": 0.8, "group": "White"}},
-                             n=N, seed=SEED).table.drop_duplicates("patient_id")
+    white_majority = {"modality": "cxr", "representation": {"attribute": "race", "share": 0.8, "group": "White"}}
+    flipped = make_synthetic(white_majority, n=N, seed=SEED).table.drop_duplicates("patient_id")
     assert (flipped["group:race"] == "White").mean() == pytest.approx(0.8, abs=0.04)
 
 

@@ -21,6 +21,10 @@ Every stage draws from its own child of ``np.random.SeedSequence(seed)``, so the
 identical arrays, and turning one knob leaves the other stages' draws (patients, labels, anatomy)
 unchanged — the datasets of two presets differ only by the mechanism the knob names.
 
+The ``split`` column (patient-level train/val/test) is part of the design: the shortcut is
+planted in train/val only, so re-splitting a shortcut dataset with another splitter would mix
+biased and decorrelated rows; keep the built-in split for shortcut presets.
+
 Images are uint8 like real files (``read_image``): ``derm`` and ``fundus`` N×H×W×3, ``cxr`` N×H×W,
 ``volume`` N×D×H×W. Masks (uint8): derm 1 = lesion; cxr 1 = lung; fundus 1 = disc, 2 = cup;
 volume 1 = lesion.
@@ -181,9 +185,10 @@ class LabelNoiseKnob(StrengthKnob):
 
 @dataclass
 class AcquisitionKnob(StrengthKnob):
-    """A group-linked acquisition style: brighter (+0.1·s), flatter (contrast ×(1−0.3·s)), blurred (σ = 1.2·s px at 64 px).
+    """A group-linked acquisition style that makes S predictable from X without touching Y.
 
-    It makes S predictable from X without touching Y (a direct-path shortcut in waiting).
+    With strength s the affected group's images are brighter (+0.1·s), flatter (contrast
+    ×(1−0.3·s)) and blurred (σ = 1.2·s px at 64 px): a direct-path shortcut in waiting.
     """
 
 
