@@ -274,7 +274,10 @@ def race_groups(values: Any, scheme: str = "white_vs_nonwhite", codes: Mapping[A
         values = _map_codes(values, codes)
     elif _looks_numeric(values):
         raise ValueError("race values are numeric codes; pass codes=, e.g. HARVARD_RACE_CODES {0: 'Asian', 1: 'Black', 2: 'White'}")
-    canonical = pd.Series([canonical_race(v) for v in values], index=values.index, dtype="string")
+    # map each distinct value once: MIMIC-CXR has ~370k rows but a few dozen race strings
+    raw = values.astype(object).where(values.notna(), None)  # None, unlike NaN, is a reliable dict key
+    lookup = {v: canonical_race(v) for v in set(raw)}
+    canonical = pd.Series([lookup[v] for v in raw], index=values.index, dtype="string")
     if scheme == "raw":
         return canonical
     if scheme == "white_vs_nonwhite":
