@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from medequity.data.base import GROUP_PREFIX, MedicalDataset
-from medequity.data.splits import SPLITS, _atomic_write
+from medequity.data.splits import SPLITS, atomic_write_text
 
 UNKNOWN_GROUP = "(unknown)"
 COLUMNS = ["attribute", "group", "n", "share", "n_negative", "n_positive", "prevalence"]
@@ -79,8 +79,8 @@ class DataCard:
         """Write ``card.json`` and ``card.csv`` into ``folder`` atomically; returns both paths."""
         folder = Path(folder)
         json_path, csv_path = folder / "card.json", folder / "card.csv"
-        _atomic_write(json_path, json.dumps(self.to_dict(), indent=1))
-        _atomic_write(csv_path, self.groups.to_csv(index=False))
+        atomic_write_text(json_path, json.dumps(self.to_dict(), indent=1))
+        atomic_write_text(csv_path, self.groups.to_csv(index=False))
         return json_path, csv_path
 
 

@@ -176,7 +176,8 @@ def membership_hash(sample_ids: Sequence[str] | pd.Index | pd.Series) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and ``os.replace``: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -194,7 +195,7 @@ def save_splits(splits: pd.Series, path: str | Path, **metadata: object) -> Path
     digest = membership_hash(splits.index)
     if path.suffix.lower() == ".csv":
         frame = pd.DataFrame({"sample_id": splits.index.astype(str), "split": splits.astype(str).to_numpy()})
-        _atomic_write(path, f"# membership_sha256={digest}\n" + frame.to_csv(index=False))
+        atomic_write_text(path, f"# membership_sha256={digest}\n" + frame.to_csv(index=False))
     else:
         document = {
             "format": FORMAT,
@@ -203,7 +204,7 @@ def save_splits(splits: pd.Series, path: str | Path, **metadata: object) -> Path
             **{k: v for k, v in metadata.items()},
             "splits": {str(k): str(v) for k, v in splits.items()},
         }
-        _atomic_write(path, json.dumps(document, indent=1, default=str))
+        atomic_write_text(path, json.dumps(document, indent=1, default=str))
     return path
 
 

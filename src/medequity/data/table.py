@@ -195,6 +195,7 @@ def load_table(
     ``split_column`` values are normalised to train/val/test.
     """
     root = Path(root)
+    positive_values = list(positive_values) if positive_values is not None else None  # may be a generator
     if isinstance(table, pd.DataFrame):
         frame, source = table.copy(), "table"
     else:
