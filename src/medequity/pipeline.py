@@ -1,0 +1,151 @@
+"""One experiment, end to end: dataset → split → backbone + usage → method → predictions → metrics.
+
+This is the unit that ``medequity train`` runs once and ``medequity bench`` runs for every cell of
+its grid. Data flows one way; each step gets only what the previous one produced.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medequity.data import GROUP_PREFIX, create_dataset
+from medequity.data.splits import get_splits
+from medequity.data.transforms import build_transform
+from medequity.metrics import group_metrics
+from medequity.metrics.thresholds import resolve_threshold
+from medequity.training.data import make_split_data
+from medequity.training.trainer import TrainConfig, Trainer
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ExperimentSpec:
+    """Everything that defines one run; plain data (YAML/JSON), never code."""
+
+    dataset: str = "synthetic"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    root: str | None = None
+    attribute: str = "sex"
+    model: str = "small_cnn"
+    model_options: dict[str, Any] = field(default_factory=dict)  # e.g. checkpoint, input_size
+    transform: dict[str, Any] | None = None  # default: what the backbone expects
+    usage: str = "lp"
+    usage_params: dict[str, Any] = field(default_factory=dict)
+    method: str = "erm"
+    method_params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    split_file: str | None = None
+    split_seed: int = 0
+    threshold: str | float = "best_f1"  # fitted on validation, applied to test
+    n_boot: int = 200
+    n_permutations: int = 200
+    eval_attributes: list[str] | None = None  # default: every attribute of the dataset
+    cache_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentSpec:
+        valid = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - valid)
+        if unknown:
+            raise ValueError(f"unknown experiment keys {unknown}; valid keys: {sorted(valid)}")
+        return cls(**data)
+
+
+@dataclass
+class RunResult:
+    spec: ExperimentSpec
+    predictions: pd.DataFrame  # split, sample_id, label, score, pred, group:<attr> columns
+    metrics: pd.DataFrame  # tidy: attribute, group, metric, value, ci_low, ci_high, n, ...
+    summaries: pd.DataFrame  # tidy: attribute, metric, summary, value, ci_low, ci_high, p_value
+    history: pd.DataFrame
+    threshold: dict
+    best_epoch: int
+    seconds: float
+    method_log: dict = field(default_factory=dict)
+    model: Any = None  # the trained model (not serialised by the results store)
+    method: Any = None
+
+
+def load_experiment_data(spec: ExperimentSpec):
+    """The dataset with its split column (official, saved, or made and saved)."""
+    dataset = create_dataset(spec.dataset, spec.root, **spec.dataset_options) if spec.root else create_dataset(spec.dataset, **spec.dataset_options)
+    if "split" not in dataset.table.columns or dataset.table["split"].isna().any():
+        dataset = get_splits(dataset, spec.split_file, seed=spec.split_seed)
+    if spec.attribute not in dataset.attributes:
+        raise ValueError(f"dataset {spec.dataset!r} has no attribute {spec.attribute!r}; has {dataset.attributes}")
+    return dataset
+
+
+def run_experiment(spec: ExperimentSpec, *, progress=None, trainer: Trainer | None = None) -> RunResult:
+    """Train and evaluate one (dataset, model, usage, method, attribute, seed) cell."""
+    from medequity.methods import create_method
+    from medequity.models import create_backbone
+    from medequity.training.trainer import seed_everything
+    from medequity.usages import UsageContext, create_usage
+
+    start = time.perf_counter()
+    seed_everything(spec.seed)
+    dataset = load_experiment_data(spec)
+    splits = {name: dataset.subset(np.flatnonzero(dataset.table["split"].astype(str).to_numpy() == name)) for name in SPLITS}
+    for name, part in splits.items():
+        if len(part) == 0:
+            raise ValueError(f"split {name!r} of {spec.dataset!r} is empty")
+    known = dataset.groups(spec.attribute).dropna().astype(str)
+    group_names = tuple(sorted(known.unique()))
+
+    backbone = create_backbone(spec.model, **spec.model_options)
+    transform = build_transform(spec.transform or backbone.transform_config())
+    data = {name: make_split_data(part, spec.attribute, transform, group_names) for name, part in splits.items()}
+
+    config = TrainConfig(**{"seed": spec.seed, **spec.train})
+    usage = create_usage(spec.usage, **spec.usage_params)
+    context = UsageContext(cache_dir=Path(spec.cache_dir) if spec.cache_dir else None, device=str(config.resolved_device()),
+                           progress=progress)
+    model, data = usage.build(backbone, data, context)
+    method = create_method(spec.method, **spec.method_params)
+    trainer = trainer or Trainer()
+    fit = method.fit(model, data["train"], data["val"], config, trainer)
+
+    scores = {name: trainer.predict(model, method, data[name], config) for name in ("val", "test")}
+    post = {name: method.postprocess(scores[name], data[name].groups) for name in ("val", "test")}
+    threshold = resolve_threshold(spec.threshold, y_val=data["val"].labels, score_val=post["val"][0]) \
+        if not isinstance(spec.threshold, (int, float)) else resolve_threshold(spec.threshold)
+    frames = []
+    for name in ("val", "test"):
+        score, pred = post[name]
+        pred = threshold.predict(score) if pred is None else pred
+        table = data[name].table
+        frame = pd.DataFrame({"split": name, "sample_id": table["sample_id"].astype(str).to_numpy(),
+                              "label": data[name].labels, "score": score, "pred": pred.astype(np.int8)})
+        for column in table.columns:
+            if column.startswith(GROUP_PREFIX):
+                frame[column] = table[column].astype(object).to_numpy()
+        frames.append(frame)
+    predictions = pd.concat(frames, ignore_index=True)
+    metrics, summaries = evaluate_predictions(predictions[predictions.split == "test"], spec.eval_attributes or dataset.attributes,
+                                              n_boot=spec.n_boot, n_permutations=spec.n_permutations, seed=spec.seed)
+    return RunResult(spec, predictions, metrics, summaries, fit.history, threshold.to_dict(), fit.best_epoch,
+                     time.perf_counter() - start, dict(method.log), model, method)
+
+
+def evaluate_predictions(test: pd.DataFrame, attributes, *, n_boot: int, n_permutations: int, seed: int):
+    """Tidy per-group metrics and gap summaries on a test predictions table, one block per attribute."""
+    metric_frames, summary_frames = [], []
+    for attribute in attributes:
+        result = group_metrics(test["label"].to_numpy(), test["score"].to_numpy(), y_pred=test["pred"].to_numpy(),
+                               sensitive_features=test[GROUP_PREFIX + attribute].rename(attribute), n_boot=n_boot,
+                               n_permutations=n_permutations, random_state=seed)
+        metric_frames.append(result.to_frame().assign(attribute=attribute))
+        summary_frames.append(result.summaries().assign(attribute=attribute))
+    return pd.concat(metric_frames, ignore_index=True), pd.concat(summary_frames, ignore_index=True)

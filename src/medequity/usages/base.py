@@ -1,0 +1,53 @@
+"""Usages: how a backbone is adapted (FairMedFM §3.2): linear probing, fine-tuning, PEFT, CLIP.
+
+A usage turns a backbone and the image splits into the model to train and the splits it trains
+on (for linear probing: cached features instead of images). Methods then train that model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from medequity.registry import Registry
+
+USAGES: Registry[Usage] = Registry("usage")
+
+
+def register_usage(cls: type[Usage]) -> type[Usage]:
+    USAGES.register(cls.name)(cls)
+    return cls
+
+
+def create_usage(name: str, **params: Any) -> Usage:
+    return USAGES.create(name, **params)
+
+
+@dataclass
+class UsageContext:
+    """What a usage may need besides the backbone and data."""
+
+    cache_dir: Path | None = None
+    device: str = "cpu"
+    batch_size: int = 128
+    progress: Any = None  # callable(done, total, description) for slow steps (feature extraction)
+
+
+class Usage:
+    name: ClassVar[str] = "base"
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: True when the trained model works on cached features (head-only methods are then cheap).
+    uses_features: ClassVar[bool] = False
+
+    def __init__(self, **params: Any):
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"usage {self.name!r} has no parameter(s) {unknown}; valid: {sorted(self.defaults)}")
+        self.params = {**self.defaults, **params}
+
+    def build(self, backbone, data: dict, context: UsageContext) -> tuple[nn.Module, dict]:
+        """(model to train, splits to train/evaluate it on)."""
+        raise NotImplementedError
