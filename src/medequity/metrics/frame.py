@@ -98,6 +98,12 @@ class _Evaluator:
         chunks = map_chunks(work, n_boot, self.codes.size, seed, max_elements=max_elements, n_jobs=n_jobs)
         return {name: np.concatenate([c[name] for c in chunks]) for name in self.metrics}
 
+    def _ece(self, data: SampleSet, member: np.ndarray) -> float:
+        """ECE of the samples in ``member``, binned on their own scores (as the point estimate)."""
+        score, y = data.score[member], data.y[member]
+        index = ece_bin_index(score, self.n_bins, self.ece_bins)
+        return float(np.abs(np.bincount(index, weights=score - y, minlength=self.n_bins)).sum() / score.size)
+
     def permutation_gaps(self, n_perm: int, seed: np.random.SeedSequence, max_elements: int, n_jobs) -> dict[str, np.ndarray]:
         """Gap (max − min over groups) of each metric under random relabelling of the groups."""
         included = np.flatnonzero(self.codes < self.n_groups)
@@ -111,12 +117,18 @@ class _Evaluator:
             else:
                 strata = [np.arange(codes.size)]
             plan = spec.prepare(data)
+            # "score_range"/"quantile" ECE bins depend on each group's own scores (as in the observed
+            # gap), so every relabelled group is re-binned; fixed "unit" bins use the weighted path.
+            rebin = name == "ece" and self.ece_bins != "unit"
 
-            def work(b, rng, spec=spec, plan=plan, strata=strata):
+            def work(b, rng, spec=spec, plan=plan, strata=strata, rebin=rebin):
                 perm = permuted_codes(codes, strata, b, rng)
-                per_group = np.column_stack(
-                    [spec.compute(plan, (perm == g).astype(np.float64)) for g in range(self.n_groups)]
-                )
+                if rebin:
+                    per_group = np.array([[self._ece(data, row == g) for g in range(self.n_groups)] for row in perm])
+                else:
+                    per_group = np.column_stack(
+                        [spec.compute(plan, (perm == g).astype(np.float64)) for g in range(self.n_groups)]
+                    )
                 return aggregate.gap(per_group)
 
             budget = max(1, max_elements // max(self.n_groups, 1))
