@@ -235,3 +235,49 @@ def test_paired_bootstrap_is_paired():
     own_width = float(single[single.group == "overall"].eval("ci_high - ci_low").iloc[0])
     assert (cmp.ci_high - cmp.ci_low) < own_width / 5
     assert cmp.difference == pytest.approx(roc_auc_score(y, a) - roc_auc_score(y, b), abs=1e-12)
+
+
+# --- the permutation null uses the same statistic as the observed gap ----------------------------
+
+
+def _hand_ece(y, s, bins, n_bins):
+    import pandas as pd
+
+    if bins == "score_range":
+        index = pd.cut(s, n_bins, labels=False) if np.ptp(s) > 0 else np.zeros(s.size, int)
+    elif bins == "unit":
+        index = np.clip(np.ceil(s * n_bins).astype(int) - 1, 0, n_bins - 1)
+    else:  # equal-count bins by rank (stable)
+        index = np.argsort(np.argsort(s, kind="stable"), kind="stable") * n_bins // s.size
+    return sum(abs(np.sum(s[index == k] - y[index == k])) for k in range(n_bins)) / s.size
+
+
+@pytest.mark.parametrize("bins", ["unit", "score_range", "quantile"])
+@pytest.mark.parametrize("seed", [0, 3, 4])
+def test_permutation_null_support_is_the_exact_relabelling_distribution(bins, seed):
+    """Enumerate every relabelling of a 5 + 5 sample set (252 of them) and compute the ECE gap by
+    hand, each group binned on its own scores like the observed value; every permutation
+    replicate must be one of these values, and so must the observed gap."""
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 10)
+    s = np.round(rng.random(10), 3)
+    s = s + np.arange(10) * 1e-6  # distinct scores: no tie-order ambiguity for the quantile bins
+    g = np.array(list("aaaaabbbbb"))
+    result = run(y, s, sensitive_features=g, metrics=("ece",), ece_bins=bins, n_bins=3, n_boot=0, n_permutations=500)
+    support = []
+    for members in itertools.combinations(range(10), 5):
+        a = np.isin(np.arange(10), members)
+        support.append(abs(_hand_ece(y[a], s[a], bins, 3) - _hand_ece(y[~a], s[~a], bins, 3)))
+    support = np.array(support)
+    observed = result.summary("ece", "gap")
+    a = g == "a"
+    assert observed == pytest.approx(abs(_hand_ece(y[a], s[a], bins, 3) - _hand_ece(y[~a], s[~a], bins, 3)), abs=1e-12)
+    null = result.permutation_gaps["ece"]
+    distance = np.abs(null[:, None] - support[None, :]).min(axis=1)
+    assert distance.max() < 1e-12
+    # and the p-value is the exact relabelling p-value up to Monte Carlo error
+    exact = np.mean(support >= observed - 1e-12)
+    p = result.summaries().query("metric == 'ece' and summary == 'gap'").p_value.iloc[0]
+    assert p == pytest.approx(exact, abs=0.08)
