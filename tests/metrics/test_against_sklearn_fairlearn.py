@@ -581,3 +581,116 @@ def test_missing_values_in_parity_functions():
     with pytest.warns(GroupMetricWarning, match="missing"):
         overall, values, names = group_values("selection_rate", y, sensitive_features=g, y_pred=pred)
     assert "missing" not in names and len(names) == len({str(v) for v in g[keep]})
+
+
+# --- the remaining sample-level functions ------------------------------------------------------
+
+
+def _sklearn_group_aucs(y, s, g):
+    names = sorted({str(v) for v in g})
+    return roc_auc_score(y, s), np.array([roc_auc_score(y[g.astype(str) == k], s[g.astype(str) == k]) for k in names])
+
+
+@pytest.mark.parametrize("seed", SEEDS[:6])
+def test_sample_level_auc_summaries_vs_sklearn_and_formulas(seed):
+    from medequity.metrics import auc_gap, auc_max_psd, auc_mean_psd, auc_skewness, equity_scaled_auc, worst_group_auc
+
+    y, s, g = make_case(seed)
+    overall, groups = _sklearn_group_aucs(y, s, g)
+    assert auc_gap(y, s, sensitive_features=g) == pytest.approx(groups.max() - groups.min(), abs=1e-12)
+    assert worst_group_auc(y, s, sensitive_features=g) == pytest.approx(groups.min(), abs=1e-12)
+    assert auc_mean_psd(y, s, sensitive_features=g) == pytest.approx(np.std(groups) / overall, abs=1e-12)
+    assert auc_max_psd(y, s, sensitive_features=g) == pytest.approx((groups.max() - groups.min()) / overall, abs=1e-12)
+    if groups.max() < 1:
+        expected_skew = (1 - groups.min()) / (1 - groups.max())
+        assert auc_skewness(y, s, sensitive_features=g) == pytest.approx(expected_skew, rel=1e-10)
+    disparities = {
+        "std": np.std(groups),
+        "mean_abs_dev": np.mean(np.abs(overall - groups)),
+        "sum_abs_dev": np.sum(np.abs(overall - groups)),
+    }
+    for kind, d in disparities.items():
+        assert equity_scaled_auc(y, s, sensitive_features=g, disparity=kind) == pytest.approx(overall / (1 + d), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:6])
+def test_other_parity_functions_vs_fairlearn(seed):
+    from medequity.metrics import (
+        accuracy_parity_difference,
+        bce_gap,
+        demographic_parity_ratio,
+        ece_gap,
+        fairmedfm_equalized_odds,
+        underdiagnosis_rates,
+    )
+
+    y, s, g = make_case(seed)
+    sf = g.astype(str)
+    pred = (s > 0.5).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert demographic_parity_ratio(y, pred, sensitive_features=g) == pytest.approx(
+            flm.demographic_parity_ratio(y, pred, sensitive_features=sf), abs=1e-12
+        )
+        mf = flm.MetricFrame(
+            metrics={"fnr": flm.false_negative_rate, "fpr": flm.false_positive_rate, "acc": accuracy_score,
+                     "tpr": flm.true_positive_rate, "tnr": flm.true_negative_rate},
+            y_true=y, y_pred=pred, sensitive_features=sf,
+        )
+    rates = underdiagnosis_rates(y, pred, sensitive_features=g)
+    for name in rates["groups"]:
+        assert rates["fnr"][name] == pytest.approx(mf.by_group.loc[name, "fnr"], abs=1e-12)
+        assert rates["fpr"][name] == pytest.approx(mf.by_group.loc[name, "fpr"], abs=1e-12)
+    diff = mf.difference()
+    assert rates["fnr_gap"] == pytest.approx(diff["fnr"], abs=1e-12)
+    assert rates["fpr_gap"] == pytest.approx(diff["fpr"], abs=1e-12)
+    assert accuracy_parity_difference(y, pred, sensitive_features=g) == pytest.approx(diff["acc"], abs=1e-12)
+    # FairMedFM "EqOdds" at a given threshold: 1 - (TPR gap + TNR gap) / 2
+    assert fairmedfm_equalized_odds(y, s, sensitive_features=g, threshold=0.5) == pytest.approx(
+        1 - (diff["tpr"] + diff["tnr"]) / 2, abs=1e-12
+    )
+    # ... and at the best-F1 threshold of the evaluated set by default
+    t = _brute_force(y, s, "f1")[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mf_t = flm.MetricFrame(metrics={"tpr": flm.true_positive_rate, "tnr": flm.true_negative_rate},
+                               y_true=y, y_pred=(s > t).astype(int), sensitive_features=sf)
+    d = mf_t.difference()
+    assert fairmedfm_equalized_odds(y, s, sensitive_features=g) == pytest.approx(1 - (d["tpr"] + d["tnr"]) / 2, abs=1e-12)
+    # calibration gaps
+    ece = [_ece_unit_loop(y[sf == k], s[sf == k]) for k in sorted(set(sf))]
+    assert ece_gap(y, s, sensitive_features=g) == pytest.approx(max(ece) - min(ece), abs=1e-12)
+    ece_r = [_ece_from_bins(y[sf == k], s[sf == k], pd.cut(s[sf == k], 10, labels=False)) if np.ptp(s[sf == k]) > 0
+             else abs(s[sf == k].mean() - y[sf == k].mean()) for k in sorted(set(sf))]
+    assert ece_gap(y, s, sensitive_features=g, bins="score_range") == pytest.approx(max(ece_r) - min(ece_r), abs=1e-12)
+    bce = [_bce_by_hand(y[sf == k], s[sf == k]) for k in sorted(set(sf))]
+    assert bce_gap(y, s, sensitive_features=g) == pytest.approx(max(bce) - min(bce), rel=1e-10)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_calibration_curve_vs_sklearn(seed):
+    from sklearn.calibration import calibration_curve as sk_curve
+
+    from medequity.metrics import calibration_curve
+
+    y, s, _ = make_case(seed, ties=False)
+    prob_true, prob_pred = sk_curve(y, s, n_bins=10, strategy="uniform")
+    curve = calibration_curve(y, s)
+    np.testing.assert_allclose(curve.fraction_positive, prob_true, atol=1e-12)
+    np.testing.assert_allclose(curve.mean_predicted, prob_pred, atol=1e-12)
+    assert curve["count"].sum() == y.size
+
+
+def test_adf_weighted_equals_adf_on_repeated_samples():
+    from medequity.metrics.causal import adf_cell_index, adf_weighted
+
+    rng = np.random.default_rng(0)
+    n = 80
+    y, p, s = rng.integers(0, 2, n), rng.integers(0, 2, n), rng.integers(0, 3, n)
+    W = rng.integers(0, 4, size=(5, n)).astype(float)
+    cells = adf_cell_index(y, s, p, 3)
+    got = adf_weighted(cells, 3, W)
+    for b in range(5):
+        idx = np.repeat(np.arange(n), W[b].astype(int))
+        assert got[b] == pytest.approx(adf(y[idx], p[idx], sensitive_features=s[idx]), abs=1e-12)
+    assert adf_weighted(cells, 3, np.ones((1, n)))[0] == pytest.approx(adf(y, p, sensitive_features=s), abs=1e-12)
