@@ -94,7 +94,7 @@ def resolve_threshold(
     """
     if isinstance(threshold, Threshold):
         return threshold
-    if isinstance(threshold, (int, float, np.floating)) and not isinstance(threshold, bool):
+    if isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, (bool, np.bool_)):
         return Threshold(float(threshold), "fixed", "none")
     if threshold not in ("best_f1", "youden"):
         raise ValueError(f"threshold must be a number or one of 'best_f1', 'youden'; got {threshold!r}")
