@@ -694,3 +694,11 @@ def test_adf_weighted_equals_adf_on_repeated_samples():
         idx = np.repeat(np.arange(n), W[b].astype(int))
         assert got[b] == pytest.approx(adf(y[idx], p[idx], sensitive_features=s[idx]), abs=1e-12)
     assert adf_weighted(cells, 3, np.ones((1, n)))[0] == pytest.approx(adf(y, p, sensitive_features=s), abs=1e-12)
+
+
+@pytest.mark.parametrize("value", [0.5, 1, np.int64(0), np.float32(0.25), np.float64(0.75)])
+def test_fixed_threshold_accepts_numpy_numbers(value):
+    y, s, g = make_case(1)
+    r = quiet_group_metrics(y, s, sensitive_features=g, metrics=("selection_rate",), threshold=value)
+    assert r.threshold.rule == "fixed" and r.threshold.value == float(value)
+    assert r.values["selection_rate"][0] == pytest.approx(np.mean(s > float(value)), abs=1e-12)
