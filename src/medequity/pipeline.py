@@ -104,7 +104,7 @@ def run_experiment(spec: ExperimentSpec, *, progress=None, trainer: Trainer | No
     known = dataset.groups(spec.attribute).dropna().astype(str)
     group_names = tuple(sorted(known.unique()))
 
-    backbone = create_backbone(spec.model, **spec.model_options)
+    backbone = create_backbone(spec.model, cache_dir=spec.cache_dir, **spec.model_options)
     transform = build_transform(spec.transform or backbone.transform_config())
     data = {name: make_split_data(part, spec.attribute, transform, group_names) for name, part in splits.items()}
 

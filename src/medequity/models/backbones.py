@@ -107,11 +107,13 @@ def timm_module_groups(module: nn.Module) -> dict[str, list[str]]:
     return groups
 
 
-def create_backbone(name: str, *, checkpoint: str | Path | None = None, **kwargs: Any) -> Backbone:
+def create_backbone(name: str, *, checkpoint: str | Path | None = None, cache_dir: str | Path | None = None, **kwargs: Any) -> Backbone:
     """Create a backbone by name; ``checkpoint`` loads local weights (safely), else random init.
 
     Names: a registered name (``small_cnn``), ``timm:<model>`` or any timm model name, or
     ``open_clip:<model>`` (registered by :mod:`medequity.models.clip` when open_clip is present).
+    ``checkpoint="synthetic:<modality>"`` uses our own weights pre-trained on unbiased synthetic
+    data of that modality (:mod:`medequity.models.pretrain`), trained on first use and cached.
     """
     if name in BACKBONES:
         backbone = BACKBONES.create(name, **kwargs)
@@ -127,6 +129,10 @@ def create_backbone(name: str, *, checkpoint: str | Path | None = None, **kwargs
             close = timm.list_models(f"*{timm_name.split('_')[0]}*")[:8]
             raise KeyError(f"unknown backbone {name!r}; registered: {BACKBONES.names()}; timm models like it: {close}")
         backbone = _timm_backbone(timm_name, **kwargs)
+    if isinstance(checkpoint, str) and checkpoint.startswith("synthetic:"):
+        from medequity.models.pretrain import synthetic_checkpoint
+
+        checkpoint = synthetic_checkpoint(name, checkpoint, cache_dir=cache_dir, backbone_options=kwargs)
     if checkpoint is not None:
         report = load_weights(backbone.module, checkpoint)
         backbone.config["checkpoint"] = str(checkpoint)
