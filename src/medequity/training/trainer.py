@@ -79,7 +79,7 @@ def seed_everything(seed: int) -> torch.Generator:
 def build_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     params = list(params)
     if not params:
-        raise ValueError("nothing to train: every parameter is frozen")
+        raise ValueError("nothing to train: every parameter is frozen (evaluation-only usages such as clip_zs need train epochs=0)")
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
@@ -150,6 +150,11 @@ class Trainer:
         model.to(device)
         method.setup(model, train, config)
         method.extra.to(device)
+        if config.epochs == 0:
+            # Evaluation-only usages (CLIP zero-shot, FairMedFM §3.2) train nothing: no optimiser, the
+            # model stays as built, post-training hooks (e.g. threshold fitting) still run.
+            method.finalize(model, train, val, lambda m, d: self.predict(m, method, d, config))
+            return FitResult(pd.DataFrame(), -1, math.nan, config.selection, time.perf_counter() - start)
         optimizer = method.make_optimizer(model, config)
         sampler = method.sampler(train, generator)
         loader = torch.utils.data.DataLoader(
