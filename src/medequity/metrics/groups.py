@@ -101,7 +101,18 @@ def encode_groups(
         is_missing = _is_missing(series)
         # Format each distinct value once (not once per sample): 1M rows stay fast.
         codes_, uniques = pd.factorize(series, use_na_sentinel=True)
-        formatted = np.array([_format(v) for v in uniques] + [MISSING_LABEL], dtype=object)
+        value_names = [_format(v) for v in uniques]
+        if missing == "category" and is_missing.any():
+            value_names_and_missing = value_names + [MISSING_LABEL]
+        else:
+            value_names_and_missing = value_names
+        if len(set(value_names_and_missing)) < len(value_names_and_missing):
+            clashes = sorted({v for v in value_names_and_missing if value_names_and_missing.count(v) > 1})
+            raise ValueError(
+                f"sensitive_features column {column!r} has distinct values named alike {clashes} "
+                "(e.g. 1 and '1', or a value 'missing' beside missing values); recode them first"
+            )
+        formatted = np.array(value_names + [MISSING_LABEL], dtype=object)
         labels = formatted[codes_]
         if missing == "category":
             labels[is_missing] = MISSING_LABEL
