@@ -266,3 +266,15 @@ def test_missing_group_values_do_not_crash_sorting():
     assert result.groups == ("2", "3", "a", "b") and result.n_excluded_missing == 20
     result = gm(y=Y12, g=g, metrics=("auc",), missing="category")
     assert "missing" in result.groups and result.counts.loc["missing", "n"] == 20
+
+
+def test_distinct_group_values_with_the_same_name_are_not_merged():
+    """1 and '1' are different hashable values: merging them into one group silently would mix
+    two groups; the same for a real value 'missing' beside missing values kept as a category."""
+    with pytest.raises(ValueError, match=r"sensitive_features.*\['1', '2'\]"):
+        encode_groups(np.array([1, "1", 2, "2"], dtype=object))
+    with pytest.raises(ValueError, match=r"sensitive_features.*\['missing'\]"):
+        encode_groups(np.array(["missing", None, "a", "b"], dtype=object), missing="category")
+    # equal values of different types are one value, and 'missing' without missing values is fine
+    assert encode_groups(np.array([1, 1.0, 2, 2.0], dtype=object)).names == ("1", "2")
+    assert encode_groups(np.array(["missing", "a"], dtype=object), missing="category").names == ("a", "missing")
