@@ -1,0 +1,142 @@
+"""CLIP zero-shot and CLIP-Adapt (FairMedFM §3.2 "CLIP-ZS and CLIP-Adapt", App. F).
+
+Zero-shot: each class gets a text prototype — the mean of the unit-norm text embeddings of its
+prompts (templates × class names, e.g. "a photo of {}." × "no disease"), renormalised. The score is
+the softmax over the classes of ``logit_scale · cos(image embedding, prototype)``; with two classes
+P(positive) = sigmoid(logit_scale · (cos⁺ − cos⁻)), so the model keeps the library's one-logit
+interface: ``Classifier``-like, with the prototype matrix as its head. Nothing trains — run it with
+``train={"epochs": 0}`` (the trainer then skips the optimiser).
+
+CLIP-Adapt: the same head, its prototypes initialised from the zero-shot ones and trained, the
+image encoder frozen — so the head trains on cached image embeddings, like linear probing. FairMedFM
+normalises the trainable prototypes in every forward and uses a fixed scale (100 in its wrapper);
+we do the same, with the model's own learned scale by default. At initialisation CLIP-Adapt
+predicts exactly what zero-shot does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medequity.models.clip import clip_bundle
+from medequity.usages.base import Usage, UsageContext, register_usage
+from medequity.usages.linear_probe import feature_splits
+from medequity.usages.peft_usages import trainable_summary
+
+DEFAULT_TEMPLATES = ("a photo of {}.", "a medical image showing {}.", "there is {}.")
+DEFAULT_CLASS_NAMES = ("no disease", "disease")  # (negative class, positive class)
+
+
+class PrototypeHead(nn.Module):
+    """One logit from cosine similarities to a negative and a positive class prototype.
+
+    ``forward(features) -> (B, 1)``, like ``nn.Linear(feature_dim, 1)``: the logit
+    ``scale · (cos(f, p₁) − cos(f, p₀))`` equals the log-odds of the two-class softmax.
+    """
+
+    def __init__(self, prototypes: torch.Tensor, logit_scale: float, *, trainable: bool):
+        super().__init__()
+        if prototypes.shape[0] != 2:
+            raise ValueError(f"need 2 prototypes (negative, positive); got {tuple(prototypes.shape)}")
+        self.prototypes = nn.Parameter(prototypes.detach().clone().float(), requires_grad=trainable)
+        self.register_buffer("logit_scale", torch.tensor(float(logit_scale)))
+        self.in_features, self.out_features = prototypes.shape[1], 1
+
+    def class_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, 2) scaled cosine similarities, the logits of CLIP's class softmax."""
+        return self.logit_scale * F.normalize(features.float(), dim=-1) @ F.normalize(self.prototypes, dim=-1).T
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        logits = self.class_logits(features)
+        return (logits[:, 1] - logits[:, 0]).unsqueeze(-1)
+
+
+class PrototypeClassifier(nn.Module):
+    """A frozen image encoder (or none, on cached embeddings) and a :class:`PrototypeHead`.
+
+    Same interface as :class:`~medequity.models.classifier.Classifier`: ``features``, ``head``,
+    one logit per image; the encoder stays in eval mode and never trains.
+    """
+
+    def __init__(self, encoder: nn.Module | None, head: PrototypeHead):
+        super().__init__()
+        self.backbone = encoder if encoder is not None else nn.Identity()
+        self.backbone.requires_grad_(False)
+        self.head = head
+        self.feature_dim = head.in_features
+        self.frozen_backbone = True
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(-1)
+
+    def train(self, mode: bool = True) -> PrototypeClassifier:
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+
+def class_prompts(params: dict) -> list[list[str]]:
+    """[[negative prompts], [positive prompts]]: explicit ``prompts`` or templates × class names."""
+    if params.get("prompts") is not None:
+        prompts = params["prompts"]
+        negative, positive = (prompts["negative"], prompts["positive"]) if isinstance(prompts, dict) else prompts
+        out = [[negative] if isinstance(negative, str) else list(negative), [positive] if isinstance(positive, str) else list(positive)]
+    else:
+        names = params["class_names"]
+        if len(names) != 2:
+            raise ValueError(f"class_names must be (negative, positive); got {names!r}")
+        out = []
+        for name in names:
+            synonyms = [name] if isinstance(name, str) else list(name)
+            out.append([template.format(s) for template in params["templates"] for s in synonyms])
+    if not all(out):
+        raise ValueError("each class needs at least one prompt")
+    return out
+
+
+def text_prototypes(backbone, prompts: list[list[str]], device: str = "cpu") -> torch.Tensor:
+    """(2, D) class prototypes: mean of each class's unit-norm prompt embeddings, renormalised."""
+    bundle = clip_bundle(backbone)
+    return torch.stack([F.normalize(bundle.encode_text(p, device=device).mean(0), dim=-1) for p in prompts])
+
+
+class _CLIPUsage(Usage):
+    defaults = {"class_names": DEFAULT_CLASS_NAMES, "templates": DEFAULT_TEMPLATES, "prompts": None, "logit_scale": None}
+
+    def head(self, backbone, context: UsageContext, *, trainable: bool) -> PrototypeHead:
+        self.prompts = class_prompts(self.params)
+        prototypes = text_prototypes(backbone, self.prompts, device=context.device)
+        scale = self.params["logit_scale"]
+        if scale is None:
+            scale = clip_bundle(backbone).logit_scale
+        return PrototypeHead(prototypes, scale, trainable=trainable)
+
+
+@register_usage
+class CLIPZeroShot(_CLIPUsage):
+    """CLIP-ZS: fixed text prototypes, nothing trains (use ``train={"epochs": 0}``)."""
+
+    name = "clip_zs"
+
+    def build(self, backbone, data: dict, context: UsageContext):
+        model = PrototypeClassifier(backbone.module, self.head(backbone, context, trainable=False))
+        model.trainable_summary = trainable_summary(model)
+        return model, data
+
+
+@register_usage
+class CLIPAdapt(_CLIPUsage):
+    """CLIP-Adapt: prototypes initialised from zero-shot and trained on cached image embeddings."""
+
+    name = "clip_adapt"
+    uses_features = True
+
+    def build(self, backbone, data: dict, context: UsageContext):
+        model = PrototypeClassifier(None, self.head(backbone, context, trainable=True))
+        model.trainable_summary = trainable_summary(model)
+        return model, feature_splits(backbone, data, context)
