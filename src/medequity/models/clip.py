@@ -19,6 +19,7 @@ a Hugging Face text model or tokenizer from the hub are refused.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,13 +149,19 @@ def _model_config(model_name: str, model_cfg: dict | None) -> tuple[dict, dict, 
 
 def _tokenizer(config: dict):
     text_cfg = config.get("text_cfg", {})
-    context_length = text_cfg.get("context_length", 77)
-    if "hf_tokenizer_name" in text_cfg:
-        name = text_cfg["hf_tokenizer_name"]
-        if not Path(name).is_dir():
-            return None  # would need a download; zero-shot then says there is no usable text side
-        return open_clip.HFTokenizer(name, context_length=context_length, **text_cfg.get("tokenizer_kwargs", {}))
-    return open_clip.SimpleTokenizer(context_length=context_length, **text_cfg.get("tokenizer_kwargs", {}))
+    return _cached_tokenizer(text_cfg.get("context_length", 77), text_cfg.get("hf_tokenizer_name"),
+                             json.dumps(text_cfg.get("tokenizer_kwargs", {}), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_tokenizer(context_length: int, hf_tokenizer_name: str | None, kwargs_json: str):
+    """Tokenizers are stateless for our use and slow to build (the BPE vocabulary): shared."""
+    kwargs = json.loads(kwargs_json)
+    if hf_tokenizer_name is None:
+        return open_clip.SimpleTokenizer(context_length=context_length, **kwargs)
+    if not Path(hf_tokenizer_name).is_dir():
+        return None  # would need a download; zero-shot then says there is no usable text side
+    return open_clip.HFTokenizer(hf_tokenizer_name, context_length=context_length, **kwargs)
 
 
 @BACKBONES.register("open_clip")
