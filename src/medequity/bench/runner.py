@@ -1,0 +1,312 @@
+"""Run every cell of a benchmark spec: inline, in local processes, or on a Ray cluster.
+
+Workers compute; only the driver writes. A worker returns its tables as Parquet bytes and a
+``run.json`` record, so a Ray cluster needs no shared file system, and the driver writes each run
+atomically (``run.json`` last) and rewrites ``results.parquet`` as runs finish. Runs whose
+``run.json`` exists are skipped, so a stopped benchmark continues where it stopped. A run that
+raises is recorded (``error.json`` with its traceback) and the others go on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medequity.bench.spec import BenchSpec, Cell, Evaluation, load_spec
+from medequity.bench.store import Results, ResultsStore, frame_to_parquet, now
+from medequity.training.trainer import Trainer
+
+Progress = Callable[[int, int, str], None]  # (runs done, runs in total, what is happening)
+
+
+def run_benchmark(spec: str | Path | dict | BenchSpec, out: str | Path, *, ray_address: str | None = None,
+                  n_jobs: int = 1, progress: Progress | None = None) -> Results:
+    """Run the cells of ``spec`` not yet finished under ``out``; return all results.
+
+    ``n_jobs=1`` runs inline; more runs that many spawned processes; ``ray_address`` sends runs to
+    a Ray cluster (``"local"`` starts a local Ray with ``n_jobs`` CPUs).
+    """
+    bench = spec if isinstance(spec, BenchSpec) else load_spec(spec)
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be at least 1; got {n_jobs}")
+    store = ResultsStore(out)
+    store.write_header(bench.to_yaml(), {
+        "name": bench.name, "selection": bench.selection.to_dict(), "warnings": bench.warnings,
+        "evaluation": asdict(bench.evaluation), "run_ids": [cell.run_id for cell in bench.cells], "updated": now(),
+    })
+    todo = [cell for cell in bench.cells if not store.is_done(cell.run_id)]
+    total, done = len(bench.cells), len(bench.cells) - len(todo)
+    report = progress or (lambda *_: None)
+    report(done, total, f"{done} of {total} runs already done" if done else "starting")
+    if not todo:
+        return store.refresh_results()
+
+    if ray_address is not None:
+        outcomes = _run_on_ray(todo, bench.evaluation, ray_address, n_jobs)
+    elif n_jobs == 1:
+        outcomes = _run_inline(todo, bench.evaluation, lambda text: report(done, total, text))
+    else:
+        outcomes = _run_in_processes(todo, bench.evaluation, n_jobs)
+    for cell, outcome in outcomes:
+        _record(store, cell, outcome)
+        done += 1
+        status = "done" if outcome["status"] == "done" else "FAILED"
+        report(done, total, f"{_describe(cell)} {status}")
+        store.refresh_results()
+    return store.refresh_results()
+
+
+def _describe(cell: Cell) -> str:
+    return f"{cell.dataset}/{cell.model}/{cell.spec.usage}/{cell.spec.method} {cell.spec.attribute} seed {cell.spec.seed}"
+
+
+def _record(store: ResultsStore, cell: Cell, outcome: dict) -> None:
+    if outcome["status"] == "done":
+        store.write_run(cell.run_id, outcome["tables"], outcome["record"])
+    else:
+        store.write_error(cell.run_id, {"run_id": cell.run_id, "labels": cell.labels, "spec": cell.spec.to_dict(),
+                                        "error": outcome["error"], "traceback": outcome["traceback"], "created": now()})
+
+
+# --- executors --------------------------------------------------------------------------------------
+def _run_inline(cells: list[Cell], evaluation: Evaluation, describe: Callable[[str], None]) -> Iterator[tuple[Cell, dict]]:
+    for cell in cells:
+        def on_epoch(info: dict, cell=cell) -> None:
+            describe(f"{_describe(cell)}: epoch {info['epoch'] + 1}/{info['epochs']}")
+
+        describe(_describe(cell))
+        yield cell, execute_cell(cell, evaluation, on_epoch=on_epoch)
+
+
+def _init_process(threads: int) -> None:
+    # n_jobs processes share the cores instead of each taking all of them (oversubscription is slow).
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)
+
+
+def _run_in_processes(cells: list[Cell], evaluation: Evaluation, n_jobs: int) -> Iterator[tuple[Cell, dict]]:
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    executor = ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn"), initializer=_init_process,
+                                   initargs=(threads,))
+    try:
+        futures = {executor.submit(execute_cell, cell, evaluation): cell for cell in cells}
+        for future in as_completed(futures):
+            try:
+                outcome = future.result()
+            except Exception as exc:  # the worker process died (out of memory, killed): record it, go on
+                outcome = _failure(exc)
+            yield futures[future], outcome
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_on_ray(cells: list[Cell], evaluation: Evaluation, address: str, n_jobs: int) -> Iterator[tuple[Cell, dict]]:
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address == "local":
+            ray.init(num_cpus=n_jobs, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(execute_cell)
+        pending = {remote.remote(cell, evaluation): cell for cell in cells}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            cell = pending.pop(ready[0])
+            try:
+                outcome = ray.get(ready[0])
+            except Exception as exc:  # the task or its worker died
+                outcome = _failure(exc)
+            yield cell, outcome
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _failure(exc: BaseException) -> dict:
+    return {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+            "traceback": "".join(traceback.format_exception(exc))}
+
+
+# --- one run (runs in the worker) ---------------------------------------------------------------------
+class RecordingTrainer(Trainer):
+    """The standard trainer, remembering which splits it saw (for split hashes and the test features)."""
+
+    def __init__(self, progress=None):
+        super().__init__(progress=progress)
+        self.train_data = None
+        self.predicted: list = []
+
+    def fit(self, model, method, train, val, config, *, stage: str = ""):
+        self.train_data = train
+        return super().fit(model, method, train, val, config, stage=stage)
+
+    def predict(self, model, method, data, config):
+        if not any(seen is data for seen in self.predicted):
+            self.predicted.append(data)
+        return super().predict(model, method, data, config)
+
+    def split_data(self, sample_ids: np.ndarray):
+        """The last split predicted whose samples are exactly ``sample_ids`` (in order)."""
+        for data in reversed(self.predicted):
+            if len(data) == len(sample_ids) and np.array_equal(data.table["sample_id"].astype(str).to_numpy(), sample_ids):
+                return data
+        return None
+
+
+def execute_cell(cell: Cell, evaluation: Evaluation, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train and evaluate one cell; never raises an Exception (a failure is an outcome)."""
+    from medequity.pipeline import run_experiment
+
+    try:
+        trainer = RecordingTrainer(progress=on_epoch)
+        result = run_experiment(cell.spec, trainer=trainer)
+        return _outcome(cell, result, trainer, evaluation)
+    except Exception as exc:
+        return _failure(exc)
+
+
+def _outcome(cell: Cell, result, trainer: RecordingTrainer, evaluation: Evaluation) -> dict:
+    from medequity.data.splits import membership_hash
+    from medequity.provenance import provenance
+
+    predictions = result.predictions
+    ids = {split: predictions.loc[predictions.split == split, "sample_id"].astype(str).to_numpy() for split in ("val", "test")}
+    test_data = trainer.split_data(ids["test"])
+    group_names = test_data.group_names if test_data is not None else ()
+    split_hash = {split: membership_hash(values) for split, values in ids.items()}
+    if trainer.train_data is not None:
+        split_hash = {"train": membership_hash(trainer.train_data.table["sample_id"].astype(str)), **split_hash}
+
+    tables = {"metrics": result.metrics, "summaries": result.summaries, "predictions": predictions,
+              "history": result.history}
+    representation_info: dict[str, Any] = {}
+    if evaluation.probe:
+        try:
+            frame, representation_info = representation(result.model, test_data, predictions, evaluation, seed=cell.spec.seed)
+        except Exception as exc:  # the trained model and its test metrics are still worth keeping
+            frame, representation_info = pd.DataFrame(columns=["sample_id", "x", "y"]), {"error": f"{type(exc).__name__}: {exc}"}
+        tables["representation"] = frame
+    created = now()
+    record = {
+        "run_id": cell.run_id, "labels": cell.labels, "spec": cell.spec.to_dict(), "seconds": result.seconds,
+        "best_epoch": result.best_epoch, "threshold": result.threshold,
+        "validation": validation_summary(result.history, result.best_epoch, group_names),
+        "method_log": result.method_log, "representation": representation_info, "created": created,
+        "provenance": {**provenance(), "seed": cell.spec.seed, "split_seed": cell.spec.split_seed,
+                       "split_hash": split_hash, "created": created},
+    }
+    return {"status": "done", "tables": {name: frame_to_parquet(_parquet_safe(t)) for name, t in tables.items()},
+            "record": record}
+
+
+def validation_summary(history: pd.DataFrame, best_epoch: int, group_names: tuple[str, ...]) -> dict:
+    """Validation AUC, worst-group AUC, ES-AUC and per-group AUCs (by group name) of the chosen epoch."""
+    if history is None or history.empty or "epoch" not in history.columns:
+        return {}
+    rows = history[history["epoch"] == best_epoch]
+    row = (rows if not rows.empty else history).iloc[-1]  # multi-stage methods: the last stage's choice
+    summary = {key: _number(row.get(key)) for key in ("val_auc", "val_worst_group_auc", "val_es_auc")}
+    per_group = {}
+    for g, name in enumerate(group_names):
+        per_group[str(name)] = _number(row.get(f"val_auc_group{g}"))
+    summary["val_auc_group"] = per_group
+    return summary
+
+
+def _number(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def representation(model, test_data, predictions: pd.DataFrame, evaluation: Evaluation, *, seed: int) -> tuple[pd.DataFrame, dict]:
+    """Representation fairness on the test set: attribute probe AUCs and a 2-D embedding.
+
+    Features are ``model.features(x)`` in eval mode over the test items as the model sees them
+    (images for fine-tuning, cached encoder features for linear probing).
+    """
+    from threadpoolctl import threadpool_limits
+
+    from medequity.metrics.representation import attribute_probe_auc, embed_2d
+
+    test = predictions[predictions.split == "test"].reset_index(drop=True)
+    attribute_columns = [c for c in test.columns if c.startswith("group:")]
+    if evaluation.attributes:
+        attribute_columns = [c for c in attribute_columns if c.removeprefix("group:") in evaluation.attributes]
+    empty = pd.DataFrame(columns=["sample_id", "x", "y", "label", *attribute_columns])
+    if test_data is None or not hasattr(model, "features"):
+        return empty, {"error": "the trained model has no features() or its test split was not seen"}
+    features = encode_test_set(model, test_data)
+    feature_dim = int(features.shape[1])
+
+    info: dict[str, Any] = {"probe_auc": {}, "probe_errors": {}}
+    for column in attribute_columns:
+        attribute = column.removeprefix("group:")
+        try:
+            # A small logistic regression: BLAS threads only contend (several times slower on shared cores).
+            with threadpool_limits(limits=1):
+                info["probe_auc"][attribute] = attribute_probe_auc(features, test[column].to_numpy(), random_state=seed)
+        except ValueError as exc:  # e.g. a group with fewer than 2 test samples
+            info["probe_auc"][attribute] = None
+            info["probe_errors"][attribute] = str(exc)
+
+    method = evaluation.embedding
+    if features.shape[1] > 50 and features.shape[0] < 50:
+        # embed_2d first reduces to 50 PCA components, which needs at least 50 samples.
+        from sklearn.decomposition import PCA
+
+        features = PCA(n_components=min(features.shape), random_state=seed).fit_transform(features)
+    try:
+        xy, rows = embed_2d(features, method=method, random_state=seed, max_samples=evaluation.embedding_samples)
+    except ValueError:  # too few samples for t-SNE's perplexity
+        method = "pca"
+        xy, rows = embed_2d(features, method=method, random_state=seed, max_samples=evaluation.embedding_samples)
+    frame = pd.DataFrame({"sample_id": test["sample_id"].to_numpy()[rows], "x": xy[:, 0], "y": xy[:, 1],
+                          "label": test["label"].to_numpy()[rows]})
+    for column in attribute_columns:
+        frame[column] = test[column].to_numpy()[rows]
+    info.update({"embedding": method, "n_embedded": int(len(rows)), "n_test": int(len(test)),
+                 "feature_dim": feature_dim})
+    return frame, info
+
+
+def encode_test_set(model, data, batch_size: int = 512) -> np.ndarray:
+    import torch
+
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    model.eval()
+    loader = torch.utils.data.DataLoader(data.items, batch_size=batch_size, shuffle=False)
+    chunks = []
+    with torch.no_grad():
+        for batch in loader:
+            chunks.append(model.features(batch["x"].to(device)).flatten(1).float().cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Object columns mixing types (group values, stage names) as strings so Parquet accepts them."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            values = frame[column]
+            frame[column] = values.where(values.isna(), values.astype(str))
+    return frame

@@ -1,0 +1,347 @@
+"""Benchmark specs: a YAML file (data, never code) that expands into one ExperimentSpec per run.
+
+A spec names datasets × models × usages × methods × training attributes × seeds; a method (or a
+usage) may carry a hyper-parameter ``grid`` whose list values expand into one run each. Every
+name is checked against its registry before anything trains, and a bad key names itself and the
+valid keys. MEDFAIR showed that tuning some methods more than others fakes gains, so unequal grid
+sizes are reported as a warning that is saved with the results.
+
+Example::
+
+    name: tiny
+    datasets:
+      - name: synthetic
+        options: {preset: cxr-sex-prevalence, n: 300}
+    models: [small_cnn]
+    usages: [lp, ft]
+    methods:
+      - erm
+      - name: groupdro
+        grid: {eta: [0.01, 0.1]}
+    attributes: [sex]
+    seeds: [0]
+    train: {epochs: 1}
+    evaluation: {threshold: best_f1, n_boot: 20, n_permutations: 20}
+    selection: worst_group          # or {rule: constrained, max_gap: 0.05}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medequity.metrics.selection import RULES
+from medequity.pipeline import ExperimentSpec
+
+TOP_LEVEL_KEYS = ("name", "description", "datasets", "models", "usages", "methods", "attributes", "seeds", "train",
+                  "evaluation", "selection", "split", "cache_dir")
+DATASET_KEYS = ("name", "label", "options", "root", "attributes", "transform")
+MODEL_KEYS = ("name", "label", "options")
+COMPONENT_KEYS = ("name", "params", "grid")  # usages and methods
+EVALUATION_KEYS = ("threshold", "n_boot", "n_permutations", "attributes", "embedding", "embedding_samples", "probe")
+SELECTION_KEYS = ("rule", "max_gap")
+SPLIT_KEYS = ("seed", "file")
+EMBEDDINGS = ("tsne", "pca")
+#: ExperimentSpec fields that change where things are kept, not what a run computes.
+NOT_IN_RUN_ID = ("cache_dir",)
+
+
+class SpecError(ValueError):
+    """A benchmark spec that cannot run; the message names the key and what is valid."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    threshold: str | float = "best_f1"
+    n_boot: int = 200
+    n_permutations: int = 200
+    attributes: tuple[str, ...] | None = None  # evaluated attributes; default: all of the dataset's
+    embedding: str = "tsne"  # 2-D picture of the test representation: tsne | pca
+    embedding_samples: int = 1000
+    probe: bool = True  # representation fairness (attribute probe + embedding) after each run
+
+
+@dataclass(frozen=True)
+class Selection:
+    rule: str = "worst_group"
+    max_gap: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "max_gap": self.max_gap}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: its ExperimentSpec and the labels results are grouped by."""
+
+    spec: ExperimentSpec
+    dataset: str  # the dataset's label (its name unless the spec gives one)
+    model: str
+    run_id: str
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "model": self.model, "usage": self.spec.usage, "method": self.spec.method,
+                "train_attribute": self.spec.attribute, "seed": self.spec.seed,
+                "hparams": hparams_key(self.spec.method_params, self.spec.usage_params)}
+
+
+@dataclass
+class BenchSpec:
+    name: str
+    cells: list[Cell]
+    evaluation: Evaluation
+    selection: Selection
+    warnings: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)  # the spec as read
+    text: str | None = None  # the YAML file's own text, copied verbatim to <out>/spec.yaml
+
+    def to_yaml(self) -> str:
+        return self.text if self.text is not None else yaml.safe_dump(self.raw, sort_keys=False)
+
+
+# --- identifiers ------------------------------------------------------------------------------------
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def run_id(spec: ExperimentSpec) -> str:
+    """Short hash of the canonical JSON of the spec: the same cell always maps to the same id."""
+    data = {k: v for k, v in spec.to_dict().items() if k not in NOT_IN_RUN_ID}
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:12]
+
+
+def hparams_key(method_params: dict, usage_params: dict) -> str:
+    """The hyper-parameter setting of a run as one canonical JSON string (selection groups by the rest)."""
+    return canonical_json({"method": method_params, "usage": usage_params})
+
+
+# --- loading ----------------------------------------------------------------------------------------
+def load_spec(source: str | Path | dict) -> BenchSpec:
+    """Read (safe_load) and validate a spec from a YAML file or a dict; expand its grid."""
+    text = None
+    if isinstance(source, dict):
+        raw = source
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise SpecError(f"spec file {str(path)!r} does not exist")
+        text = path.read_text(encoding="utf-8")
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SpecError(f"spec file {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"a spec is a mapping with keys {list(TOP_LEVEL_KEYS)}; got {type(raw).__name__}")
+    bench = expand(raw)
+    bench.text = text
+    return bench
+
+
+def expand(raw: dict[str, Any]) -> BenchSpec:
+    _check_keys(raw, TOP_LEVEL_KEYS, "spec")
+    for required in ("datasets", "methods"):
+        if not raw.get(required):
+            raise SpecError(f"spec key {required!r} is missing or empty; it lists the {required} to run")
+    datasets = [_entry(d, DATASET_KEYS, f"datasets[{i}]") for i, d in enumerate(_as_list(raw, "datasets"))]
+    models = [_entry(m, MODEL_KEYS, f"models[{i}]") for i, m in enumerate(_as_list(raw, "models", ["small_cnn"]))]
+    usages = [_entry(u, COMPONENT_KEYS, f"usages[{i}]") for i, u in enumerate(_as_list(raw, "usages", ["lp"]))]
+    methods = [_entry(m, COMPONENT_KEYS, f"methods[{i}]") for i, m in enumerate(_as_list(raw, "methods"))]
+    attributes = [str(a) for a in _as_list(raw, "attributes", ["sex"])]
+    seeds = _as_list(raw, "seeds", [0])
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise SpecError(f"spec key 'seeds' must be a list of integers; got {seeds!r}")
+    train = _mapping(raw, "train")
+    evaluation = _evaluation(_mapping(raw, "evaluation"))
+    selection = _selection(raw.get("selection", "worst_group"))
+    split = _mapping(raw, "split")
+    _check_keys(split, SPLIT_KEYS, "split")
+
+    _check_names(datasets, models, usages, methods)
+    _check_train(train)
+    usage_settings = {u["name"]: _settings(u, "usage") for u in usages}
+    method_settings = [(m["name"], _settings(m, "method")) for m in methods]
+    _labels_unique(datasets, "datasets")
+    _labels_unique(models, "models")
+
+    cells: list[Cell] = []
+    seen: set[str] = set()
+    for dataset, model, usage, (method, method_grid), attribute, seed in itertools.product(
+            datasets, models, usages, method_settings, attributes, seeds):
+        if dataset.get("attributes") and attribute not in dataset["attributes"]:
+            continue  # this dataset trains on its own attribute list
+        for usage_params, method_params in itertools.product(usage_settings[usage["name"]], method_grid):
+            spec = ExperimentSpec(
+                dataset=dataset["name"], dataset_options=dict(dataset.get("options") or {}), root=dataset.get("root"),
+                attribute=attribute, model=model["name"], model_options=dict(model.get("options") or {}),
+                transform=dataset.get("transform"), usage=usage["name"], usage_params=usage_params, method=method,
+                method_params=method_params, seed=seed, train=dict(train), split_file=split.get("file"),
+                split_seed=int(split.get("seed", 0)), threshold=evaluation.threshold, n_boot=evaluation.n_boot,
+                n_permutations=evaluation.n_permutations,
+                eval_attributes=list(evaluation.attributes) if evaluation.attributes else None,
+                cache_dir=str(raw["cache_dir"]) if raw.get("cache_dir") else None,
+            )
+            cell = Cell(spec, dataset.get("label") or dataset["name"], model.get("label") or model["name"], run_id(spec))
+            if cell.run_id not in seen:  # the same cell listed twice runs once
+                seen.add(cell.run_id)
+                cells.append(cell)
+    for dataset in datasets:
+        if dataset.get("attributes") and not any(c.dataset == (dataset.get("label") or dataset["name"]) for c in cells):
+            raise SpecError(f"dataset {dataset['name']!r}: none of its attributes {dataset['attributes']} is in "
+                            f"spec key 'attributes' {attributes}")
+    return BenchSpec(str(raw.get("name") or "benchmark"), cells, evaluation, selection,
+                     tuning_budget_warnings(method_settings), raw)
+
+
+def tuning_budget_warnings(method_settings: list[tuple[str, list[dict]]]) -> list[str]:
+    """A warning when methods get hyper-parameter grids of different sizes (MEDFAIR: unequal tuning fakes gains)."""
+    sizes = {name: len(grid) for name, grid in method_settings}
+    if len(set(sizes.values())) <= 1:
+        return []
+    listing = ", ".join(f"{name}: {size}" for name, size in sizes.items())
+    return [f"unequal tuning budget: hyper-parameter settings per method differ ({listing}); a method tuned over "
+            f"more settings can look better only because it was tuned more (MEDFAIR). Give every method the same "
+            f"number of settings for a fair comparison."]
+
+
+# --- validation helpers -----------------------------------------------------------------------------
+def _check_keys(mapping: dict, valid: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(map(str, mapping)) - set(valid))
+    if unknown:
+        raise SpecError(f"unknown key(s) {unknown} in {where}; valid keys: {list(valid)}")
+
+
+def _as_list(raw: dict, key: str, default: list | None = None) -> list:
+    value = raw.get(key)
+    if value is None:
+        return list(default or [])
+    if isinstance(value, (str, int, dict)):
+        return [value]
+    if not isinstance(value, list):
+        raise SpecError(f"spec key {key!r} must be a list; got {type(value).__name__}")
+    return value
+
+
+def _mapping(raw: dict, key: str) -> dict:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise SpecError(f"spec key {key!r} must be a mapping; got {type(value).__name__}")
+    return value
+
+
+def _entry(value: Any, valid: tuple[str, ...], where: str) -> dict:
+    """``"erm"`` or ``{name: erm, ...}`` → a checked dict."""
+    if isinstance(value, str):
+        return {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise SpecError(f"{where} must be a name or a mapping with a 'name' key; got {value!r}")
+    _check_keys(value, valid, f"{where} ({value['name']})")
+    for key in ("options", "params", "grid"):
+        if key in value and value[key] is not None and not isinstance(value[key], dict):
+            raise SpecError(f"{where}.{key} must be a mapping; got {type(value[key]).__name__}")
+    return value
+
+
+def _settings(entry: dict, kind: str) -> list[dict]:
+    """Every hyper-parameter setting of a method/usage: fixed ``params`` × the product of ``grid`` lists."""
+    from medequity.methods import METHODS
+    from medequity.usages import USAGES
+
+    registry = METHODS if kind == "method" else USAGES
+    defaults = getattr(registry.get(entry["name"]), "defaults", {})
+    params = dict(entry.get("params") or {})
+    grid = dict(entry.get("grid") or {})
+    for where, keys in (("params", params), ("grid", grid)):
+        unknown = sorted(set(keys) - set(defaults))
+        if unknown:
+            raise SpecError(f"{kind} {entry['name']!r} has no parameter(s) {unknown} (in {where}); "
+                            f"valid: {sorted(defaults)}")
+    both = sorted(set(params) & set(grid))
+    if both:
+        raise SpecError(f"{kind} {entry['name']!r}: {both} given in both params and grid; keep one")
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
+    for key, values in axes.items():
+        if not values:
+            raise SpecError(f"{kind} {entry['name']!r}: grid {key!r} is an empty list")
+    names = list(axes)
+    return [{**params, **dict(zip(names, combo))} for combo in itertools.product(*(axes[n] for n in names))]
+
+
+def _check_names(datasets, models, usages, methods) -> None:
+    from medequity.data import DATASETS
+    from medequity.methods import METHODS
+    from medequity.usages import USAGES
+
+    for kind, registry, entries in (("dataset", DATASETS, datasets), ("usage", USAGES, usages), ("method", METHODS, methods)):
+        for entry in entries:
+            if entry["name"] not in registry:
+                raise SpecError(f"unknown {kind} {entry['name']!r}; known: {registry.names()}")
+    for entry in models:
+        _check_backbone(entry["name"])
+
+
+def _check_backbone(name: str) -> None:
+    from medequity.models import BACKBONES
+
+    if name in BACKBONES or name.startswith("open_clip:"):
+        return
+    import timm
+
+    timm_name = name.split(":", 1)[1] if name.startswith("timm:") else name
+    if not timm.is_model(timm_name):
+        raise SpecError(f"unknown model {name!r}; registered: {BACKBONES.names()}, or a timm model name "
+                        f"(timm:<name>), or open_clip:<name>")
+
+
+def _check_train(train: dict) -> None:
+    from medequity.training.trainer import TrainConfig
+
+    valid = [f.name for f in dataclasses.fields(TrainConfig)]
+    _check_keys(train, tuple(valid), "train")
+    try:
+        TrainConfig(**train)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"train: {exc}") from None
+
+
+def _evaluation(raw: dict) -> Evaluation:
+    _check_keys(raw, EVALUATION_KEYS, "evaluation")
+    values = dict(raw)
+    if "attributes" in values and values["attributes"] is not None:
+        values["attributes"] = tuple(str(a) for a in _as_list(values, "attributes"))
+    if values.get("embedding", "tsne") not in EMBEDDINGS:
+        raise SpecError(f"evaluation.embedding must be one of {list(EMBEDDINGS)}; got {values['embedding']!r}")
+    for key in ("n_boot", "n_permutations", "embedding_samples"):
+        if key in values and (not isinstance(values[key], int) or values[key] < 0):
+            raise SpecError(f"evaluation.{key} must be a non-negative integer; got {values[key]!r}")
+    threshold = values.get("threshold", "best_f1")
+    if not isinstance(threshold, (str, int, float)):
+        raise SpecError(f"evaluation.threshold must be a rule name or a number; got {threshold!r}")
+    return Evaluation(**values)
+
+
+def _selection(value: Any) -> Selection:
+    raw = {"rule": value} if isinstance(value, str) else value
+    if not isinstance(raw, dict):
+        raise SpecError(f"spec key 'selection' must be a rule name or a mapping {list(SELECTION_KEYS)}; got {value!r}")
+    _check_keys(raw, SELECTION_KEYS, "selection")
+    rule = raw.get("rule", "worst_group")
+    if rule not in RULES:
+        raise SpecError(f"selection rule {rule!r} is unknown; valid: {list(RULES)}")
+    if rule == "constrained" and raw.get("max_gap") is None:
+        raise SpecError("selection rule 'constrained' needs max_gap, e.g. selection: {rule: constrained, max_gap: 0.05}")
+    return Selection(rule, None if raw.get("max_gap") is None else float(raw["max_gap"]))
+
+
+def _labels_unique(entries: list[dict], key: str) -> None:
+    labels = [e.get("label") or e["name"] for e in entries]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise SpecError(f"{key} {duplicates} listed more than once; give each entry its own 'label' to tell them apart")

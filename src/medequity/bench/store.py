@@ -1,0 +1,239 @@
+"""The results of a benchmark on disk, and reading them back.
+
+Layout (the HTML report and DuckDB queries rely on it)::
+
+    <out>/spec.yaml                 the spec as given
+    <out>/bench.json                name, selection rule, tuning-budget warnings, planned run ids
+    <out>/results.parquet           summaries of all finished runs + identifiers + selected
+    <out>/runs/<run_id>/metrics.parquet, summaries.parquet, predictions.parquet,
+                        history.parquet, representation.parquet, run.json   (run.json last)
+    <out>/runs/<run_id>/error.json  a failed run (rerun on resume)
+
+Every file is written atomically (temporary file + ``os.replace``), and ``run.json`` is written
+last: a run folder without it is unfinished and runs again, so a killed benchmark loses nothing
+and never counts a run twice.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medequity.bench.selection import SELECTION_GROUP, mark_selected
+from medequity.utils.io import atomic_write_bytes, atomic_write_text
+
+RUN_FILE = "run.json"
+ERROR_FILE = "error.json"
+BENCH_FILE = "bench.json"
+RESULTS_FILE = "results.parquet"
+SPEC_FILE = "spec.yaml"
+TABLES = ("metrics", "summaries", "predictions", "history", "representation")
+IDENTIFIERS = ("run_id", *SELECTION_GROUP, "hparams")
+RESULT_COLUMNS = (*IDENTIFIERS, "selected", "selection_rule")
+
+
+@dataclass
+class Results:
+    """Finished runs of one benchmark as tidy tables (see the module docstring for the files)."""
+
+    runs: pd.DataFrame  # one row per finished run: identifiers, selected, seconds, val_* columns
+    metrics: pd.DataFrame  # per-group test metrics with identifier columns
+    summaries: pd.DataFrame  # gap/worst/ES summaries with identifier columns
+    failed: pd.DataFrame  # run_id, error (runs with error.json and no run.json)
+    selection: dict = field(default_factory=dict)  # {"rule": ..., "max_gap": ...}
+    warnings: list[str] = field(default_factory=list)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def to_json(value: Any) -> Any:
+    """JSON-safe copy: numpy/torch values to Python, NaN/inf to None (JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return to_json(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def frame_to_parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+class ResultsStore:
+    """Writes one benchmark's folder; keeps what it has read so refreshing results stays cheap."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self._cache: dict[str, tuple[dict, pd.DataFrame, pd.DataFrame]] = {}
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.out / "runs" / run_id
+
+    def is_done(self, run_id: str) -> bool:
+        return (self.run_dir(run_id) / RUN_FILE).exists()
+
+    def write_header(self, spec_yaml: str, bench: dict) -> None:
+        atomic_write_text(self.out / SPEC_FILE, spec_yaml)
+        atomic_write_text(self.out / BENCH_FILE, json.dumps(to_json(bench), indent=2))
+
+    def write_run(self, run_id: str, tables: dict[str, bytes], record: dict) -> Path:
+        """Parquet tables first, ``run.json`` last (its presence is what "finished" means)."""
+        folder = self.run_dir(run_id)
+        for name, data in tables.items():
+            atomic_write_bytes(folder / f"{name}.parquet", data)
+        (folder / ERROR_FILE).unlink(missing_ok=True)
+        atomic_write_text(folder / RUN_FILE, json.dumps(to_json({**record, "status": "done"}), indent=2))
+        return folder
+
+    def write_error(self, run_id: str, record: dict) -> Path:
+        return atomic_write_text(self.run_dir(run_id) / ERROR_FILE,
+                                 json.dumps(to_json({**record, "status": "failed"}), indent=2))
+
+    def refresh_results(self) -> Results:
+        """Re-read finished runs, re-select, and rewrite ``results.parquet`` atomically."""
+        results = load_results(self.out, _cache=self._cache)
+        table = results.summaries if not results.summaries.empty else pd.DataFrame(columns=list(RESULT_COLUMNS))
+        atomic_write_bytes(self.out / RESULTS_FILE, frame_to_parquet(table))
+        return results
+
+
+def read_bench(out: str | Path) -> dict:
+    path = Path(out) / BENCH_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def load_results(out: str | Path, *, rule: str | None = None, max_gap: float | None = None, _cache: dict | None = None) -> Results:
+    """The finished runs under ``out`` as DataFrames, with the hyper-parameter choice marked.
+
+    ``rule``/``max_gap`` default to the benchmark's recorded selection rule. Only runs the
+    current spec plans are included (a run left over from an edited spec stays on disk, unused).
+    """
+    out = Path(out)
+    if not (out / "runs").is_dir() and not (out / BENCH_FILE).exists():
+        raise FileNotFoundError(f"{str(out)!r} holds no benchmark results (no runs/ folder); run `medequity bench run` first")
+    bench = read_bench(out)
+    selection = {"rule": rule or bench.get("selection", {}).get("rule", "worst_group"),
+                 "max_gap": max_gap if max_gap is not None else bench.get("selection", {}).get("max_gap")}
+    planned = set(bench["run_ids"]) if "run_ids" in bench else None
+    cache = _cache if _cache is not None else {}
+
+    rows, metric_frames, summary_frames, failures = [], [], [], []
+    folders = sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else []
+    for folder in folders:
+        run_id = folder.name
+        if planned is not None and run_id not in planned:
+            continue
+        if not (folder / RUN_FILE).exists():
+            if (folder / ERROR_FILE).exists():
+                error = json.loads((folder / ERROR_FILE).read_text(encoding="utf-8"))
+                failures.append({"run_id": run_id, **error.get("labels", {}), "error": error.get("error", "")})
+            continue
+        if run_id not in cache:
+            record = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+            cache[run_id] = (record, pd.read_parquet(folder / "metrics.parquet"), pd.read_parquet(folder / "summaries.parquet"))
+        record, metrics, summaries = cache[run_id]
+        rows.append(run_row(record))
+        metric_frames.append(metrics.assign(run_id=run_id))
+        summary_frames.append(summaries.assign(run_id=run_id))
+
+    runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS)) if rows else pd.DataFrame(columns=list(RUN_COLUMNS))
+    runs["selected"] = mark_selected(runs, selection["rule"], max_gap=selection["max_gap"]) if rows else pd.Series(dtype=bool)
+    runs["selection_rule"] = selection["rule"]
+    identifiers = runs[list(RESULT_COLUMNS)]
+    metrics = _with_identifiers(metric_frames, identifiers)
+    summaries = _with_identifiers(summary_frames, identifiers)
+    failed = pd.DataFrame(failures, columns=["run_id", *SELECTION_GROUP, "hparams", "error"])
+    return Results(runs, metrics, summaries, failed, selection, list(bench.get("warnings", [])))
+
+
+RUN_COLUMNS = (*IDENTIFIERS, "seconds", "best_epoch", "val_auc", "val_worst_group_auc", "val_es_auc", "val_group_aucs",
+               "probe_auc", "threshold", "created")
+
+
+def run_row(record: dict) -> dict:
+    labels, validation = record["labels"], record.get("validation", {})
+    return {
+        "run_id": record["run_id"], **{k: labels[k] for k in (*SELECTION_GROUP, "hparams")},
+        "seconds": record.get("seconds"), "best_epoch": record.get("best_epoch"),
+        "val_auc": _float(validation.get("val_auc")), "val_worst_group_auc": _float(validation.get("val_worst_group_auc")),
+        "val_es_auc": _float(validation.get("val_es_auc")),
+        "val_group_aucs": json.dumps(validation.get("val_auc_group", {}), sort_keys=True),
+        "probe_auc": json.dumps(record.get("representation", {}).get("probe_auc", {}), sort_keys=True),
+        "threshold": _float(record.get("threshold", {}).get("value")), "created": record.get("created"),
+    }
+
+
+def _float(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _with_identifiers(frames: list[pd.DataFrame], identifiers: pd.DataFrame) -> pd.DataFrame:
+    if not frames:
+        return pd.DataFrame(columns=list(RESULT_COLUMNS))
+    table = pd.concat(frames, ignore_index=True).merge(identifiers, on="run_id", how="left", validate="many_to_one")
+    ordered = [*RESULT_COLUMNS, *[c for c in table.columns if c not in RESULT_COLUMNS]]
+    return table[ordered]
+
+
+# --- the leaderboard --------------------------------------------------------------------------------
+LEADERBOARD_KEYS = ("dataset", "usage", "train_attribute")
+
+
+def leaderboard(results: Results) -> pd.DataFrame:
+    """Selected runs, one row per (dataset, usage, attribute, model, method), best worst-group AUC first.
+
+    Test AUC, worst-group AUC, AUC gap with its CI and ES-AUC (FairMedFM, std form) on the training
+    attribute, averaged over seeds. With one seed the gap CI is the run's bootstrap interval; with
+    several it is a t-interval over seeds.
+    """
+    columns = [*LEADERBOARD_KEYS, "model", "method", "n_seeds", "auc", "worst_group_auc", "auc_gap", "gap_ci_low",
+               "gap_ci_high", "es_auc"]
+    if results.runs.empty:
+        return pd.DataFrame(columns=columns)
+    summaries = results.summaries
+    summaries = summaries[summaries.selected & (summaries.attribute == summaries.train_attribute) & (summaries.metric == "auc")]
+    metrics = results.metrics
+    overall = metrics[metrics.selected & (metrics.attribute == metrics.train_attribute) & (metrics.metric == "auc")
+                      & (metrics.group == "overall")]
+    per_run = (summaries.pivot_table(index="run_id", columns="summary", values="value", aggfunc="first")
+               .reindex(columns=["worst", "gap", "es_std"]))
+    gap_ci = summaries[summaries.summary == "gap"].set_index("run_id")[["ci_low", "ci_high"]]
+    per_run = per_run.join(gap_ci).join(overall.set_index("run_id")["value"].rename("auc"))
+    selected = results.runs[results.runs.selected].set_index("run_id")
+    per_run = selected[[*LEADERBOARD_KEYS, "model", "method", "seed"]].join(per_run)
+
+    rows = []
+    for key, group in per_run.groupby([*LEADERBOARD_KEYS, "model", "method"], sort=False):
+        n = len(group)
+        gap = group["gap"].to_numpy(dtype=np.float64)
+        if n == 1:
+            low, high = float(group["ci_low"].iloc[0]), float(group["ci_high"].iloc[0])
+        else:
+            from scipy import stats
+
+            half = stats.t.ppf(0.975, n - 1) * np.nanstd(gap, ddof=1) / math.sqrt(n)
+            low, high = float(np.nanmean(gap) - half), float(np.nanmean(gap) + half)
+        rows.append({**dict(zip([*LEADERBOARD_KEYS, "model", "method"], key)), "n_seeds": n,
+                     "auc": group["auc"].mean(), "worst_group_auc": group["worst"].mean(), "auc_gap": float(np.nanmean(gap)),
+                     "gap_ci_low": low, "gap_ci_high": high, "es_auc": group["es_std"].mean()})
+    board = pd.DataFrame(rows, columns=columns)
+    return board.sort_values([*LEADERBOARD_KEYS, "worst_group_auc"], ascending=[True, True, True, False],
+                             ignore_index=True)
