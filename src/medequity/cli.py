@@ -134,6 +134,59 @@ def demo_command(
     console.print(f"\n[bold green]report:[/] {paths['html'].resolve()}")
 
 
+@app.command("train")
+def train_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the model, predictions and report.")] = Path("runs/train"),
+    dataset: Annotated[str, typer.Option(help="Registered dataset name.")] = "synthetic",
+    root: Annotated[Path | None, typer.Option(help="Dataset folder (real datasets).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Dataset option key=value, e.g. preset=cxr-sex-prevalence.")] = None,
+    attribute: Annotated[str, typer.Option(help="Sensitive attribute the method mitigates.")] = "sex",
+    model: Annotated[str, typer.Option(help="Backbone: small_cnn, a timm name, open_clip:<name>.")] = "small_cnn",
+    checkpoint: Annotated[str | None, typer.Option(help="Local weights file/folder, or synthetic:<modality>.")] = None,
+    usage: Annotated[str, typer.Option(help="lp, ft, lora, bitfit, ln, attn, mask, clip_zs, clip_adapt.")] = "ft",
+    method: Annotated[str, typer.Option(help="Mitigation method (erm, resampling, groupdro, ...).")] = "erm",
+    param: Annotated[list[str] | None, typer.Option("--param", help="Method hyper-parameter key=value (repeat).")] = None,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 20,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 2.5e-4,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    selection: Annotated[str, typer.Option(help="Validation criterion: worst_group_auc, auc, es_auc, neg_loss.")] = "worst_group_auc",
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for the test report.")] = 500,
+    cache_dir: Annotated[Path | None, typer.Option(help="Feature/weights cache folder.")] = None,
+) -> None:
+    """Train one model with one mitigation method; save it with its predictions and fairness report."""
+    from medequity.methods import METHODS
+    from medequity.pipeline import ExperimentSpec, run_experiment, save_run
+    from medequity.training.trainer import Trainer
+
+    if method not in METHODS:
+        _fail(f"unknown method {method!r}; known: {', '.join(METHODS.names())}")
+    spec = ExperimentSpec(
+        dataset=dataset, root=str(root) if root else None, dataset_options=_parse_options(option or []),
+        attribute=attribute, model=model, model_options={"checkpoint": checkpoint} if checkpoint else {},
+        usage=usage, method=method, method_params=_parse_options(param or []), seed=seed,
+        train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "selection": selection},
+        n_boot=n_boot, n_permutations=n_boot, cache_dir=str(cache_dir) if cache_dir else None,
+    )
+    with _progress() as bar:
+        task = bar.add_task("training", total=epochs)
+
+        def on_epoch(info: dict) -> None:
+            bar.update(task, completed=info["epoch"] + 1, description=(
+                f"{info.get('stage') or method} epoch {info['epoch'] + 1}: loss {info['train_loss']:.3f}, "
+                f"val {info['selection']} {info['val_' + info['selection']]:.3f}"))
+
+        try:
+            result = run_experiment(spec, trainer=Trainer(progress=on_epoch))
+        except (ValueError, KeyError, FileNotFoundError) as exc:
+            _fail(str(exc))
+    paths = save_run(result, out)
+    console.print(f"best epoch {result.best_epoch + 1}, threshold {result.threshold['value']:.3f} "
+                  f"({result.threshold['rule']} on the {result.threshold['fitted_on']}), {result.seconds:.0f} s")
+    for kind, path in paths.items():
+        console.print(f"[green]wrote[/] {kind:16s} {path}")
+
+
 @data_app.command("card")
 def data_card_command(
     dataset: Annotated[str, typer.Argument(help="Registered dataset name (e.g. ham10000, synthetic, table).")],
@@ -155,7 +208,7 @@ def data_card_command(
     card = build_data_card(ds)
     console.print(card.to_markdown())
     if out is not None:
-        for path in card.save(out).values() if isinstance(card.save(out), dict) else []:
+        for path in card.save(out):
             console.print(f"[green]wrote[/] {path}")
 
 

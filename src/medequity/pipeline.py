@@ -149,3 +149,37 @@ def evaluate_predictions(test: pd.DataFrame, attributes, *, n_boot: int, n_permu
         metric_frames.append(result.to_frame().assign(attribute=attribute))
         summary_frames.append(result.summaries().assign(attribute=attribute))
     return pd.concat(metric_frames, ignore_index=True), pd.concat(summary_frames, ignore_index=True)
+
+
+def save_run(result: RunResult, out_dir: str | Path, *, n_boot: int | None = None) -> dict[str, Path]:
+    """Write a trained run: weights (safetensors), predictions, history, run.json and the audit
+    report of its test predictions (report.html/json, groups.csv, gaps.csv), all atomically."""
+    import json
+
+    from medequity.audit import audit
+    from medequity.provenance import provenance
+    from medequity.training.trainer import save_checkpoint
+    from medequity.utils.io import atomic_write_bytes, atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"model": save_checkpoint(out / "model.safetensors", result.model, result.method)}
+    for name, frame in (("predictions", result.predictions), ("history", result.history)):
+        import io
+
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        paths[name] = atomic_write_bytes(out / f"{name}.parquet", buffer.getvalue())
+    record = {"spec": result.spec.to_dict(), "threshold": result.threshold, "best_epoch": result.best_epoch,
+              "seconds": result.seconds, "method_params": result.method.params, "method_log": result.method_log,
+              "provenance": provenance()}
+    paths["run"] = atomic_write_text(out / "run.json", json.dumps(record, indent=2, default=str))
+    test = result.predictions[result.predictions.split == "test"].copy()
+    attributes = [c for c in test.columns if c.startswith(GROUP_PREFIX)]
+    test = test.rename(columns={c: c[len(GROUP_PREFIX):] for c in attributes})
+    report = audit(test, label="label", score="score", prediction=None, attributes=[c[len(GROUP_PREFIX):] for c in attributes],
+                   threshold=result.threshold["value"], n_boot=result.spec.n_boot if n_boot is None else n_boot,
+                   n_permutations=result.spec.n_permutations, random_state=result.spec.seed)
+    report.settings["source"] = f"test predictions of {result.spec.method} ({result.spec.usage}, {result.spec.model}) on {result.spec.dataset}"
+    paths.update({f"report_{k}": v for k, v in report.save(out).items()})
+    return paths
