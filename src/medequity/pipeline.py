@@ -108,8 +108,8 @@ def run_experiment(spec: ExperimentSpec, *, progress=None, trainer: Trainer | No
     transform = build_transform(spec.transform or backbone.transform_config())
     data = {name: make_split_data(part, spec.attribute, transform, group_names) for name, part in splits.items()}
 
-    config = TrainConfig(**{"seed": spec.seed, **spec.train})
     usage = create_usage(spec.usage, **spec.usage_params)
+    config = TrainConfig(**{"seed": spec.seed, **spec.train, **({} if usage.trains else {"epochs": 0})})
     context = UsageContext(cache_dir=Path(spec.cache_dir) if spec.cache_dir else None, device=str(config.resolved_device()),
                            progress=progress)
     model, data = usage.build(backbone, data, context)

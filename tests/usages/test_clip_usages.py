@@ -108,9 +108,20 @@ def run(usage: str, epochs: int):
 
 
 def test_zero_shot_runs_through_the_pipeline_without_training():
-    result = run("clip_zs", epochs=0)
+    # clip_zs is evaluation-only: the pipeline trains it for 0 epochs whatever the train config says.
+    result = run("clip_zs", epochs=3)
     assert result.best_epoch == -1 and result.history.empty
     scores = result.predictions["score"].to_numpy()
     assert np.all(np.isfinite(scores)) and scores.std() > 0
+
+
+def test_training_an_evaluation_only_model_is_refused_by_the_trainer():
+    from medequity.methods import create_method
+    from medequity.models import create_backbone
+    from medequity.training.trainer import TrainConfig, build_optimizer
+    from medequity.usages import UsageContext, create_usage
+
+    backbone = create_backbone("open_clip:medequity-tiny")
+    model, _ = create_usage("clip_zs").build(backbone, {}, UsageContext())
     with pytest.raises(ValueError, match="epochs=0"):
-        run("clip_zs", epochs=1)
+        build_optimizer(create_method("erm").parameters(model), TrainConfig(epochs=1))

@@ -41,6 +41,8 @@ class Usage:
     defaults: ClassVar[dict[str, Any]] = {}
     #: True when the trained model works on cached features (head-only methods are then cheap).
     uses_features: ClassVar[bool] = False
+    #: False for evaluation-only usages (CLIP zero-shot): the pipeline then trains for 0 epochs.
+    trains: ClassVar[bool] = True
 
     def __init__(self, **params: Any):
         unknown = sorted(set(params) - set(self.defaults))

@@ -119,9 +119,10 @@ class _CLIPUsage(Usage):
 
 @register_usage
 class CLIPZeroShot(_CLIPUsage):
-    """CLIP-ZS: fixed text prototypes, nothing trains (use ``train={"epochs": 0}``)."""
+    """CLIP-ZS: fixed text prototypes, nothing trains (the pipeline runs it with 0 epochs)."""
 
     name = "clip_zs"
+    trains = False
 
     def build(self, backbone, data: dict, context: UsageContext):
         model = PrototypeClassifier(backbone.module, self.head(backbone, context, trainable=False))
