@@ -60,14 +60,17 @@ def main() -> None:
     names = tuple(sorted(dataset.groups("sex").dropna().unique()))
     data = make_split_data(dataset, "sex", transform, names)
     val_rows = np.flatnonzero(dataset.table["split"].astype(str).to_numpy() == "val")
-    loader = torch.utils.data.DataLoader(data.items, batch_size=args.batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
+
+    def loader():  # the same shuffling order for both paths
+        return torch.utils.data.DataLoader(data.items, batch_size=args.batch_size, shuffle=True,
+                                           generator=torch.Generator().manual_seed(0))
+
     module = backbone.module.eval()
     print(f"{args.model} at {args.size}px, {args.images} images, {args.epochs} epochs, "
           f"{torch.get_num_threads()} threads")
 
     start = time.perf_counter()
-    head_recompute = train_head(lambda b: module(b["x"]), loader, backbone.feature_dim, args.epochs, seed=1)
+    head_recompute = train_head(lambda b: module(b["x"]), loader(), backbone.feature_dim, args.epochs, seed=1)
     t_recompute = time.perf_counter() - start
     print(f"recompute every epoch (FairMedFM): {t_recompute:8.1f} s")
 
@@ -78,7 +81,7 @@ def main() -> None:
                                         feature_dim=backbone.feature_dim, cache_dir=cache, batch_size=args.batch_size)
         features = torch.from_numpy(np.array(features))
         t_extract = time.perf_counter() - start
-        head_cached = train_head(lambda b: features[b["index"]], loader, backbone.feature_dim, args.epochs, seed=1)
+        head_cached = train_head(lambda b: features[b["index"]], loader(), backbone.feature_dim, args.epochs, seed=1)
         t_cached = time.perf_counter() - start
         start = time.perf_counter()
         cached_features(module, data.items, backbone_name=args.model, backbone_config=backbone.config,
