@@ -205,8 +205,10 @@ def data_card_command(
         _fail(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS.names())}")
     except (ValueError, TypeError) as exc:
         _fail(str(exc))
+    from rich.markdown import Markdown
+
     card = build_data_card(ds)
-    console.print(card.to_markdown())
+    console.print(Markdown(card.to_markdown()))
     if out is not None:
         for path in card.save(out):
             console.print(f"[green]wrote[/] {path}")
