@@ -1,0 +1,104 @@
+"""``medequity bench``: run a benchmark spec, print its leaderboard, write its HTML report.
+
+``medequity bench SPEC.yaml --out DIR`` is short for ``medequity bench run SPEC.yaml --out DIR``.
+The commands parse options and call :mod:`medequity.bench`; nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+class RunByDefaultGroup(typer.core.TyperGroup):
+    """A first argument that is not a subcommand (a spec path) means ``run``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+bench_app = typer.Typer(
+    cls=RunByDefaultGroup,
+    help="Benchmark methods × models × usages × datasets from a YAML spec (resumable; local or Ray).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+@bench_app.command("run")
+def run_command(
+    spec: Annotated[Path, typer.Argument(help="Benchmark spec (YAML): datasets, models, usages, methods, grids, seeds.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results folder; rerunning into it resumes.")] = Path("results/bench"),
+    ray: Annotated[str | None, typer.Option("--ray", help="Ray cluster address ('auto', 'ray://host:10001'), or 'local'.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at a time (local processes, or CPUs of a local Ray).")] = 1,
+) -> None:
+    """Run every cell of SPEC not yet finished in --out, then print the leaderboard."""
+    from medequity.bench import SpecError, leaderboard, load_spec, run_benchmark
+
+    try:
+        bench = load_spec(spec)
+    except SpecError as exc:
+        _fail(str(exc))
+    console.print(f"[bold]{bench.name}[/]: {len(bench.cells)} runs, selection rule [bold]{bench.selection.rule}[/] → {out}")
+    for warning in bench.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+    with progress:
+        task = progress.add_task("runs", total=len(bench.cells))
+        results = run_benchmark(bench, out, ray_address=ray, n_jobs=jobs,
+                                progress=lambda done, total, what: progress.update(task, completed=done, total=total,
+                                                                                   description=what[:70]))
+    print_leaderboard(leaderboard(results), results.selection.get("rule", ""))
+    if not results.failed.empty:
+        console.print(f"[bold red]{len(results.failed)} run(s) failed[/] (see runs/<id>/error.json; rerun to retry):")
+        for row in results.failed.itertuples():
+            console.print(f"  {row.run_id} {row.usage}/{row.method} seed {row.seed}: {row.error}")
+    console.print(f"[green]results[/] {Path(out) / 'results.parquet'}")
+    if not results.failed.empty:
+        raise typer.Exit(code=1)
+
+
+@bench_app.command("report")
+def report_command(out: Annotated[Path, typer.Argument(help="Results folder of `medequity bench run`.")]) -> None:
+    """Write the HTML report of a benchmark's results folder."""
+    if not (out / "runs").is_dir():
+        _fail(f"{out} holds no benchmark results (no runs/ folder); run `medequity bench run SPEC.yaml --out {out}` first")
+    from medequity.bench.report import write_bench_report
+
+    path = write_bench_report(out)
+    console.print(f"[green]wrote[/] {path}")
+
+
+def print_leaderboard(board, rule: str) -> None:
+    if board.empty:
+        console.print("no finished runs yet")
+        return
+    for (dataset, usage, attribute), rows in board.groupby(["dataset", "usage", "train_attribute"], sort=False):
+        table = Table(title=f"{dataset} · {usage} · {attribute} (hyper-parameters chosen on validation by {rule})")
+        for column in ("model", "method", "seeds", "AUC", "worst-group AUC", "AUC gap [95% CI]", "ES-AUC"):
+            table.add_column(column, justify="left" if column in ("model", "method") else "right")
+        for row in rows.itertuples():
+            table.add_row(row.model, row.method, str(row.n_seeds), _fmt(row.auc), _fmt(row.worst_group_auc),
+                          f"{_fmt(row.auc_gap)} [{_fmt(row.gap_ci_low)}, {_fmt(row.gap_ci_high)}]", _fmt(row.es_auc))
+        console.print(table)
+
+
+def _fmt(value) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
