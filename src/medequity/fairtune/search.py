@@ -1,0 +1,533 @@
+"""FairTune: bi-level search of a PEFT mask ω and learning rate α for validation fairness.
+
+FairTune §3.3 (Algorithm 1, eq. 2): the inner loop fine-tunes the pre-trained model with mask ω
+(the ``mask`` usage) and learning rate α; the outer loop proposes (ω, α) with Optuna's TPE sampler
+(seeded) and stops unpromising inner loops with successive halving (reduction factor 4,
+``min_resource="auto"``, App. A.5). Differences from the public FairTune code, on purpose:
+
+- the objective is reported to the pruner after *every* epoch (``trial.report`` from the trainer's
+  progress callback), so pruning saves compute — the public code reported once, after the last
+  epoch, so its pruner only relabelled finished trials;
+- the objective is computed on the *whole* validation set (the trainer's ``validation_summary`` or
+  :func:`~medequity.metrics.group_metrics`), never averaged over mini-batch AUCs;
+- the searched learning rate is carried into the final training on all training data.
+
+Large training sets are subsampled for the search (10%, keeping the sensitive-attribute × label
+ratios — App. A.5 "Scalability to Large Datasets"); the best (ω, α) is then retrained on all
+training data through :func:`~medequity.pipeline.run_experiment` and evaluated on test.
+
+Studies live in any Optuna storage (``sqlite:///fairtune.db`` or another database URL) with
+``load_if_exists``: several processes may search one study, and a stopped search continues — the
+number of trials asked for is the study's total, finished trials are never rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from medequity.fairtune.space import LR_RANGE, SearchSpace, search_space
+from medequity.pipeline import ExperimentSpec, RunResult, load_experiment_data, run_experiment
+from medequity.training.trainer import TrainConfig, Trainer
+
+# Trainer progress keys (whole-validation-set values) and the checkpoint-selection rule that keeps
+# the epoch where that objective is best — so a trial's value is that of the model it would keep.
+TRAINER_OBJECTIVES = {
+    "val_worst_group_auc": ("worst_group_auc", "maximize"),
+    "val_auc": ("auc", "maximize"),
+    "val_es_auc": ("es_auc", "maximize"),
+    "val_neg_loss": ("neg_loss", "maximize"),
+    "val_bce": ("neg_loss", "minimize"),
+}
+_ALIASES = {"worst_group_auc": "val_worst_group_auc", "min_auc": "val_worst_group_auc", "auc": "val_auc",
+            "es_auc": "val_es_auc", "neg_loss": "val_neg_loss", "bce": "val_bce"}
+_LOWER_IS_BETTER_SUMMARIES = ("gap", "gap_to_overall", "skewness", "mean_psd", "max_psd")
+LARGE_TRAIN_SIZE = 10_000  # ours: above this many training samples "auto" subsamples (the paper: CheXpert, ~220k)
+BASELINES = {"ft": "Full FT", "lp": "Linear readout", "attn": "Attention tuning", "ln": "LayerNorm tuning"}
+
+
+# -- objective ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Objective:
+    """A validation objective by name.
+
+    ``val_worst_group_auc`` (default; FairTune's min-group AUC, eq. 1), ``val_auc`` (the Table 2
+    ablation), ``val_es_auc``, ``val_neg_loss``/``val_bce``: read from the trainer's per-epoch
+    whole-set summary. ``metric:summary`` (e.g. ``auc:gap``, ``tpr:gap``, ``auc:es_mean_abs_dev``,
+    ``bce:worst``): any METRICS.md metric and gap summary, computed by ``group_metrics`` on the
+    whole validation set's scores (threshold ``best_f1`` on validation for hard-prediction metrics).
+    """
+
+    name: str
+    direction: str
+
+    @classmethod
+    def parse(cls, name: str, direction: str | None = None) -> Objective:
+        name = _ALIASES.get(name, name)
+        if name in TRAINER_OBJECTIVES:
+            default = TRAINER_OBJECTIVES[name][1]
+        elif ":" in name:
+            from medequity.metrics.weighted import get_metric
+
+            metric, summary = name.split(":", 1)
+            higher = get_metric(metric).higher_is_better  # raises for unknown metrics
+            if summary in _LOWER_IS_BETTER_SUMMARIES:
+                default = "minimize"
+            elif summary == "worst":
+                default = "maximize" if higher else "minimize"
+            else:
+                default = "maximize"
+        else:
+            raise ValueError(f"unknown objective {name!r}; use one of {sorted(TRAINER_OBJECTIVES)} or 'metric:summary' "
+                             "(e.g. 'auc:gap', 'auc:worst', 'tpr:gap')")
+        direction = direction or default
+        if direction not in ("maximize", "minimize"):
+            raise ValueError(f"direction must be 'maximize' or 'minimize'; got {direction!r}")
+        return cls(name, direction)
+
+    @property
+    def selection(self) -> str | None:
+        """The trainer's checkpoint rule matching this objective (None: keep the spec's rule)."""
+        return TRAINER_OBJECTIVES[self.name][0] if self.name in TRAINER_OBJECTIVES else None
+
+    def value(self, row: dict, val_scores: np.ndarray, val) -> float:
+        """The objective for one epoch: ``row`` is the trainer's progress dict, ``val_scores`` the
+        model's scores on the whole validation split ``val`` (a SplitData)."""
+        if self.name in TRAINER_OBJECTIVES:
+            return float(row["val_bce"] if self.name == "val_bce" else row[self.name])
+        return whole_set_metric(self.name, val.labels, val_scores, val.groups, val.group_names)
+
+    def better(self, a: float, b: float) -> bool:
+        if not np.isfinite(b):
+            return bool(np.isfinite(a))
+        return a > b if self.direction == "maximize" else a < b
+
+
+def whole_set_metric(name: str, labels, scores, groups, group_names: Sequence[str]) -> float:
+    """``metric:summary`` of ``group_metrics`` on a whole split (no bootstrap)."""
+    from medequity.metrics import group_metrics
+
+    metric, summary = name.split(":", 1)
+    names = np.array([group_names[g] if g >= 0 else None for g in groups], dtype=object)
+    result = group_metrics(labels, scores, sensitive_features=pd.Series(names, name="group"), metrics=[metric],
+                           n_boot=0, n_permutations=0)
+    return float(result.summary(metric, summary))
+
+
+# -- search settings -------------------------------------------------------------------------------
+@dataclass
+class FairTuneConfig:
+    """Outer-loop settings (FairTune App. A.5). The inner loop's training settings come from the
+    experiment spec's ``train`` dict (epochs, batch size, scheduler…); its LR is searched."""
+
+    space: str = "full"  # full (36 bits for ViT-B) | attn | ln (12 bits) | groups
+    trials: int = 40  # total finished (complete + pruned) trials in the study; the paper used 40–100
+    objective: str = "val_worst_group_auc"
+    direction: str | None = None  # default from the objective
+    lr_range: tuple[float, float] = LR_RANGE
+    subsample: float | str | None = "auto"  # fraction of train for the search; "auto": 0.1 if large, else all
+    seed: int = 0  # TPE seed and subsample seed
+    storage: str | None = None  # Optuna storage URL (sqlite:///x.db); None = in memory
+    study_name: str | None = None  # default: derived from the spec and these settings
+    reduction_factor: int = 4
+    min_resource: int | str = "auto"
+    others: bool = False  # train parameters outside every group too (see the ``mask`` usage)
+    show_progress: bool = True
+
+    def key(self) -> dict[str, Any]:
+        """The settings that define a study (trial count, storage and display excluded)."""
+        data = asdict(self)
+        for name in ("trials", "storage", "study_name", "show_progress"):
+            data.pop(name)
+        data["lr_range"] = list(self.lr_range)
+        return data
+
+
+def subsample_fraction(n_train: int, subsample: float | str | None) -> float | None:
+    if subsample == "auto":
+        return 0.1 if n_train >= LARGE_TRAIN_SIZE else None
+    if subsample is None or float(subsample) >= 1:
+        return None
+    if not 0 < float(subsample) < 1:
+        raise ValueError(f"subsample must be in (0, 1], 'auto' or None; got {subsample!r}")
+    return float(subsample)
+
+
+def balanced_subsample(groups: np.ndarray, labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Rows of a random ``fraction`` that keeps the sensitive-attribute × label ratios (App. A.5:
+    "we ensured maintaining the ratios of sensitive attributes"); each non-empty cell keeps at
+    least 2 rows so every group keeps both classes where it had them (its AUC stays defined)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    cells = pd.DataFrame({"g": groups, "y": labels}).groupby(["g", "y"]).indices
+    for _, index in sorted(cells.items()):
+        k = min(len(index), max(2, int(round(fraction * len(index)))))
+        rows.append(rng.choice(index, size=k, replace=False))
+    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
+
+
+# -- one inner loop ----------------------------------------------------------------------------------
+class ScoringTrainer(Trainer):
+    """The trainer, keeping the last validation scores so any whole-set objective can be computed."""
+
+    last_scores: np.ndarray | None = None
+
+    def predict(self, model, method, data, config):
+        scores = super().predict(model, method, data, config)
+        self.last_scores = scores
+        return scores
+
+
+@dataclass
+class Candidate:
+    """One finished inner loop: the objective of the kept checkpoint and per-epoch values."""
+
+    value: float
+    values: list[float]
+    epochs_run: int
+    model: Any
+    method: Any
+    fit: Any
+    trainable_fraction: float
+
+
+class SearchSetup:
+    """Data and settings shared by all trials: built once, each trial builds a fresh model.
+
+    Mirrors :func:`run_experiment` (same dataset split, transform, seeded backbone initialisation)
+    so that a trial trains exactly what the final ``run_experiment`` will, on ``train`` (possibly
+    subsampled) and judged on the whole ``val``.
+    """
+
+    def __init__(self, spec: ExperimentSpec, objective: Objective, *, subsample: float | str | None = "auto", seed: int = 0,
+                 splits: Sequence[str] = ("train", "val")):
+        from medequity.data.transforms import build_transform
+        from medequity.models import create_backbone
+        from medequity.training.data import make_split_data
+        from medequity.training.trainer import seed_everything
+
+        self.spec, self.objective = spec, objective
+        dataset = load_experiment_data(spec)
+        split = dataset.table["split"].astype(str).to_numpy()
+        known = dataset.groups(spec.attribute).dropna().astype(str)
+        self.group_names = tuple(sorted(known.unique()))
+        seed_everything(spec.seed)
+        backbone = create_backbone(spec.model, cache_dir=spec.cache_dir, **spec.model_options)
+        transform = build_transform(spec.transform or backbone.transform_config())
+        self.data = {name: make_split_data(dataset.subset(np.flatnonzero(split == name)), spec.attribute, transform, self.group_names)
+                     for name in dict.fromkeys(("train", "val", *splits))}
+        self.n_train_full = len(self.data["train"])
+        self.fraction = subsample_fraction(self.n_train_full, subsample)
+        if self.fraction is not None:
+            rows = balanced_subsample(self.data["train"].groups, self.data["train"].labels, self.fraction, seed)
+            self.data["train"] = self.data["train"].subset(rows)
+        self.groups = tuple(backbone.module_groups()) if backbone.module_groups is not None else ()
+        self._backbone_for_space = backbone
+
+    def space(self, kind: str, lr_range=LR_RANGE) -> SearchSpace:
+        return search_space(kind, self._backbone_for_space, lr_range)
+
+    def config(self, lr: float) -> TrainConfig:
+        changes = {"seed": self.spec.seed, **self.spec.train, "lr": float(lr)}
+        if self.objective.selection is not None:
+            changes["selection"] = self.objective.selection
+        return TrainConfig(**changes)
+
+    def train(self, usage: str, usage_params: dict, lr: float, *, trial: optuna.Trial | None = None,
+              on_epoch: Callable[[dict, float], None] | None = None) -> Candidate:
+        """Fine-tune one candidate; report the objective after every epoch and prune if told to.
+
+        Pruning raises :class:`optuna.TrialPruned` from the trainer's progress callback: the
+        exception leaves ``Trainer.fit`` at once (no further epochs) and Optuna records the trial
+        as pruned with its reported values.
+        """
+        from medequity.methods import create_method
+        from medequity.models import create_backbone
+        from medequity.training.trainer import seed_everything
+        from medequity.usages import UsageContext, create_usage
+        from medequity.usages.peft_usages import trainable_summary
+
+        spec = self.spec
+        config = self.config(lr)
+        seed_everything(spec.seed)  # same initial weights as run_experiment's final training
+        backbone = create_backbone(spec.model, cache_dir=spec.cache_dir, **spec.model_options)
+        usage_obj = create_usage(usage, **usage_params)
+        context = UsageContext(cache_dir=Path(spec.cache_dir) if spec.cache_dir else None, device=str(config.resolved_device()))
+        model, data = usage_obj.build(backbone, dict(self.data), context)
+        method = create_method(spec.method, **spec.method_params)
+        values: list[float] = []
+        fraction = trainable_summary(model)["fraction"]
+        if trial is not None:
+            trial.set_user_attr("trainable_fraction", fraction)
+
+        def report(row: dict) -> None:
+            value = self.objective.value(row, trainer.last_scores, data["val"])
+            values.append(value)
+            if on_epoch is not None:
+                on_epoch(row, value)
+            if trial is not None:
+                trial.set_user_attr("epochs_run", len(values))
+                trial.report(value, step=row["epoch"] + 1)  # step = epochs done (the pruner's resource)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {len(values)} of {row['epochs']}")
+
+        trainer = ScoringTrainer(progress=report)
+        fit = method.fit(model, data["train"], data["val"], config, trainer)
+        # The value of the checkpoint the trainer kept (its selection rule matches the objective).
+        value = values[fit.best_epoch] if 0 <= fit.best_epoch < len(values) else math.nan
+        return Candidate(float(value), values, len(values), model, method, fit, fraction)
+
+
+# -- the study ---------------------------------------------------------------------------------------
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def study_name_for(spec: ExperimentSpec, config: FairTuneConfig, kind: str = "mask") -> str:
+    """A readable name plus a hash of everything that defines the study (so different searches
+    sharing one database never mix)."""
+    key = json.dumps({"spec": spec.to_dict(), "config": config.key(), "kind": kind}, sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return f"fairtune-{kind}-{spec.dataset}-{spec.attribute}-{spec.model}-{config.space}-{digest}"
+
+
+def open_study(name: str, config: FairTuneConfig, direction: str) -> optuna.Study:
+    """Create or load the study: TPE (seeded) + successive halving (App. A.5)."""
+    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=config.min_resource, reduction_factor=config.reduction_factor,
+                                                    min_early_stopping_rate=0, bootstrap_count=0)
+    study = optuna.create_study(study_name=name, storage=config.storage, direction=direction, pruner=pruner,
+                                sampler=optuna.samplers.TPESampler(seed=config.seed), load_if_exists=True)
+    # Offset the seed by the trials already there: a resumed search must not redraw the first
+    # trials' random start-up samples. (Parallel workers should pass different seeds.)
+    study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
+    return study
+
+
+def n_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def _optimize(study: optuna.Study, objective_fn, total: int, *, show_progress: bool, label: str) -> None:
+    """Run trials until the study holds ``total`` finished ones (also across concurrent workers)."""
+    remaining = total - n_finished(study)
+    if remaining <= 0:
+        return
+    stop = optuna.study.MaxTrialsCallback(total, states=FINISHED)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not show_progress:
+        study.optimize(objective_fn, n_trials=remaining, callbacks=[stop])
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task(label, total=total, completed=n_finished(study), status="")
+
+        def after_trial(study, trial):
+            best = ""
+            try:
+                best = f"best {study.best_value:.4f}"
+            except ValueError:
+                pass
+            state = trial.state.name.lower()
+            epochs = trial.user_attrs.get("epochs_run", "?")
+            progress.update(task, completed=n_finished(study), status=f"trial {trial.number} {state} after {epochs} ep. {best}")
+
+        study.optimize(lambda trial: objective_fn(trial), n_trials=remaining, callbacks=[stop, after_trial])
+
+
+# -- results -----------------------------------------------------------------------------------------
+@dataclass
+class SearchResult:
+    """The outer loop's outcome: best mask ω*, its LR α*, and the whole study."""
+
+    study: optuna.Study
+    space: SearchSpace
+    objective: Objective
+    spec: ExperimentSpec
+    config: FairTuneConfig
+    best_mask: dict[str, int]
+    best_lr: float
+    best_value: float
+    n_train_search: int
+    n_train_full: int
+    seconds: float = 0.0
+
+    @property
+    def mask_bits(self) -> str:
+        """The searched bits in group order, as a string (e.g. '101…')."""
+        return "".join(str(self.best_mask[g]) for g in self.space.searched)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """One row per trial: number, state, value, epochs run, LR, mask bits, trainable fraction."""
+        return study_history(self.study, self.space)
+
+    def final_spec(self) -> ExperimentSpec:
+        """The experiment that retrains ω* with α* on all training data (FairTune §4.1)."""
+        return replace(self.spec, usage="mask", usage_params={"mask": dict(self.best_mask), "others": self.config.others},
+                       train={**self.spec.train, "lr": self.best_lr})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"best_mask": self.best_mask, "mask_bits": self.mask_bits, "best_lr": self.best_lr,
+                "best_value": self.best_value, "objective": self.objective.name, "direction": self.objective.direction,
+                "space": self.space.name, "searched_groups": list(self.space.searched), "study_name": self.study.study_name,
+                "n_trials": len(self.study.trials), "n_train_search": self.n_train_search, "n_train_full": self.n_train_full,
+                "config": {**asdict(self.config), "lr_range": list(self.config.lr_range)}, "spec": self.spec.to_dict()}
+
+
+def study_history(study: optuna.Study, space: SearchSpace | None = None) -> pd.DataFrame:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        intermediate = t.intermediate_values
+        row = {"number": t.number, "state": t.state.name, "value": t.value,
+               "last_reported": intermediate[max(intermediate)] if intermediate else np.nan,
+               "epochs_run": t.user_attrs.get("epochs_run", np.nan), "lr": t.params.get("lr", np.nan),
+               "trainable_fraction": t.user_attrs.get("trainable_fraction", np.nan),
+               "seconds": t.duration.total_seconds() if t.duration is not None else np.nan}
+        if space is not None:
+            row["mask"] = "".join(str(int(t.params[g])) if g in t.params else "?" for g in space.searched)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _as_spec(spec: ExperimentSpec | dict) -> ExperimentSpec:
+    return spec if isinstance(spec, ExperimentSpec) else ExperimentSpec.from_dict(spec)
+
+
+def search(spec: ExperimentSpec | dict, config: FairTuneConfig | None = None, *, setup: SearchSetup | None = None) -> SearchResult:
+    """FairTune's outer loop (Algorithm 1): search (ω, α) on validation ``config.objective``."""
+    start = time.perf_counter()
+    spec, config = _as_spec(spec), config or FairTuneConfig()
+    objective = Objective.parse(config.objective, config.direction)
+    setup = setup or SearchSetup(spec, objective, subsample=config.subsample, seed=config.seed)
+    space = setup.space(config.space, config.lr_range)
+    study = open_study(config.study_name or study_name_for(spec, config), config, objective.direction)
+    study.set_user_attr("searched_groups", list(space.searched))
+    study.set_user_attr("objective", objective.name)
+
+    def objective_fn(trial: optuna.Trial) -> float:
+        mask, lr = space.suggest(trial)
+        trial.set_user_attr("mask", "".join(str(mask[g]) for g in space.searched))
+        return setup.train("mask", {"mask": mask, "others": config.others}, lr, trial=trial).value
+
+    _optimize(study, objective_fn, config.trials, show_progress=config.show_progress,
+              label=f"FairTune {space.name} ({space.n_bits} bits)")
+    best = study.best_trial
+    mask, lr = space.from_params(best.params)
+    return SearchResult(study, space, objective, spec, config, mask, lr, float(best.value), len(setup.data["train"]),
+                        setup.n_train_full, time.perf_counter() - start)
+
+
+@dataclass
+class FairTuneResult:
+    search: SearchResult
+    run: RunResult  # the retrained best mask, evaluated on test
+
+    def test_row(self) -> dict[str, float]:
+        return test_summary(self.run, self.search.spec.attribute)
+
+
+def fairtune(spec: ExperimentSpec | dict, config: FairTuneConfig | None = None, *, trainer: Trainer | None = None) -> FairTuneResult:
+    """Search, then retrain ω* with α* on all training data and evaluate on test."""
+    result = search(spec, config)
+    run = run_experiment(result.final_spec(), trainer=trainer)
+    return FairTuneResult(result, run)
+
+
+# -- baselines (Table 1) -----------------------------------------------------------------------------
+def tune_lr(spec: ExperimentSpec, usage: str, config: FairTuneConfig, trials: int, *, setup: SearchSetup | None = None,
+            usage_params: dict | None = None) -> tuple[float, optuna.Study]:
+    """A baseline's LR searched on the same objective, sampler, pruner and subsample as FairTune
+    (§4.1: "all competitors optimise their learning rates based on L_fair")."""
+    objective = Objective.parse(config.objective, config.direction)
+    setup = setup or SearchSetup(spec, objective, subsample=config.subsample, seed=config.seed)
+    name = (config.study_name + f"-lr-{usage}") if config.study_name else study_name_for(spec, config, kind=f"lr-{usage}")
+    study = open_study(name, config, objective.direction)
+    low, high = config.lr_range
+
+    def objective_fn(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", low, high, log=True)
+        return setup.train(usage, usage_params or {}, lr, trial=trial).value
+
+    _optimize(study, objective_fn, trials, show_progress=config.show_progress, label=f"LR search: {usage}")
+    return float(study.best_params["lr"]), study
+
+
+def test_summary(run: RunResult, attribute: str) -> dict[str, float]:
+    """Table 1 columns from a run's test metrics: overall AUC, worst-group AUC, AUC gap, ES-AUC."""
+    metrics, summaries = run.metrics, run.summaries
+    auc = metrics[(metrics.attribute == attribute) & (metrics.metric == "auc")].set_index("group")["value"]
+    s = summaries[(summaries.attribute == attribute) & (summaries.metric == "auc")].set_index("summary")["value"]
+    return {"auc": float(auc["overall"]), "worst_group_auc": float(s["worst"]), "auc_gap": float(s["gap"]),
+            "es_auc": float(s["es_std"]), "es_auc_mean_abs_dev": float(s["es_mean_abs_dev"])}
+
+
+def compare_baselines(spec: ExperimentSpec | dict, result: FairTuneResult | SearchResult, *,
+                      baselines: Sequence[str] = tuple(BASELINES), lr_trials: int | None = None,
+                      trainer: Trainer | None = None) -> pd.DataFrame:
+    """FairTune against full FT, linear readout, attention and LayerNorm tuning (Table 1) on test.
+
+    Same budget: each baseline's LR is tuned with ``lr_trials`` trials (default: FairTune's trial
+    count) on the same objective, sampler, pruner, subsample and epochs, then retrained on all
+    training data. One row per method: overall AUC, worst-group AUC, AUC gap, ES-AUC, LR, the
+    trainable fraction and the validation objective that chose the LR.
+    """
+    spec = _as_spec(spec)
+    search_result = result.search if isinstance(result, FairTuneResult) else result
+    run = result.run if isinstance(result, FairTuneResult) else run_experiment(search_result.final_spec(), trainer=trainer)
+    config = search_result.config
+    objective = search_result.objective
+    setup = SearchSetup(spec, objective, subsample=config.subsample, seed=config.seed)
+    trials = config.trials if lr_trials is None else lr_trials
+    rows = []
+    for usage in baselines:
+        lr, study = tune_lr(spec, usage, config, trials, setup=setup)
+        baseline = run_experiment(replace(spec, usage=usage, usage_params={}, train={**spec.train, "lr": lr}), trainer=trainer)
+        rows.append({"method": BASELINES.get(usage, usage), "usage": usage, "lr": lr, "val_objective": float(study.best_value),
+                     "trainable_fraction": _trainable_fraction(baseline.model), **test_summary(baseline, spec.attribute)})
+    rows.append({"method": "FairTune", "usage": "mask", "lr": search_result.best_lr, "val_objective": search_result.best_value,
+                 "trainable_fraction": _trainable_fraction(run.model), **test_summary(run, spec.attribute)})
+    table = pd.DataFrame(rows)
+    table.attrs["objective"] = objective.name
+    return table
+
+
+def _trainable_fraction(model) -> float:
+    summary = getattr(model, "trainable_summary", None)
+    if summary is None:
+        from medequity.usages.peft_usages import trainable_summary
+
+        summary = trainable_summary(model)
+    return float(summary["fraction"])
+
+
+def split_group_aucs(run: RunResult, setup: SearchSetup, split: str = "train") -> dict[str, float]:
+    """Overall and per-group AUC of a trained run on a split of ``setup`` (FairTune Fig. 1: the
+    training set is fitted for every group; the gap appears on unseen data)."""
+    from medequity.training.trainer import validation_summary
+
+    data = setup.data[split]
+    config = setup.config(run.spec.train.get("lr", 2.5e-4))
+    scores = Trainer().predict(run.model, run.method, data, config)
+    summary = validation_summary(data.labels, scores, data.groups, data.n_groups)
+    out = {"auc": summary["auc"], "worst_group_auc": summary["worst_group_auc"]}
+    groups = [summary[f"auc_group{g}"] for g in range(data.n_groups)]
+    out["auc_gap"] = float(np.nanmax(groups) - np.nanmin(groups))
+    out.update({f"auc[{name}]": value for name, value in zip(data.group_names, groups)})
+    return out
+
+
+__all__ = ["BASELINES", "Candidate", "FairTuneConfig", "FairTuneResult", "Objective", "ScoringTrainer", "SearchResult",
+           "SearchSetup", "balanced_subsample", "compare_baselines", "fairtune", "open_study", "search", "split_group_aucs",
+           "study_history", "study_name_for", "test_summary", "tune_lr", "whole_set_metric"]
