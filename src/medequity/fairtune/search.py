@@ -495,7 +495,8 @@ def compare_baselines(spec: ExperimentSpec | dict, result: FairTuneResult | Sear
         lr, study = tune_lr(spec, usage, config, trials, setup=setup)
         baseline = run_experiment(replace(spec, usage=usage, usage_params={}, train={**spec.train, "lr": lr}), trainer=trainer)
         rows.append({"method": BASELINES.get(usage, usage), "usage": usage, "lr": lr, "val_objective": float(study.best_value),
-                     "trainable_fraction": _trainable_fraction(baseline.model), **test_summary(baseline, spec.attribute)})
+                     "trainable_fraction": _trainable_fraction(baseline.model, spec if usage == "lp" else None),
+                     **test_summary(baseline, spec.attribute)})
     rows.append({"method": "FairTune", "usage": "mask", "lr": search_result.best_lr, "val_objective": search_result.best_value,
                  "trainable_fraction": _trainable_fraction(run.model), **test_summary(run, spec.attribute)})
     table = pd.DataFrame(rows)
@@ -503,7 +504,14 @@ def compare_baselines(spec: ExperimentSpec | dict, result: FairTuneResult | Sear
     return table
 
 
-def _trainable_fraction(model) -> float:
+def _trainable_fraction(model, lp_spec: ExperimentSpec | None = None) -> float:
+    if lp_spec is not None:
+        # Linear readout's model is the head on cached features: count the frozen encoder too.
+        from medequity.models import create_backbone
+
+        encoder = create_backbone(lp_spec.model, cache_dir=lp_spec.cache_dir, **lp_spec.model_options).module
+        head = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return float(head / (head + sum(p.numel() for p in encoder.parameters())))
     summary = getattr(model, "trainable_summary", None)
     if summary is None:
         from medequity.usages.peft_usages import trainable_summary

@@ -1,0 +1,106 @@
+"""``medequity fairtune search``: FairTune mask search, retraining and report from the command line.
+
+    medequity fairtune search --dataset synthetic --option preset=cxr-sex-prevalence --attribute sex \\
+        --model vit_tiny_patch16_224 --trials 20 --storage sqlite:///fairtune.db --out runs/fairtune
+
+Rerunning with the same ``--storage`` continues the study (``--trials`` is the total); several
+processes given the same storage (and different ``--seed``) search one study together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+fairtune_app = typer.Typer(help="FairTune: search which modules to fine-tune (and the LR) for validation fairness.",
+                           no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+
+
+@fairtune_app.callback()
+def _group() -> None:
+    """FairTune (Dutt et al.): PEFT mask search for fairness."""
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        if "=" not in pair:
+            _fail(f"option {pair!r} must look like key=value")
+        key, value = pair.split("=", 1)
+        options[key.strip()] = yaml.safe_load(value)  # data, never code: 10 -> int
+    return options
+
+
+@fairtune_app.command("search")
+def fairtune_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for best.json, history.csv, figures and report.html.")] = Path("runs/fairtune"),
+    dataset: Annotated[str, typer.Option(help="Registered dataset name.")] = "synthetic",
+    root: Annotated[Path | None, typer.Option(help="Dataset folder (real datasets).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Dataset option key=value (repeat), e.g. preset=cxr-sex-prevalence.")] = None,
+    attribute: Annotated[str, typer.Option(help="Sensitive attribute whose groups the objective compares.")] = "sex",
+    model: Annotated[str, typer.Option(help="Backbone (a timm ViT for the 36-bit space; any timm model for 'groups').")] = "vit_tiny_patch16_224",
+    model_option: Annotated[list[str] | None, typer.Option("--model-option", help="Backbone option key=value (repeat), e.g. depth=4.")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="Pre-trained weights (local file/folder, or synthetic:<modality>).")] = None,
+    space: Annotated[str, typer.Option(help="full (36 bits for ViT-B), attn or ln (12 bits), groups (any model).")] = "full",
+    trials: Annotated[int, typer.Option(help="Total finished trials in the study (the paper: 40-100).")] = 40,
+    objective: Annotated[str, typer.Option(help="val_worst_group_auc, val_auc, val_es_auc, val_neg_loss, or metric:summary (auc:gap).")] = "val_worst_group_auc",
+    direction: Annotated[str | None, typer.Option(help="maximize/minimize (default: from the objective).")] = None,
+    lr_min: Annotated[float, typer.Option(help="Smallest LR (log-uniform).")] = 1e-5,
+    lr_max: Annotated[float, typer.Option(help="Largest LR (log-uniform).")] = 1e-3,
+    epochs: Annotated[int, typer.Option(help="Inner-loop epochs per trial (the paper: 30).")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    subsample: Annotated[str, typer.Option(help="Training fraction for the search: auto (10% when large), none, or 0-1.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed (TPE sampler, subsample, training).")] = 0,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL, e.g. sqlite:///fairtune.db (resumable, shared).")] = None,
+    study_name: Annotated[str | None, typer.Option(help="Study name (default: derived from the settings).")] = None,
+    retrain: Annotated[bool, typer.Option(help="Retrain the best mask on all training data and test it.")] = True,
+    compare: Annotated[bool, typer.Option(help="Also run full FT, linear readout, attention and LayerNorm tuning.")] = False,
+    lr_trials: Annotated[int | None, typer.Option(help="LR trials per baseline (default: --trials).")] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for the test metrics.")] = 200,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar with ETA.")] = True,
+) -> None:
+    """Search a FairTune mask and LR on validation fairness; retrain, test, compare and report."""
+    from medequity.fairtune.plots import write_report
+    from medequity.fairtune.search import FairTuneConfig, FairTuneResult, compare_baselines, search, test_summary
+    from medequity.pipeline import ExperimentSpec, run_experiment, save_run
+
+    model_options = _parse_options(model_option or [])
+    if checkpoint:
+        model_options["checkpoint"] = checkpoint
+    spec = ExperimentSpec(dataset=dataset, root=str(root) if root else None, dataset_options=_parse_options(option or []),
+                          attribute=attribute, model=model, model_options=model_options, usage="mask", seed=seed,
+                          train={"epochs": epochs, "batch_size": batch_size, "device": device},
+                          n_boot=n_boot, n_permutations=n_boot)
+    fraction = None if subsample.lower() == "none" else ("auto" if subsample == "auto" else float(subsample))
+    config = FairTuneConfig(space=space, trials=trials, objective=objective, direction=direction, lr_range=(lr_min, lr_max),
+                            subsample=fraction, seed=seed, storage=storage, study_name=study_name, show_progress=progress)
+    try:
+        result = search(spec, config)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(f"best {result.objective.name} {result.best_value:.4f} with LR {result.best_lr:.3e}, mask {result.mask_bits} "
+                  f"({len(result.study.trials)} trials in study {result.study.study_name})")
+    comparison = None
+    if retrain or compare:
+        run = run_experiment(result.final_spec())
+        save_run(run, out / "final")
+        row = test_summary(run, attribute)
+        console.print("test (retrained on all training data): " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
+        if compare:
+            comparison = compare_baselines(spec, FairTuneResult(result, run), lr_trials=lr_trials)
+            console.print(comparison.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    paths = write_report(out, result, comparison=comparison)
+    for kind, path in paths.items():
+        console.print(f"[green]wrote[/] {kind:16s} {path}")
