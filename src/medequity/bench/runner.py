@@ -109,8 +109,10 @@ def _run_in_processes(cells: list[Cell], evaluation: Evaluation, n_jobs: int) ->
             except Exception as exc:  # the worker process died (out of memory, killed): record it, go on
                 outcome = _failure(exc)
             yield futures[future], outcome
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+    except BaseException:  # Ctrl-C or the caller stopped: drop queued runs, do not wait for running ones
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)
 
 
 def _run_on_ray(cells: list[Cell], evaluation: Evaluation, address: str, n_jobs: int) -> Iterator[tuple[Cell, dict]]:
@@ -123,16 +125,23 @@ def _run_on_ray(cells: list[Cell], evaluation: Evaluation, address: str, n_jobs:
         else:
             ray.init(address=address, log_to_driver=False)
     try:
-        remote = ray.remote(num_cpus=1)(execute_cell)
+        # Ray hides GPUs from tasks that do not ask for one: on a cluster with GPUs each run asks for one.
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        remote = ray.remote(num_cpus=1, num_gpus=gpus)(execute_cell)
         pending = {remote.remote(cell, evaluation): cell for cell in cells}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            cell = pending.pop(ready[0])
-            try:
-                outcome = ray.get(ready[0])
-            except Exception as exc:  # the task or its worker died
-                outcome = _failure(exc)
-            yield cell, outcome
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                cell = pending.pop(ready[0])
+                try:
+                    outcome = ray.get(ready[0])
+                except Exception as exc:  # the task or its worker died
+                    outcome = _failure(exc)
+                yield cell, outcome
+        except BaseException:  # stopped: cancel what has not finished (a rerun resumes it)
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
     finally:
         if started_here:
             ray.shutdown()
