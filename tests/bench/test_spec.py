@@ -106,3 +106,18 @@ def test_run_id_is_a_hash_of_the_canonical_spec_and_stable(tiny_spec):
     for change in ({"seed": 1}, {"method_params": {"x": 1}}, {"train": {"epochs": 2}}, {"n_boot": 21}):
         assert run_id(ExperimentSpec(**{**spec.to_dict(), **change})) != run_id(spec)
     assert load_spec(tiny_spec).cells[0].run_id == cells[0].run_id  # reloading maps to the same id
+
+
+def test_datasets_and_models_may_be_listed_twice_under_labels_and_keep_their_own_attributes(tiny_spec):
+    tiny_spec["datasets"] = [
+        {"name": "synthetic", "label": "cxr-prevalence", "options": {"preset": "cxr-sex-prevalence", "n": 300}},
+        {"name": "synthetic", "label": "derm", "options": {"preset": "derm-skin-tone-shortcut", "n": 300}, "attributes": ["age"]},
+    ]
+    tiny_spec["models"] = [{"name": "small_cnn", "label": "cnn8", "options": {"width": 8}},
+                           {"name": "small_cnn", "label": "cnn16", "options": {"width": 16}}]
+    tiny_spec["attributes"] = ["sex", "age"]
+    cells = load_spec(tiny_spec).cells
+    assert sorted({(c.dataset, c.model, c.spec.attribute) for c in cells}) == sorted(
+        [(d, m, a) for d, a in [("cxr-prevalence", "sex"), ("cxr-prevalence", "age"), ("derm", "age")] for m in ("cnn8", "cnn16")])
+    assert {c.labels["model"]: c.spec.model_options["width"] for c in cells} == {"cnn8": 8, "cnn16": 16}
+    assert all(c.labels["hparams"] == '{"method":{},"usage":{}}' for c in cells)

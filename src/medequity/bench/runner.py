@@ -10,7 +10,6 @@ raises is recorded (``error.json`` with its traceback) and the others go on.
 from __future__ import annotations
 
 import os
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
