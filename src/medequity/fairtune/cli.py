@@ -88,7 +88,7 @@ def fairtune_command(
                             subsample=fraction, seed=seed, storage=storage, study_name=study_name, show_progress=progress)
     try:
         result = search(spec, config)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
         _fail(str(exc))
     console.print(f"best {result.objective.name} {result.best_value:.4f} with LR {result.best_lr:.3e}, mask {result.mask_bits} "
                   f"({len(result.study.trials)} trials in study {result.study.study_name})")

@@ -111,7 +111,7 @@ def convergence_figure(history: pd.DataFrame, *, direction: str = "maximize", ob
         ax.scatter(pruned["number"], pruned["last_reported"], color=NEUTRAL_COLOR, marker="x", s=22,
                    label="trial (pruned, last report)", zorder=3)
     values = frame["value"].where(frame.state == "COMPLETE")
-    best = values.cummax() if direction == "maximize" else values.cummin()
+    best = (values.cummax() if direction == "maximize" else values.cummin()).ffill()  # flat through pruned trials
     ax.step(frame["number"], best, where="post", color=OKABE_ITO[5], linewidth=1.8, label="best so far")
     ax.set_xlabel("trial")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
