@@ -56,13 +56,13 @@ def run_benchmark(spec: str | Path | dict | BenchSpec, out: str | Path, *, ray_a
         outcomes = _run_inline(todo, bench.evaluation, lambda text: report(done, total, text))
     else:
         outcomes = _run_in_processes(todo, bench.evaluation, n_jobs)
+    results = None
     for cell, outcome in outcomes:
         _record(store, cell, outcome)
         done += 1
-        status = "done" if outcome["status"] == "done" else "FAILED"
-        report(done, total, f"{_describe(cell)} {status}")
-        store.refresh_results()
-    return store.refresh_results()
+        results = store.refresh_results()  # results.parquet always reflects every finished run
+        report(done, total, f"{_describe(cell)} {'done' if outcome['status'] == 'done' else 'FAILED'}")
+    return results if results is not None else store.refresh_results()
 
 
 def _describe(cell: Cell) -> str:
