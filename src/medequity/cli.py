@@ -20,6 +20,20 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Datasets: data cards, synthetic data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+def _register_subcommands() -> None:
+    from medequity.bench.cli import bench_app
+
+    app.add_typer(bench_app, name="bench")
+    try:
+        from medequity.fairtune.cli import fairtune_app
+    except ImportError:  # the FairTune package is optional in a minimal install
+        return
+    app.add_typer(fairtune_app, name="fairtune")
+
+
+_register_subcommands()
 console = Console()
 
 

@@ -47,8 +47,8 @@ def embed_2d(features, *, method: str = "tsne", random_state: int = 0, max_sampl
     rng = np.random.default_rng(random_state)
     rows = np.sort(rng.choice(X.shape[0], size=min(max_samples, X.shape[0]), replace=False))
     X = X[rows]
-    if X.shape[1] > 50:
-        X = PCA(n_components=50, random_state=random_state).fit_transform(X)
+    if X.shape[1] > 50 and X.shape[0] > 2:
+        X = PCA(n_components=min(50, X.shape[0] - 1), random_state=random_state).fit_transform(X)
     if method == "pca":
         return PCA(n_components=2, random_state=random_state).fit_transform(X), rows
     if method != "tsne":
