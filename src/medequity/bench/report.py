@@ -1,0 +1,450 @@
+"""The HTML report of a benchmark's results folder: :func:`write_bench_report`.
+
+One self-contained page (``<out>/report.html``; CSS inline, figures as ``data:`` URIs, jinja2 with
+autoescaping, the CSS shared with the audit page): the settings and provenance, a leaderboard per
+(dataset, usage, training attribute), Friedman + Nemenyi critical-difference diagrams across
+settings, fairness–utility Pareto plots, per-group AUC plots (FairMedFM Fig. 2–5), representation
+fairness (attribute probes and embeddings), and the failed runs.
+
+Only the run each selection group keeps (hyper-parameters chosen on validation, ``selected``) is
+shown; metrics are those of the training attribute. Values over several seeds are means; their
+interval is the run's bootstrap CI with one seed and a t-interval over seeds with several — the
+rule of :func:`medequity.bench.store.leaderboard`, which :func:`leaderboard_frame` extends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medequity.bench.store import LEADERBOARD_KEYS, Results, leaderboard, load_results, read_bench
+from medequity.report import plots
+from medequity.report.audit_html import _environment, format_ci, format_value
+from medequity.utils.io import atomic_write_text
+
+REPORT_FILE = "report.html"
+SIGNIFICANCE_LEVEL = 0.05
+SETTING_KEYS = ("dataset", "model", "usage", "train_attribute")  # one fairness–utility picture each
+RANK_SETTING_KEYS = (*SETTING_KEYS, "seed")  # the rows of the Friedman test
+MAX_EMBEDDINGS = 8
+
+# name -> (label, (metric, summary) in the summaries table or None for the overall AUC, higher is better)
+QUANTITIES = {
+    "auc": ("AUC", None, True),
+    "worst_group_auc": ("Worst-group AUC", ("auc", "worst"), True),
+    "auc_gap": ("AUC gap", ("auc", "gap"), False),
+    "es_auc": ("ES-AUC", ("auc", "es_std"), True),
+    "eo_gap": ("EO gap (ΔTPR)", ("tpr", "gap"), False),
+    "dp_gap": ("DP gap (Δ selection rate)", ("selection_rate", "gap"), False),
+    "adf": ("ADF", ("adf", None), False),
+}
+RANKED = ("auc", "worst_group_auc", "auc_gap", "es_auc")  # the critical-difference diagrams
+
+
+# -- tables ---------------------------------------------------------------------------------------------
+def run_table(results: Results) -> pd.DataFrame:
+    """One row per selected run: identifiers and, on the training attribute, each quantity of
+    :data:`QUANTITIES` present (``<q>``, ``<q>_ci_low``, ``<q>_ci_high`` and ``<q>_p`` for gaps)."""
+    runs = results.runs
+    if runs.empty:
+        return pd.DataFrame(columns=["run_id", *LEADERBOARD_KEYS, "model", "method", "seed"])
+    table = runs[runs.selected].set_index("run_id")[["dataset", "model", "usage", "method", "train_attribute", "seed"]]
+    metrics, summaries = results.metrics, results.summaries
+    overall = metrics[metrics.selected & (metrics.attribute == metrics.train_attribute) & (metrics.metric == "auc")
+                      & (metrics.group == "overall")].set_index("run_id")
+    own = summaries[summaries.selected & (summaries.attribute == summaries.train_attribute)]
+    for name, (_, key, _) in QUANTITIES.items():
+        if key is None:
+            rows = overall
+        elif key[1] is None:  # a quantity with a single summary row (ADF): whichever it has
+            rows = own[own.metric == key[0]].drop_duplicates("run_id").set_index("run_id")
+        else:
+            rows = own[(own.metric == key[0]) & (own.summary == key[1])].set_index("run_id")
+        if rows.empty:
+            continue
+        table[name] = rows["value"].reindex(table.index).astype(np.float64)
+        table[f"{name}_ci_low"] = rows["ci_low"].reindex(table.index).astype(np.float64)
+        table[f"{name}_ci_high"] = rows["ci_high"].reindex(table.index).astype(np.float64)
+        if "p_value" in rows.columns and name.endswith("gap"):
+            table[f"{name}_p"] = rows["p_value"].reindex(table.index).astype(np.float64)
+    return table.reset_index()
+
+
+def _interval(values: np.ndarray, lows: np.ndarray, highs: np.ndarray, bounded: bool = True) -> tuple[float, float]:
+    """One seed: its bootstrap CI; several: a 95% t-interval over seeds (as store.leaderboard).
+
+    With few seeds a t-interval is wide (t = 12.7 for two) and can leave [0, 1]; ``bounded``
+    quantities (AUCs, gaps, ES) cannot, so their interval is clipped to it.
+    """
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return math.nan, math.nan
+    if len(lows) == 1:
+        return float(lows[0]), float(highs[0])
+    if len(values) < 2:
+        return math.nan, math.nan
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
+    low, high = float(values.mean() - half), float(values.mean() + half)
+    return (max(low, 0.0), min(high, 1.0)) if bounded else (low, high)
+
+
+def _aggregate(table: pd.DataFrame, keys: list[str], names: list[str]) -> pd.DataFrame:
+    """Means over seeds of each quantity with their intervals (and gap p-values for one seed)."""
+    rows = []
+    for key, group in table.groupby(keys, sort=False):
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row["n_seeds"] = len(group)
+        for name in names:
+            values = group[name].to_numpy(np.float64)
+            row[name] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+            low, high = _interval(values, group[f"{name}_ci_low"].to_numpy(np.float64),
+                                  group[f"{name}_ci_high"].to_numpy(np.float64), bounded=name != "adf")
+            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = low, high
+            if f"{name}_p" in group:
+                p = group[f"{name}_p"].to_numpy(np.float64)
+                # Seeds share one test set, so their p-values cannot be combined as independent tests:
+                # one seed shows its p, several show how many seeds reached p < α.
+                row[f"{name}_p"] = float(p[0]) if len(p) == 1 else math.nan
+                row[f"{name}_n_significant"] = int((p < SIGNIFICANCE_LEVEL).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def leaderboard_frame(results: Results) -> pd.DataFrame:
+    """The leaderboard of :func:`medequity.bench.store.leaderboard` (same rows, order and columns,
+    so the terminal table and this page show the same numbers) with more columns.
+
+    Added per (dataset, usage, training attribute, model, method): ``auc_ci_*``,
+    ``worst_group_auc_ci_*``, ``es_auc_ci_*``; the gap again as ``auc_gap_ci_*`` with ``auc_gap_p``
+    (one seed) and ``auc_gap_n_significant`` (seeds with p < 0.05); ``eo_gap`` and ``dp_gap`` with
+    CIs and p; ``adf`` when the runs have it.
+    """
+    board = leaderboard(results)
+    table = run_table(results)
+    keys = [*LEADERBOARD_KEYS, "model", "method"]
+    names = [n for n in QUANTITIES if n in table.columns]
+    if board.empty or not names:
+        return board
+    extra = _aggregate(table, keys, names).drop(columns=["n_seeds", *[n for n in names if n in board.columns]])
+    return board.merge(extra, on=keys, how="left", validate="one_to_one")
+
+
+def method_order(results: Results, bench: dict) -> list[str]:
+    """Methods in the order the spec lists them (the planned run ids follow the spec's order)."""
+    position = {run_id: i for i, run_id in enumerate(bench.get("run_ids", []))}
+    runs = results.runs.assign(_pos=results.runs.run_id.map(position).fillna(len(position)))
+    return list(dict.fromkeys(runs.sort_values(["_pos", "run_id"]).method.astype(str)))
+
+
+def _ordered(values, order: list[str] | None = None) -> list[str]:
+    present = list(dict.fromkeys(str(v) for v in values))
+    return [v for v in order if v in present] + [v for v in present if v not in order] if order else present
+
+
+# -- page sections -------------------------------------------------------------------------------------
+def _cell(value, low=math.nan, high=math.nan, p=math.nan, n_significant=None, n_seeds=1) -> dict:
+    text_p = ""
+    significant = False
+    if p is not None and np.isfinite(p):
+        text_p = plots.format_p_value(p)
+        significant = p < SIGNIFICANCE_LEVEL
+    elif n_significant and n_seeds > 1:  # "0 of n seeds" would only add noise
+        text_p = f"p < {SIGNIFICANCE_LEVEL:g} in {n_significant}/{n_seeds} seeds"
+        significant = n_significant > n_seeds / 2
+    finite = value is not None and np.isfinite(value)
+    return {"value": format_value(value), "ci": format_ci(low, high), "p": text_p, "significant": significant,
+            "undefined": not finite, "best": False}
+
+
+def _leaderboard_sections(board: pd.DataFrame, methods: list[str]) -> list[dict]:
+    names = [n for n in QUANTITIES if n in board.columns]
+    columns = [{"name": n, "label": QUANTITIES[n][0], "higher": QUANTITIES[n][2]} for n in names]
+    sections = []
+    for key, rows in board.groupby(list(LEADERBOARD_KEYS), sort=False):
+        rows = rows.assign(_order=rows.method.map({m: i for i, m in enumerate(methods)})).sort_values(["model", "_order"])
+        several_models = rows.model.nunique() > 1
+        best = {}
+        for c in columns:
+            values = rows[c["name"]].to_numpy(np.float64)
+            finite = values[np.isfinite(values)]
+            if len(finite) >= 2 and not np.allclose(finite, finite[0], rtol=0, atol=1e-12):  # all tied: no best
+                best[c["name"]] = finite.max() if c["higher"] else finite.min()
+        body = []
+        for row in rows.itertuples(index=False):
+            data = row._asdict()
+            cells = []
+            for c in columns:
+                n = c["name"]
+                cell = _cell(data[n], data.get(f"{n}_ci_low", math.nan), data.get(f"{n}_ci_high", math.nan),
+                             data.get(f"{n}_p", math.nan), data.get(f"{n}_n_significant"), int(data["n_seeds"]))
+                cell["best"] = n in best and np.isfinite(data[n]) and np.isclose(data[n], best[n], rtol=0, atol=1e-12)
+                cells.append(cell)
+            body.append({"model": data["model"], "method": data["method"], "n_seeds": int(data["n_seeds"]), "cells": cells})
+        sections.append({"dataset": key[0], "usage": key[1], "attribute": key[2], "columns": columns, "rows": body,
+                         "several_models": several_models, "n_seeds": sorted(set(int(s) for s in rows.n_seeds))})
+    return sections
+
+
+def _rank_sections(table: pd.DataFrame, methods: list[str], colors: dict, fmt: str) -> list[dict]:
+    """A critical-difference diagram per quantity in :data:`RANKED`, or the reason there is none."""
+    from medequity.metrics.ranking import compare_methods
+    from medequity.report.bench_plots import cd_diagram
+
+    out = []
+    for name in RANKED:
+        label, _, higher = QUANTITIES[name]
+        title = f"{label} ({'higher' if higher else 'lower'} is better)"
+        item = {"name": name, "title": title, "uri": None, "note": "", "ranks": [], "friedman": ""}
+        if name not in table.columns or table.empty:
+            item["note"] = f"No {label} values in the results."
+            out.append(item)
+            continue
+        scores = table.pivot_table(index=list(RANK_SETTING_KEYS), columns="method", values=name, aggfunc="first")
+        scores = scores[[m for m in methods if m in scores.columns]]
+        complete = scores.dropna(axis=0, how="any")
+        if scores.shape[1] < 3:
+            item["note"] = (f"Not enough methods for a Friedman test: {scores.shape[1]} method(s); "
+                            f"ranking needs at least 3.")
+        elif len(complete) < 2:
+            item["note"] = (f"Not enough settings for a Friedman test: {len(complete)} setting(s) "
+                            f"(dataset × model × usage × attribute × seed) have every method; it needs at least 2.")
+        else:
+            comparison = compare_methods(complete, higher_is_better=higher)
+            p_text = plots.format_p_value(comparison.friedman_p_value)
+            item["friedman"] = (f"Friedman χ² = {comparison.friedman_statistic:.2f}, {p_text}; "
+                                f"N = {comparison.n_settings} settings, k = {complete.shape[1]} methods; "
+                                f"Nemenyi CD = {comparison.critical_difference:.2f} (α = {SIGNIFICANCE_LEVEL:g})")
+            item["significant"] = comparison.friedman_p_value < SIGNIFICANCE_LEVEL
+            figure = cd_diagram(comparison.average_ranks, comparison.critical_difference, colors=colors,
+                                title=f"{title}: average rank, N = {comparison.n_settings}, Friedman {p_text}")
+            item["uri"] = plots.fig_to_data_uri(figure, fmt)
+            item["ranks"] = [{"method": m, "rank": f"{r:.2f}"} for m, r in comparison.average_ranks.items()]
+            if len(complete) < len(scores):
+                item["note"] = f"{len(scores) - len(complete)} setting(s) without every method are left out."
+        out.append(item)
+    return out
+
+
+def _pareto_figures(table: pd.DataFrame, methods: list[str], colors: dict, fmt: str) -> list[dict]:
+    from medequity.report.bench_plots import pareto_figure
+
+    panels = [(n, QUANTITIES[n][0], not QUANTITIES[n][2]) for n in ("auc_gap", "es_auc") if n in table.columns]
+    if "auc" not in table.columns or not panels:
+        return []
+    keys = list(SETTING_KEYS)
+    names = [n for n in ("auc", "auc_gap", "es_auc") if n in table.columns]
+    points = _aggregate(table, [*keys, "method"], names)
+    figures = []
+    for (dataset, model, attribute), sub in points.groupby(["dataset", "model", "train_attribute"], sort=False):
+        usages = _ordered(sub.usage)
+        sub = sub.assign(_order=sub.method.map({m: i for i, m in enumerate(methods)})).sort_values("_order")
+        figure = pareto_figure(sub, panels, usages, column="usage", colors=colors,
+                               title=f"{dataset} · {model} · {attribute}")
+        figures.append({"title": f"{dataset} · {model} · trained for {attribute}", "uri": plots.fig_to_data_uri(figure, fmt)})
+    return figures
+
+
+def _group_auc_figures(results: Results, methods: list[str], fmt: str) -> list[dict]:
+    from medequity.report.bench_plots import group_auc_figure
+
+    metrics = results.metrics
+    if metrics.empty:
+        return []
+    rows = metrics[metrics.selected & (metrics.attribute == metrics.train_attribute) & (metrics.metric == "auc")]
+    rows = rows.assign(group=rows.group.astype(str)).rename(columns={"ci_low": "value_ci_low", "ci_high": "value_ci_high"})
+    keys = ["dataset", "model", "usage", "train_attribute", "method", "group"]
+    per_group = _aggregate(rows, keys, ["value"]).rename(columns={"value_ci_low": "ci_low", "value_ci_high": "ci_high"})
+    figures = []
+    for (dataset, model), sub in per_group.groupby(["dataset", "model"], sort=False):
+        usages, attributes = _ordered(sub.usage), _ordered(sub.train_attribute)
+        shown = [m for m in methods if m in set(sub.method)]
+        panels = []
+        for attribute in attributes:
+            for usage in usages:
+                part = sub[(sub.usage == usage) & (sub.train_attribute == attribute)]
+                if part.empty:
+                    continue
+                groups = _ordered([g for g in rows[(rows.train_attribute == attribute)].group if g != "overall"])
+                panels.append({"table": part, "groups": groups, "title": f"{usage} · {attribute}"})
+        figure = group_auc_figure(panels, methods=shown, ncols=min(len(usages), 3), title=f"{dataset} · {model}")
+        figures.append({"title": f"{dataset} · {model}", "uri": plots.fig_to_data_uri(figure, fmt)})
+    return figures
+
+
+def _probe_figures(results: Results, methods: list[str], fmt: str) -> list[dict]:
+    from medequity.report.bench_plots import probe_bars
+
+    runs = results.runs[results.runs.selected]
+    rows = []
+    for run in runs.itertuples(index=False):
+        probes = json.loads(run.probe_auc) if isinstance(run.probe_auc, str) else {}
+        value = probes.get(run.train_attribute)
+        rows.append({"dataset": run.dataset, "model": run.model, "usage": run.usage, "method": run.method,
+                     "attribute": run.train_attribute, "value": np.nan if value is None else float(value)})
+    frame = pd.DataFrame(rows)
+    if frame.empty or not np.isfinite(frame.value).any():
+        return []
+    figures = []
+    for (dataset, model, attribute), sub in frame.groupby(["dataset", "model", "attribute"], sort=False):
+        # Whiskers: the range over seeds (a probe AUC has no bootstrap CI here).
+        agg = sub.groupby(["method", "usage"], sort=False).value.agg(value="mean", low="min", high="max").reset_index()
+        shown = [m for m in methods if m in set(agg.method)]
+        figure = probe_bars(agg, methods=shown, usages=_ordered(agg.usage),
+                            title=f"Probe AUC for {attribute} from the test features — {dataset} · {model}")
+        figures.append({"title": f"{dataset} · {model} · {attribute}", "uri": plots.fig_to_data_uri(figure, fmt)})
+    return figures
+
+
+def _embedding_figure(out: Path, results: Results, methods: list[str], fmt: str) -> dict | None:
+    """t-SNE/PCA of a few selected runs: the first dataset, model, attribute and seed; every usage × method."""
+    from medequity.report.bench_plots import embedding_scatter
+
+    runs = results.runs[results.runs.selected]
+    if runs.empty:
+        return None
+    first = runs.iloc[0]
+    pick = runs[(runs.dataset == first.dataset) & (runs.model == first.model)
+                & (runs.train_attribute == first.train_attribute) & (runs.seed == runs.seed.min())]
+    pick = pick.assign(_order=pick.method.map({m: i for i, m in enumerate(methods)})).sort_values(["usage", "_order"])
+    column = f"group:{first.train_attribute}"
+    panels, groups = [], []
+    for run in pick.head(MAX_EMBEDDINGS).itertuples(index=False):
+        path = out / "runs" / run.run_id / "representation.parquet"
+        if not path.exists():
+            continue
+        frame = pd.read_parquet(path)
+        if frame.empty or column not in frame.columns:
+            continue
+        frame = frame.assign(group=frame[column].astype(str))
+        groups += list(frame.group)
+        probes = json.loads(run.probe_auc) if isinstance(run.probe_auc, str) else {}
+        probe = probes.get(run.train_attribute)
+        panels.append({"frame": frame, "title": f"{run.usage} · {run.method}"
+                       + (f" (probe AUC {probe:.2f})" if probe is not None else "")})
+    if not panels:
+        return None
+    title = f"{first.dataset} · {first.model} · {first.train_attribute} · seed {runs.seed.min()}"
+    figure = embedding_scatter(panels, groups=sorted(set(groups)), title=title)
+    shown = f"{len(panels)} of {len(pick)}" if len(pick) > len(panels) else str(len(panels))
+    return {"title": title, "uri": plots.fig_to_data_uri(figure, fmt), "shown": shown}
+
+
+def _provenance_rows(out: Path, results: Results) -> list[tuple[str, str]]:
+    """git revisions and versions recorded by the runs (several values are listed: mixed code)."""
+    from medequity.provenance import provenance
+
+    revisions, versions = {}, {}
+    for run_id in results.runs.run_id:
+        path = out / "runs" / run_id / "run.json"
+        try:
+            prov = json.loads(path.read_text(encoding="utf-8")).get("provenance", {})
+        except (OSError, ValueError):
+            continue
+        revisions[str(prov.get("git_revision") or "unknown")] = revisions.get(str(prov.get("git_revision") or "unknown"), 0) + 1
+        for package, version in (prov.get("versions") or {}).items():
+            if version:
+                versions.setdefault(package, set()).add(str(version))
+    here = provenance()
+    rows = [("Runs' git revision", "; ".join(f"{r} ({n} runs)" if len(revisions) > 1 else r
+                                             for r, n in revisions.items()) or "—"),
+            ("Runs' versions", ", ".join(f"{p} {'/'.join(sorted(v))}" for p, v in versions.items()) or "—"),
+            ("Report written by", f"medequity {here['versions'].get('medequity') or '?'}, git "
+                                  f"{here.get('git_revision') or 'unknown'}, Python {here.get('python')}")]
+    return rows
+
+
+def _settings_rows(bench: dict, results: Results) -> list[tuple[str, str]]:
+    evaluation = bench.get("evaluation", {})
+    rule = results.selection.get("rule", "")
+    max_gap = results.selection.get("max_gap")
+    runs = results.runs
+    thresholds = runs.threshold.dropna() if "threshold" in runs else pd.Series(dtype=float)
+    threshold = str(evaluation.get("threshold", "—"))
+    if not isinstance(evaluation.get("threshold"), (int, float)):
+        threshold += " rule, fitted on each run's validation set"
+        if len(thresholds):
+            threshold += f" (values {thresholds.min():.3g}–{thresholds.max():.3g})"
+    grid_sizes = runs.groupby(["dataset", "model", "usage", "method", "train_attribute", "seed"]).size() if len(runs) else []
+    rows = [
+        ("Model selection", f"{rule}{f' (max gap {max_gap:g})' if max_gap is not None else ''}: per (dataset, model, "
+                            f"usage, method, attribute, seed) the hyper-parameters are chosen on validation "
+                            f"by this rule; only the chosen run is shown"
+                            + (f"; up to {int(max(grid_sizes))} settings per method" if len(grid_sizes) else "")),
+        ("Threshold", threshold),
+        ("Bootstrap", f"B = {evaluation.get('n_boot', '—')} stratified resamples, 95% percentile intervals; "
+                      f"with several seeds the interval is a 95% t-interval over seeds"),
+        ("Gap test", f"permutation test of gap = 0, {evaluation.get('n_permutations', '—')} permutations; "
+                     f"highlighted at p < {SIGNIFICANCE_LEVEL:g}"),
+        ("Datasets", ", ".join(_ordered(runs.dataset)) or "—"),
+        ("Models", ", ".join(_ordered(runs.model)) or "—"),
+        ("Usages", ", ".join(_ordered(runs.usage)) or "—"),
+        ("Training attributes", ", ".join(_ordered(runs.train_attribute)) or "—"),
+        ("Seeds", ", ".join(str(s) for s in sorted(set(runs.seed))) or "—"),
+    ]
+    if evaluation.get("probe", True):
+        rows.append(("Representation", f"{evaluation.get('embedding', 'tsne')} of up to "
+                                       f"{evaluation.get('embedding_samples', '—')} test samples; linear attribute probe"))
+    return rows
+
+
+def build_bench_context(out: str | Path, results: Results | None = None, *, fmt: str = "png") -> dict:
+    """Everything the page shows, as formatted plain values."""
+    from medequity.report.bench_plots import method_colors
+
+    out = Path(out)
+    results = results if results is not None else load_results(out)
+    bench = read_bench(out)
+    methods = method_order(results, bench)
+    colors = method_colors(methods)
+    table = run_table(results)
+    board = leaderboard_frame(results)
+    planned = len(bench.get("run_ids", [])) or None
+    failed = [{"run_id": row.run_id, "what": " / ".join(str(getattr(row, k)) for k in
+                                                         ("dataset", "model", "usage", "method", "train_attribute")
+                                                         if isinstance(getattr(row, k), str)) +
+               (f" seed {int(row.seed)}" if pd.notna(row.seed) else ""),
+               "error": (str(row.error).strip().splitlines() or [""])[0]} for row in results.failed.itertuples()]
+    n_done = len(results.runs)
+    embedding = _embedding_figure(out, results, methods, fmt)
+    return {
+        "title": f"Benchmark — {bench.get('name', out.name)}",
+        "name": bench.get("name", out.name),
+        "n_done": n_done,
+        "n_failed": len(failed),
+        "n_planned": planned,
+        "n_pending": (planned - n_done - len(failed)) if planned else 0,
+        "n_selected": int(results.runs.selected.sum()) if n_done else 0,
+        "rule": results.selection.get("rule", ""),
+        "warnings": list(results.warnings),
+        "settings_rows": _settings_rows(bench, results),
+        "provenance_rows": _provenance_rows(out, results),
+        "failed": failed,
+        "leaderboards": _leaderboard_sections(board, methods) if not board.empty else [],
+        "ranks": _rank_sections(table, methods, colors, fmt),
+        "pareto": _pareto_figures(table, methods, colors, fmt),
+        "group_auc": _group_auc_figures(results, methods, fmt),
+        "probes": _probe_figures(results, methods, fmt),
+        "embedding": embedding,
+        "alpha": SIGNIFICANCE_LEVEL,
+        "updated": bench.get("updated", ""),
+    }
+
+
+def render_bench_html(out: str | Path, results: Results | None = None, *, fmt: str = "png") -> str:
+    """The benchmark report as one self-contained HTML page."""
+    return _environment().get_template("bench.html").render(**build_bench_context(out, results, fmt=fmt))
+
+
+def write_bench_report(out_dir: str | Path) -> Path:
+    """Write ``<out_dir>/report.html`` (atomically) from the results folder; return its path."""
+    out = Path(out_dir)
+    return atomic_write_text(out / REPORT_FILE, render_bench_html(out))
+
+
+__all__ = ["write_bench_report", "render_bench_html", "build_bench_context", "leaderboard_frame", "run_table"]
