@@ -135,11 +135,12 @@ def leaderboard_frame(results: Results) -> pd.DataFrame:
     return board.merge(extra, on=keys, how="left", validate="one_to_one")
 
 
-def method_order(results: Results, bench: dict) -> list[str]:
-    """Methods in the order the spec lists them (the planned run ids follow the spec's order)."""
+def spec_order(results: Results, bench: dict, column: str = "method") -> list[str]:
+    """Values of ``column`` (methods, usages, …) in the order the spec lists them (the planned run
+    ids follow the spec's order), so every table and figure shows them in the same order."""
     position = {run_id: i for i, run_id in enumerate(bench.get("run_ids", []))}
     runs = results.runs.assign(_pos=results.runs.run_id.map(position).fillna(len(position)))
-    return list(dict.fromkeys(runs.sort_values(["_pos", "run_id"]).method.astype(str)))
+    return list(dict.fromkeys(runs.sort_values(["_pos", "run_id"])[column].astype(str)))
 
 
 def _ordered(values, order: list[str] | None = None) -> list[str]:
@@ -231,7 +232,7 @@ def _rank_sections(table: pd.DataFrame, methods: list[str], colors: dict, fmt: s
     return out
 
 
-def _pareto_figures(table: pd.DataFrame, methods: list[str], colors: dict, fmt: str) -> list[dict]:
+def _pareto_figures(table: pd.DataFrame, methods: list[str], usage_order: list[str], colors: dict, fmt: str) -> list[dict]:
     from medequity.report.bench_plots import pareto_figure
 
     panels = [(n, QUANTITIES[n][0], not QUANTITIES[n][2]) for n in ("auc_gap", "es_auc") if n in table.columns]
@@ -242,7 +243,7 @@ def _pareto_figures(table: pd.DataFrame, methods: list[str], colors: dict, fmt: 
     points = _aggregate(table, [*keys, "method"], names)
     figures = []
     for (dataset, model, attribute), sub in points.groupby(["dataset", "model", "train_attribute"], sort=False):
-        usages = _ordered(sub.usage)
+        usages = _ordered(sub.usage, usage_order)
         sub = sub.assign(_order=sub.method.map({m: i for i, m in enumerate(methods)})).sort_values("_order")
         figure = pareto_figure(sub, panels, usages, column="usage", colors=colors,
                                title=f"{dataset} · {model} · {attribute}")
@@ -250,7 +251,7 @@ def _pareto_figures(table: pd.DataFrame, methods: list[str], colors: dict, fmt: 
     return figures
 
 
-def _group_auc_figures(results: Results, methods: list[str], fmt: str) -> list[dict]:
+def _group_auc_figures(results: Results, methods: list[str], usage_order: list[str], fmt: str) -> list[dict]:
     from medequity.report.bench_plots import group_auc_figure
 
     metrics = results.metrics
@@ -262,7 +263,7 @@ def _group_auc_figures(results: Results, methods: list[str], fmt: str) -> list[d
     per_group = _aggregate(rows, keys, ["value"]).rename(columns={"value_ci_low": "ci_low", "value_ci_high": "ci_high"})
     figures = []
     for (dataset, model), sub in per_group.groupby(["dataset", "model"], sort=False):
-        usages, attributes = _ordered(sub.usage), _ordered(sub.train_attribute)
+        usages, attributes = _ordered(sub.usage, usage_order), _ordered(sub.train_attribute)
         shown = [m for m in methods if m in set(sub.method)]
         panels = []
         for attribute in attributes:
@@ -277,7 +278,7 @@ def _group_auc_figures(results: Results, methods: list[str], fmt: str) -> list[d
     return figures
 
 
-def _probe_figures(results: Results, methods: list[str], fmt: str) -> list[dict]:
+def _probe_figures(results: Results, methods: list[str], usage_order: list[str], fmt: str) -> list[dict]:
     from medequity.report.bench_plots import probe_bars
 
     runs = results.runs[results.runs.selected]
@@ -295,7 +296,7 @@ def _probe_figures(results: Results, methods: list[str], fmt: str) -> list[dict]
         # Whiskers: the range over seeds (a probe AUC has no bootstrap CI here).
         agg = sub.groupby(["method", "usage"], sort=False).value.agg(value="mean", low="min", high="max").reset_index()
         shown = [m for m in methods if m in set(agg.method)]
-        figure = probe_bars(agg, methods=shown, usages=_ordered(agg.usage),
+        figure = probe_bars(agg, methods=shown, usages=_ordered(agg.usage, usage_order),
                             title=f"Probe AUC for {attribute} from the test features — {dataset} · {model}")
         figures.append({"title": f"{dataset} · {model} · {attribute}", "uri": plots.fig_to_data_uri(figure, fmt)})
     return figures
@@ -400,7 +401,8 @@ def build_bench_context(out: str | Path, results: Results | None = None, *, fmt:
     out = Path(out)
     results = results if results is not None else load_results(out)
     bench = read_bench(out)
-    methods = method_order(results, bench)
+    methods = spec_order(results, bench)
+    usages = spec_order(results, bench, "usage")
     colors = method_colors(methods)
     table = run_table(results)
     board = leaderboard_frame(results)
@@ -427,9 +429,9 @@ def build_bench_context(out: str | Path, results: Results | None = None, *, fmt:
         "failed": failed,
         "leaderboards": _leaderboard_sections(board, methods) if not board.empty else [],
         "ranks": _rank_sections(table, methods, colors, fmt),
-        "pareto": _pareto_figures(table, methods, colors, fmt),
-        "group_auc": _group_auc_figures(results, methods, fmt),
-        "probes": _probe_figures(results, methods, fmt),
+        "pareto": _pareto_figures(table, methods, usages, colors, fmt),
+        "group_auc": _group_auc_figures(results, methods, usages, fmt),
+        "probes": _probe_figures(results, methods, usages, fmt),
         "embedding": embedding,
         "alpha": SIGNIFICANCE_LEVEL,
         "updated": bench.get("updated", ""),
@@ -447,4 +449,4 @@ def write_bench_report(out_dir: str | Path) -> Path:
     return atomic_write_text(out / REPORT_FILE, render_bench_html(out))
 
 
-__all__ = ["write_bench_report", "render_bench_html", "build_bench_context", "leaderboard_frame", "run_table"]
+__all__ = ["write_bench_report", "render_bench_html", "build_bench_context", "leaderboard_frame", "run_table", "spec_order"]

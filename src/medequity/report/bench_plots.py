@@ -143,6 +143,12 @@ def _interval_error(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np
     return err if err.any() else None
 
 
+def _ci(points: pd.DataFrame, column: str, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``i``'s interval of ``column`` (NaN when the table has none)."""
+    return tuple(np.array([float(points[f"{column}_{end}"].iloc[i]) if f"{column}_{end}" in points else np.nan])
+                 for end in ("ci_low", "ci_high"))
+
+
 def pareto_panel(ax, points: pd.DataFrame, *, x: str, x_label: str, x_lower_is_better: bool, y: str = "auc",
                  y_label: str = "AUC", colors: Mapping[str, str] | None = None, title: str | None = None) -> None:
     """One fairness–utility panel: a point per method with CI whiskers, the Pareto front as a line.
@@ -157,27 +163,29 @@ def pareto_panel(ax, points: pd.DataFrame, *, x: str, x_label: str, x_lower_is_b
         order = np.argsort(xs[front])
         fx, fy = xs[front][order], ys[front][order]
         ax.plot(fx, fy, color="#888888", linestyle="-", linewidth=1.2, zorder=1, label="Pareto front")
-    # Methods at the same point (e.g. identical linear probes) share one label instead of overprinting.
-    labels: dict[tuple[float, float], list[str]] = {}
-    for i, method in enumerate(points["method"].astype(str)):
-        if np.isfinite(xs[i]) and np.isfinite(ys[i]):
-            labels.setdefault((round(xs[i], 9), round(ys[i], 9)), []).append(method)
     for i, method in enumerate(points["method"].astype(str)):
         if not (np.isfinite(xs[i]) and np.isfinite(ys[i])):
             continue
         color = colors.get(method, NEUTRAL_COLOR)
-        xerr = _interval_error(np.array([xs[i]]), np.array([points[f"{x}_ci_low"].iloc[i] if f"{x}_ci_low" in points else np.nan]),
-                               np.array([points[f"{x}_ci_high"].iloc[i] if f"{x}_ci_high" in points else np.nan]))
-        yerr = _interval_error(np.array([ys[i]]), np.array([points[f"{y}_ci_low"].iloc[i] if f"{y}_ci_low" in points else np.nan]),
-                               np.array([points[f"{y}_ci_high"].iloc[i] if f"{y}_ci_high" in points else np.nan]))
+        xerr = _interval_error(np.array([xs[i]]), *_ci(points, x, i))
+        yerr = _interval_error(np.array([ys[i]]), *_ci(points, y, i))
         ax.errorbar([xs[i]], [ys[i]], xerr=xerr, yerr=yerr, fmt="none", ecolor=color, elinewidth=0.9, alpha=0.45,
                     capsize=2, zorder=2)
         ax.plot([xs[i]], [ys[i]], marker="*" if front[i] else "o", markersize=12 if front[i] else 7, color=color,
                 markeredgecolor="#222222" if front[i] else "white", markeredgewidth=0.7, linestyle="none", zorder=3)
-        shared = labels[(round(xs[i], 9), round(ys[i], 9))]
-        if shared[0] == method:
-            ax.annotate(", ".join(_short(m, 18) for m in shared), (xs[i], ys[i]), xytext=(5, 4),
-                        textcoords="offset points", fontsize=8, color="#222222")
+    # Methods at (almost) the same place — within 2% of the axes, e.g. linear probes that barely
+    # differ — share one label instead of overprinting.
+    ax.autoscale_view()
+    span_x, span_y = np.ptp(ax.get_xlim()), np.ptp(ax.get_ylim())
+    names = points["method"].astype(str).tolist()
+    anchor: dict[int, int] = {}  # point -> the point whose label it joins
+    for i in np.flatnonzero(np.isfinite(xs) & np.isfinite(ys)):
+        anchor[i] = next((j for j in sorted(set(anchor.values())) if abs(xs[i] - xs[j]) <= 0.02 * span_x
+                          and abs(ys[i] - ys[j]) <= 0.02 * span_y), i)
+    for i in sorted(set(anchor.values())):
+        shared = [names[j] for j in sorted(anchor) if anchor[j] == i]
+        ax.annotate(", ".join(_short(m, 18) for m in shared), (xs[i], ys[i]), xytext=(5, 4),
+                    textcoords="offset points", fontsize=8, color="#222222")
     ax.set_xlabel(f"{x_label} ({'lower' if x_lower_is_better else 'higher'} is fairer)", fontsize=9)
     ax.set_ylabel(y_label, fontsize=9)
     if title:
