@@ -121,3 +121,14 @@ def test_datasets_and_models_may_be_listed_twice_under_labels_and_keep_their_own
         [(d, m, a) for d, a in [("cxr-prevalence", "sex"), ("cxr-prevalence", "age"), ("derm", "age")] for m in ("cnn8", "cnn16")])
     assert {c.labels["model"]: c.spec.model_options["width"] for c in cells} == {"cnn8": 8, "cnn16": 16}
     assert all(c.labels["hparams"] == '{"method":{},"usage":{}}' for c in cells)
+
+
+def test_a_usage_may_override_train_settings(tiny_spec):
+    raw = dict(tiny_spec, usages=[{"name": "lp", "train": {"lr": 0.01, "epochs": 7}}, "ft"],
+               train={"epochs": 2, "lr": 0.001})
+    cells = load_spec(raw).cells
+    by_usage = {c.spec.usage: c.spec.train for c in cells}
+    assert by_usage["lp"] == {"epochs": 7, "lr": 0.01}
+    assert by_usage["ft"] == {"epochs": 2, "lr": 0.001}
+    with pytest.raises(SpecError, match="lrr"):
+        load_spec(dict(tiny_spec, usages=[{"name": "lp", "train": {"lrr": 1}}]))

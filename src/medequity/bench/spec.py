@@ -13,7 +13,9 @@ Example::
       - name: synthetic
         options: {preset: cxr-sex-prevalence, n: 300}
     models: [small_cnn]
-    usages: [lp, ft]
+    usages:
+      - {name: lp, train: {lr: 0.01}}   # a usage may override train settings
+      - ft
     methods:
       - erm
       - name: groupdro
@@ -44,7 +46,8 @@ TOP_LEVEL_KEYS = ("name", "description", "datasets", "models", "usages", "method
                   "evaluation", "selection", "split", "cache_dir")
 DATASET_KEYS = ("name", "label", "options", "root", "attributes", "transform")
 MODEL_KEYS = ("name", "label", "options")
-COMPONENT_KEYS = ("name", "params", "grid")  # usages and methods
+COMPONENT_KEYS = ("name", "params", "grid")  # methods
+USAGE_KEYS = (*COMPONENT_KEYS, "train")  # a usage may override train settings (LP wants a higher LR than FT)
 EVALUATION_KEYS = ("threshold", "n_boot", "n_permutations", "attributes", "embedding", "embedding_samples", "probe")
 SELECTION_KEYS = ("rule", "max_gap")
 SPLIT_KEYS = ("seed", "file")
@@ -152,7 +155,7 @@ def expand(raw: dict[str, Any]) -> BenchSpec:
             raise SpecError(f"spec key {required!r} is missing or empty; it lists the {required} to run")
     datasets = [_entry(d, DATASET_KEYS, f"datasets[{i}]") for i, d in enumerate(_as_list(raw, "datasets"))]
     models = [_entry(m, MODEL_KEYS, f"models[{i}]") for i, m in enumerate(_as_list(raw, "models", ["small_cnn"]))]
-    usages = [_entry(u, COMPONENT_KEYS, f"usages[{i}]") for i, u in enumerate(_as_list(raw, "usages", ["lp"]))]
+    usages = [_entry(u, USAGE_KEYS, f"usages[{i}]") for i, u in enumerate(_as_list(raw, "usages", ["lp"]))]
     methods = [_entry(m, COMPONENT_KEYS, f"methods[{i}]") for i, m in enumerate(_as_list(raw, "methods"))]
     attributes = [str(a) for a in _as_list(raw, "attributes", ["sex"])]
     seeds = _as_list(raw, "seeds", [0])
@@ -166,6 +169,8 @@ def expand(raw: dict[str, Any]) -> BenchSpec:
 
     _check_names(datasets, models, usages, methods)
     _check_train(train)
+    for usage in usages:
+        _check_train(dict(usage.get("train") or {}))
     usage_settings = {u["name"]: _settings(u, "usage") for u in usages}
     method_settings = [(m["name"], _settings(m, "method")) for m in methods]
     _labels_unique(datasets, "datasets")
@@ -182,7 +187,8 @@ def expand(raw: dict[str, Any]) -> BenchSpec:
                 dataset=dataset["name"], dataset_options=dict(dataset.get("options") or {}), root=dataset.get("root"),
                 attribute=attribute, model=model["name"], model_options=dict(model.get("options") or {}),
                 transform=dataset.get("transform"), usage=usage["name"], usage_params=usage_params, method=method,
-                method_params=method_params, seed=seed, train=dict(train), split_file=split.get("file"),
+                method_params=method_params, seed=seed, train={**train, **(usage.get("train") or {})},
+                split_file=split.get("file"),
                 split_seed=int(split.get("seed", 0)), threshold=evaluation.threshold, n_boot=evaluation.n_boot,
                 n_permutations=evaluation.n_permutations,
                 eval_attributes=list(evaluation.attributes) if evaluation.attributes else None,
