@@ -238,6 +238,26 @@ class _FeatureView(nn.Module):
         return self.model.features(x)
 
 
+def feature_standardization(train_features: np.ndarray, enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(μ, σ) per feature of the training features; constant features get σ = 1; (0, 1) if disabled."""
+    dim = train_features.shape[1]
+    if not enabled or len(train_features) == 0:
+        return np.zeros(dim, dtype=np.float32), np.ones(dim, dtype=np.float32)
+    mean = train_features.mean(axis=0, dtype=np.float64)
+    std = train_features.std(axis=0, dtype=np.float64)
+    std = np.where(std > 1e-8, std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+@torch.no_grad()
+def fold_standardization(head: nn.Linear, mean: np.ndarray, std: np.ndarray) -> None:
+    """Rewrite a linear head on z = (f − μ)/σ as the same function of f: W' = W/σ, b' = b − W'·μ."""
+    mean_t = torch.as_tensor(mean, dtype=head.weight.dtype, device=head.weight.device)
+    weight = head.weight / torch.as_tensor(std, dtype=head.weight.dtype, device=head.weight.device)
+    head.bias -= weight @ mean_t
+    head.weight.copy_(weight)
+
+
 def _freeze(module: nn.Module) -> None:
     for p in module.parameters():
         p.requires_grad_(False)
@@ -255,17 +275,18 @@ class FairDi(Method):
         # step 0 (eq. 1): FIS c = 0.5 + CutMix; Adam 1e-4, wd 1e-4; 30 epochs (= TrainConfig's default)
         "step0_c": 0.5, "cutmix": True, "cutmix_alpha": 1.0, "cutmix_prob": 1.0,
         "step0_epochs": None, "step0_optimizer": "adam", "step0_lr": 1e-4, "step0_weight_decay": 1e-4,
-        "step0_momentum": 0.9, "step0_patience": 5,
+        "step0_momentum": 0.9, "step0_patience": 5, "step0_scheduler": "step",
         # step 1 (eq. 2): FIS c = 0 on the group's samples; SGD momentum 0.9
         "teacher_c": 0.0, "teacher_epochs": None, "teacher_optimizer": "sgd", "teacher_lr": 1e-2,
-        "teacher_weight_decay": 1e-4, "teacher_momentum": 0.9, "teacher_patience": 5,
+        "teacher_weight_decay": 1e-4, "teacher_momentum": 0.9, "teacher_patience": 5, "teacher_scheduler": "none",
         # step 2 (eq. 3): λ = 0.95, τ = 1.5, c = 0.5; SGD momentum 0.9
         "lam": 0.95, "tau": 1.5, "student_c": 0.5, "kd_form": "eq3", "unknown_group": "mean_teacher",
         "student_epochs": None, "student_optimizer": "sgd", "student_lr": 1e-2, "student_weight_decay": 1e-4,
-        "student_momentum": 0.9, "student_patience": 5,
-        # shared: ×0.1 every 10 epochs (§4.1, step 0), validation criterion of steps 0 and 2, FIS form
-        "scheduler": "step", "step_size": 10, "gamma": 0.1, "selection": "worst_group_auc",
-        "normalize": True, "fis_temperature": 1.0,
+        "student_momentum": 0.9, "student_patience": 5, "student_scheduler": "none",
+        # shared: the step schedule (×0.1 every 10 epochs, §4.1), validation criterion of steps 0 and 2,
+        # FIS form, head preconditioning
+        "step_size": 10, "gamma": 0.1, "selection": "worst_group_auc",
+        "normalize": True, "fis_temperature": 1.0, "standardize_features": True,
     }
 
     def __init__(self, **params):
@@ -297,7 +318,7 @@ class FairDi(Method):
         return config.replace(
             epochs=config.epochs if epochs is None else int(epochs), optimizer=p[f"{stage}_optimizer"],
             lr=float(p[f"{stage}_lr"]), weight_decay=float(p[f"{stage}_weight_decay"]),
-            momentum=float(p[f"{stage}_momentum"]), patience=p[f"{stage}_patience"], scheduler=p["scheduler"],
+            momentum=float(p[f"{stage}_momentum"]), patience=p[f"{stage}_patience"], scheduler=p[f"{stage}_scheduler"],
             step_size=int(p["step_size"]), gamma=float(p["gamma"]),
             selection="auc" if stage == "teacher" else p["selection"],  # teacher: its group's AUC (subset val)
         )
@@ -370,10 +391,11 @@ class FairDi(Method):
 
         # Features of the frozen backbone, computed once; steps 1–2 train heads on them.
         view = _FeatureView(model)
-        feature_data = {}
-        for name, split in (("train", train), ("val", val)):
-            features = compute_features(view, split.items, batch_size=config.eval_batch_size, device=device)
-            feature_data[name] = split.with_items(ArrayItems(features, split.labels, split.groups), "+fairdi-step0")
+        raw = {name: compute_features(view, split.items, batch_size=config.eval_batch_size, device=device)
+               for name, split in (("train", train), ("val", val))}
+        mean, std = feature_standardization(raw["train"], enabled=bool(self.params["standardize_features"]))
+        feature_data = {name: split.with_items(ArrayItems((raw[name] - mean) / std, split.labels, split.groups), "+fairdi-step0")
+                        for name, split in (("train", train), ("val", val))}
         f_train, f_val = feature_data["train"], feature_data["val"]
 
         # Step 1 (eq. 2): one teacher per group, only that group's samples, FIS c = 0.
@@ -384,7 +406,11 @@ class FairDi(Method):
             val_rows = np.flatnonzero(f_val.groups == g)
             teacher_head = self.extra["teachers"].heads[g]
             if train_rows.size == 0:
-                teacher_head.load_state_dict(self.extra["step0_head"].state_dict())
+                # the step-0 head reads raw f; in z-space that is W·σ, b + W·μ (folded back at the end)
+                with torch.no_grad():
+                    step0_head = self.extra["step0_head"]
+                    teacher_head.weight.copy_(step0_head.weight * torch.as_tensor(std).to(step0_head.weight))
+                    teacher_head.bias.copy_(step0_head.bias + step0_head.weight @ torch.as_tensor(mean).to(step0_head.weight))
                 self.log["teacher_fallback"].append(group_name)
                 self.log["teacher_val_auc"].append({"group": group_name, "val_auc": math.nan})
                 continue
@@ -410,7 +436,11 @@ class FairDi(Method):
         student_config = self.stage_config(config, "student")
         result = trainer.fit(student_model, student, f_train, f_val, student_config, stage="student")
         record("student", result, len(f_train), len(f_val))
-        model.head.load_state_dict(student_model.head.state_dict())  # final model = f_θ* + h_φs
+        # Heads were trained on standardised features z = (f − μ)/σ: fold μ, σ into their weights so
+        # every head reads the backbone's raw features. Final model = f_θ* + h_φs.
+        model.head.load_state_dict(student_model.head.state_dict())
+        for head in [model.head, *self.extra["teachers"].heads]:
+            fold_standardization(head, mean, std)
         model.to(device)
 
         history = pd.concat([r.history for r in stages.values() if len(r.history)], ignore_index=True) \

@@ -1,0 +1,254 @@
+"""FairDi Table 3 ablation in one command: ERM → +CutMix → FIS → FIS+CutMix (step 0) → teachers → student.
+
+    medequity fairdi ablation --option preset=fundus-race-difficulty --option n=2000 --attribute race \\
+        --model small_cnn --model-option input_size=64 --out runs/fairdi-ablation
+
+Rows (one per model, all on the same test split):
+
+* ``ERM``, ``ERM + CutMix``, ``FIS`` — step-0 variants, each trained with FairDi's step-0 training
+  settings (:meth:`FairDi.stage_config`: Adam 1e-4, wd 1e-4, ×0.1 every 10 epochs, early stop on
+  validation worst-group AUC), so the rows differ only in loss and augmentation;
+* ``FIS + CutMix (Step 0)`` — the FairDi run's own step-0 backbone + head (the same training a
+  separate FIS+CutMix run would do, not repeated);
+* ``FairDi-Teacher (<group> - Step 1)`` — each teacher head on the frozen backbone, scored on *all*
+  test samples (as Table 3 reports them);
+* ``FairDi-Student (Step 2)`` — the final model.
+
+Columns: ``overall_auc``, ``auc:<group>`` per group, ``worst_group_auc``, ``auc_gap`` (max − min),
+``es_auc`` (FairDi eq. 4: AUC / (1 + (1/G) Σ_g |AUC − AUC_g|)), ``mean_psd`` (eq. 5), ``max_psd``
+(eq. 6), ``n_test``. Written as ``ablation.csv`` and ``ablation.json`` (with the spec and FairDi's
+parameters), atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medequity.metrics import aggregate
+from medequity.metrics.weighted import SampleSet, evaluate
+
+STEP0_VARIANTS = (("ERM", "erm", {}), ("ERM + CutMix", "cutmix", {}), ("FIS", "fis", {"c": 0.5}))
+STEP0_ROW = "FIS + CutMix (Step 0)"
+STUDENT_ROW = "FairDi-Student (Step 2)"
+
+
+def teacher_row(group: str) -> str:
+    return f"FairDi-Teacher ({group} - Step 1)"
+
+
+def auc_summary(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, group_names) -> dict[str, float]:
+    """Overall and per-group AUC with gap, worst group, ES-AUC (mean_abs_dev, eq. 4), MeanPSD, MaxPSD.
+
+    ``groups`` are integer codes into ``group_names`` (−1 = unknown: in the overall AUC only).
+    A group with one class has AUC NaN, and so has every summary of it.
+    """
+    labels, scores, groups = np.asarray(labels), np.asarray(scores), np.asarray(groups)
+
+    def auc(index):
+        return float(evaluate("auc", SampleSet(labels[index], scores[index], None))[0])
+
+    overall = auc(np.arange(len(labels)))
+    values = np.array([auc(np.flatnonzero(groups == g)) for g in range(len(group_names))])
+    row = {"overall_auc": overall, **{f"auc:{name}": float(v) for name, v in zip(group_names, values)}}
+    if len(values) >= 2:
+        row.update(worst_group_auc=float(aggregate.worst_group(values)), auc_gap=float(aggregate.gap(values)),
+                   es_auc=float(aggregate.equity_scaled(overall, values, disparity="mean_abs_dev")),
+                   mean_psd=float(aggregate.mean_psd(overall, values)), max_psd=float(aggregate.max_psd(overall, values)))
+    else:  # one group: no disparity to measure
+        row.update(worst_group_auc=float(values.min()) if len(values) else np.nan, auc_gap=np.nan, es_auc=np.nan,
+                   mean_psd=np.nan, max_psd=np.nan)
+    row["n_test"] = int(len(labels))
+    return row
+
+
+def _as_spec(spec_like):
+    from medequity.pipeline import ExperimentSpec
+
+    if isinstance(spec_like, ExperimentSpec):
+        return spec_like
+    return ExperimentSpec.from_dict(dict(spec_like))
+
+
+def _test_split(spec):
+    """The test split as the trainer sees it, built exactly as :func:`run_experiment` builds it."""
+    from medequity.models import create_backbone
+    from medequity.pipeline import load_experiment_data
+    from medequity.data.transforms import build_transform
+    from medequity.training.data import make_split_data
+
+    dataset = load_experiment_data(spec)
+    test = dataset.subset(np.flatnonzero(dataset.table["split"].astype(str).to_numpy() == "test"))
+    group_names = tuple(sorted(dataset.groups(spec.attribute).dropna().astype(str).unique()))
+    backbone = create_backbone(spec.model, cache_dir=spec.cache_dir, **spec.model_options)
+    transform = build_transform(spec.transform or backbone.transform_config())
+    return make_split_data(test, spec.attribute, transform, group_names)
+
+
+def fairdi_ablation(spec_like, *, fairdi_params: dict[str, Any] | None = None, trainer=None,
+                    progress=None) -> pd.DataFrame:
+    """FairDi Table 3 on one (dataset, attribute): a DataFrame, one row per model (see module doc).
+
+    ``spec_like``: an :class:`~medequity.pipeline.ExperimentSpec` or its dict; its ``method`` is
+    ignored. It needs an image usage (``ft`` or ``peft``): CutMix edits pixels. ``fairdi_params``
+    override FairDi's defaults; the step-0 variants train with ``FairDi.stage_config(train, "step0")``.
+    ``progress(message)`` is called before each training run.
+    """
+    from medequity.methods import create_method
+    from medequity.methods.fairdi import HeadView
+    from medequity.pipeline import run_experiment
+    from medequity.training.trainer import TrainConfig, Trainer
+    from medequity.usages import create_usage
+
+    # metrics come from auc_summary below: the runs' own bootstrap/permutation tests are not needed
+    spec = replace(_as_spec(spec_like), n_boot=0, n_permutations=0)
+    if create_usage(spec.usage, **spec.usage_params).uses_features:
+        raise ValueError(f"the FairDi ablation needs an image usage (ft or peft) for CutMix; got usage {spec.usage!r}")
+    fairdi_params = dict(fairdi_params or {})
+    trainer = trainer or Trainer()
+    user_config = TrainConfig(**{"seed": spec.seed, **spec.train})
+    fairdi = create_method("fairdi", **fairdi_params)
+    step0_train = asdict(fairdi.stage_config(user_config, "step0"))
+    test = _test_split(spec)
+
+    rows = []
+
+    def add(label: str, stage: str, model, method) -> np.ndarray:
+        scores = trainer.predict(model, method, test, user_config)
+        rows.append({"model": label, "stage": stage, **auc_summary(test.labels, scores, test.groups, test.group_names)})
+        return scores
+
+    for label, method, params in STEP0_VARIANTS:
+        if progress is not None:
+            progress(f"training {label}")
+        run = run_experiment(replace(spec, method=method, method_params=dict(params), train=dict(step0_train)), trainer=trainer)
+        add(label, "baseline", run.model, run.method)
+
+    if progress is not None:
+        progress("training FairDi (step 0, teachers, student)")
+    run = run_experiment(replace(spec, method="fairdi", method_params=fairdi_params), trainer=trainer)
+    heads = run.method.variant_heads(run.model)
+    add(STEP0_ROW, "step0", run.model, HeadView(heads["step0"]))
+    for name in run.method.group_names:
+        add(teacher_row(name), "teacher", run.model, HeadView(heads[f"teacher:{name}"]))
+    student_scores = add(STUDENT_ROW, "student", run.model, run.method)
+    # The rebuilt test split must be the one the run was evaluated on: same order, same scores.
+    run_scores = run.predictions.loc[run.predictions.split == "test", "score"].to_numpy()
+    if run_scores.shape != student_scores.shape or not np.allclose(run_scores, student_scores, atol=1e-5):
+        raise RuntimeError("the ablation's test split does not match the FairDi run's test predictions")
+    frame = pd.DataFrame(rows)
+    frame.attrs["fairdi_log"] = run.method_log
+    return frame
+
+
+def write_ablation(frame: pd.DataFrame, out: str | Path, *, spec=None, fairdi_params: dict | None = None) -> dict[str, Path]:
+    """``ablation.csv`` and ``ablation.json`` (rows + spec + FairDi parameters and log), atomically."""
+    from medequity.provenance import provenance
+    from medequity.utils.io import atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": atomic_write_text(out / "ablation.csv", frame.to_csv(index=False))}
+    record = {"rows": json.loads(frame.to_json(orient="records")),
+              "spec": spec.to_dict() if spec is not None and hasattr(spec, "to_dict") else spec,
+              "fairdi_params": fairdi_params or {}, "fairdi_log": frame.attrs.get("fairdi_log", {}),
+              "provenance": provenance()}
+    paths["json"] = atomic_write_text(out / "ablation.json", json.dumps(record, indent=2, default=str))
+    return paths
+
+
+def ablation_table(frame: pd.DataFrame, title: str = "FairDi ablation (Table 3), test split") -> Table:
+    """Table 3's layout: one row per metric, one column per model; PSDs in scientific notation."""
+    table = Table(title=title)
+    table.add_column("metric")
+    for model in frame["model"]:
+        table.add_column(str(model), justify="right")
+    for column in frame.columns:
+        if column in ("model", "stage"):
+            continue
+        values = frame[column].to_numpy()
+        if column == "n_test":
+            cells = [str(int(v)) for v in values]
+        elif column in ("mean_psd", "max_psd"):
+            cells = [f"{v:.2e}" for v in values]
+        else:
+            cells = [f"{v:.4f}" for v in values]
+        table.add_row(column, *cells)
+    return table
+
+
+# --- command line --------------------------------------------------------------------------------------
+
+fairdi_app = typer.Typer(help="FairDi (fair distillation): teachers per group, one distilled student.",
+                         no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+
+
+@fairdi_app.callback()
+def _group() -> None:
+    """FairDi (Masroor et al.): fair distillation from per-group teachers."""
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def _parse_pairs(pairs: list[str]) -> dict:
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        if "=" not in pair:
+            _fail(f"option {pair!r} must look like key=value")
+        key, value = pair.split("=", 1)
+        options[key.strip()] = yaml.safe_load(value)  # data, never code: 10 -> int, null -> None
+    return options
+
+
+@fairdi_app.command("ablation")
+def ablation_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for ablation.csv and ablation.json.")] = Path("runs/fairdi-ablation"),
+    dataset: Annotated[str, typer.Option(help="Registered dataset name.")] = "synthetic",
+    root: Annotated[Path | None, typer.Option(help="Dataset folder (real datasets).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Dataset option key=value (repeat), e.g. preset=fundus-race-difficulty.")] = None,
+    attribute: Annotated[str, typer.Option(help="Sensitive attribute: one teacher per group.")] = "sex",
+    model: Annotated[str, typer.Option(help="Backbone (the paper: resnet18).")] = "resnet18",
+    model_option: Annotated[list[str] | None, typer.Option("--model-option", help="Backbone option key=value (repeat), e.g. input_size=64.")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="Pre-trained backbone weights (local file/folder).")] = None,
+    usage: Annotated[str, typer.Option(help="ft (the paper) or peft: CutMix needs images.")] = "ft",
+    param: Annotated[list[str] | None, typer.Option("--param", help="FairDi parameter key=value (repeat), e.g. tau=2 or step0_epochs=10.")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs per stage unless a *_epochs parameter says otherwise (the paper: 30).")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed (split, initialisation, batches).")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    cache_dir: Annotated[str | None, typer.Option(help="Cache folder (features, data).")] = None,
+) -> None:
+    """Train ERM, ERM+CutMix, FIS and FairDi; report Table 3 (AUCs, gap, ES-AUC, MeanPSD, MaxPSD) on test."""
+    from medequity.pipeline import ExperimentSpec
+
+    model_options = _parse_pairs(model_option or [])
+    if checkpoint:
+        model_options["checkpoint"] = checkpoint
+    fairdi_params = _parse_pairs(param or [])
+    spec = ExperimentSpec(dataset=dataset, root=str(root) if root else None, dataset_options=_parse_pairs(option or []),
+                          attribute=attribute, model=model, model_options=model_options, usage=usage, method="fairdi",
+                          method_params=fairdi_params, seed=seed,
+                          train={"epochs": epochs, "batch_size": batch_size, "device": device},
+                          n_boot=0, n_permutations=0, cache_dir=cache_dir)
+    try:
+        frame = fairdi_ablation(spec, fairdi_params=fairdi_params, progress=lambda message: console.print(f"[cyan]{message}[/]"))
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    # a terminal shows what fits; logs and pipes get the whole table rather than 80 wrapped columns
+    (console if console.is_terminal else Console(width=200)).print(ablation_table(frame))
+    for kind, path in write_ablation(frame, out, spec=spec, fairdi_params=fairdi_params).items():
+        console.print(f"[green]wrote[/] {kind:5s} {path}")
