@@ -309,3 +309,21 @@ def test_ablation_cli_table(tmp_path):
     assert [r["model"] for r in record["rows"]] == list(frame["model"])
     assert record["spec"]["attribute"] == "race" and "teacher_val_auc" in record["fairdi_log"]
     assert "FairDi-Student" in result.output
+
+
+def test_group_without_training_samples_falls_back_to_the_step0_head(make_split):
+    torch.manual_seed(0)
+    train = image_split(make_split, 60, 0)
+    train.groups[train.groups == 2] = 0  # group g2 has validation samples but no training sample
+    train.items.groups[:] = torch.as_tensor(train.groups)
+    val = image_split(make_split, 30, 1)
+    backbone = create_backbone("small_cnn", input_size=16, width=4, feature_dim=8).module
+    model = Classifier(backbone, 8)
+    method = create_method("fairdi")
+    result = method.fit(model, train, val, TrainConfig(epochs=1, batch_size=32, device="cpu"), Trainer())
+    assert "teacher-2" not in result.stages and method.log["teacher_fallback"] == ["g2"]
+    x = val.items.x[:8]
+    with torch.no_grad():
+        step0 = HeadView(method.variant_heads(model)["step0"]).logits(model, x)
+        teacher = HeadView(method.variant_heads(model)["teacher:g2"]).logits(model, x)
+    torch.testing.assert_close(teacher, step0, rtol=1e-4, atol=1e-5)
