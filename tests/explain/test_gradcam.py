@@ -88,3 +88,29 @@ def test_plot_cams_returns_a_three_column_figure():
     assert isinstance(fig, matplotlib.figure.Figure)
     assert len(fig.axes) == 6
     assert "IoU" in fig.axes[2].get_title()
+
+
+def test_yhat_and_shat_maps_of_a_fair_diagnosis_model_on_the_same_images():
+    """Ŷ and Ŝ maps come from the same layer of f_θ (discriminator='encoder'); both are valid maps."""
+    from medequity.methods import create_method
+    from medequity.models import create_backbone
+    from medequity.models.classifier import Classifier
+    from medequity.explain import sensitive_cam
+    from medequity.training.data import ArrayItems, SplitData
+    import pandas as pd
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 32, 32)
+    y = np.array([0, 1] * 4)
+    s = np.array([0, 0, 1, 1] * 2)
+    train = SplitData(ArrayItems(x, y, s), y, s, ("F", "M"), pd.DataFrame({"sample_id": range(8)}))
+    backbone = create_backbone("small_cnn", input_size=32)
+    model = Classifier(backbone.module, backbone.feature_dim).eval()
+    method = create_method("fair_diagnosis")
+    method.build(model, train)
+    cam_y = classifier_cam(model, x, method=method)
+    cam_s = sensitive_cam(model, method, x, torch.as_tensor(y), groups=torch.as_tensor(s))
+    assert cam_y.shape == cam_s.shape == (8, 32, 32)
+    assert np.all((cam_s >= 0) & (cam_s <= 1)) and cam_s.max() > 0
+    overlap = cam_overlap(cam_y, cam_s)
+    assert overlap["iou"].shape == (8,) and np.all((overlap["iou"] >= 0) & (overlap["iou"] <= 1))
