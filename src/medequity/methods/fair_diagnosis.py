@@ -34,8 +34,9 @@ Design choices the paper leaves open (documented here, configurable):
   f_θ, so this is the representation in which S must be removed for Ŷ to stop depending on it;
   it also matches Fig. 4 (Grad-CAM on f_θ's last conv layer for both Ŷ and Ŝ).
   ``discriminator="image"`` gives d_Y its own small CNN on x̃ (an MLP for feature inputs): a pure
-  image-space reading of eq. 7. With η = 0.2 in normalised units a bright marker cannot be erased
-  from the pixels, so this variant cannot hide it; it is kept for ablations.
+  image-space reading of eq. 7. A bright marker (e.g. the synthetic corner tag, ~3 normalised
+  units above its background) is far larger than η = 0.2, so it can hardly be erased from the
+  pixels themselves; kept for ablations (not benchmarked).
 * Clipping: inputs are normalised images (or cached features). x̃ is clipped, per channel (per
   feature), to the [min, max] the *training* inputs occupy in that normalised space — the image of
   the valid pixel range [0, 1] under the data's normalisation, without needing to know mean/std.
