@@ -10,7 +10,7 @@ Claims checked on the test split, averaged over seeds, with a stated tolerance `
 Data: ``fundus-race-difficulty`` (the glaucoma signal is weaker and noisier for non-White patients,
 so part of the gap is irreducible: the oracle's per-group AUC is printed beside the models). Model:
 ``small_cnn`` fine-tuned from random initialisation at 32 px, FairDi's paper settings for every
-stage (Adam 1e-4 / SGD momentum 0.9, ×0.1 every 10 epochs, patience 5, λ = 0.95, τ = 1.5).
+stage (step 0: Adam 1e-4, ×0.1 every 10 epochs; heads: SGD momentum 0.9; patience 5; λ = 0.95, τ = 1.5).
 Minutes on one CPU thread:
 
     .venv/bin/python benchmarks/validate_fairdi.py                       # 3 seeds, n = 4000, 30 epochs
@@ -26,39 +26,22 @@ import sys
 import time
 import warnings
 
-import numpy as np
 import pandas as pd
 import torch
 
 from medequity.data.synthetic import oracle_group_auc
-from medequity.fairdi_ablation import STEP0_ROW, STUDENT_ROW, fairdi_ablation, teacher_row
-from medequity.pipeline import ExperimentSpec, load_experiment_data
+from medequity.fairdi_ablation import STEP0_ROW, STUDENT_ROW, ablation_test_split, fairdi_ablation, fairdi_rows
+from medequity.pipeline import ExperimentSpec, load_experiment_data, run_experiment
+from medequity.training.trainer import TrainConfig, Trainer
 
 
-def fairdi_rows(spec: ExperimentSpec, fairdi_params: dict, table: bool) -> pd.DataFrame:
-    """The ablation's rows for one seed (without the step-0 variants unless ``table``)."""
+def seed_rows(spec: ExperimentSpec, fairdi_params: dict, table: bool) -> pd.DataFrame:
+    """The ablation's rows for one seed (without the ERM/CutMix/FIS rows unless ``table``)."""
     if table:
         return fairdi_ablation(spec, fairdi_params=fairdi_params, progress=print)
-    from medequity.fairdi_ablation import _test_split, auc_summary
-    from medequity.methods.fairdi import HeadView
-    from medequity.pipeline import run_experiment
-    from medequity.training.trainer import TrainConfig, Trainer
-
     trainer = Trainer()
     run = run_experiment(spec, trainer=trainer)
-    test = _test_split(spec)
-    config = TrainConfig(**{"seed": spec.seed, **spec.train})
-    heads = run.method.variant_heads(run.model)
-    rows = []
-    labelled = [(STEP0_ROW, HeadView(heads["step0"]))]
-    labelled += [(teacher_row(g), HeadView(heads[f"teacher:{g}"])) for g in run.method.group_names]
-    labelled += [(STUDENT_ROW, run.method)]
-    for label, method in labelled:
-        scores = trainer.predict(run.model, method, test, config)
-        rows.append({"model": label, **auc_summary(test.labels, scores, test.groups, test.group_names)})
-    frame = pd.DataFrame(rows)
-    frame.attrs["fairdi_log"] = run.method_log
-    return frame
+    return fairdi_rows(run, ablation_test_split(spec), trainer, TrainConfig(**{"seed": spec.seed, **spec.train}))
 
 
 def main() -> int:
@@ -88,7 +71,7 @@ def main() -> int:
             method="fairdi", method_params=fairdi_params, seed=seed, eval_attributes=[args.attribute],
             train={"epochs": args.epochs, "batch_size": 128, "device": "cpu"}, n_boot=0, n_permutations=0)
         seed_start = time.perf_counter()
-        frame = fairdi_rows(spec, fairdi_params, args.table)
+        frame = seed_rows(spec, fairdi_params, args.table)
         oracle = oracle_group_auc(load_experiment_data(spec), args.attribute, split="test")
         stages = {s["stage"]: (s["epochs_run"], s["best_epoch"]) for s in frame.attrs["fairdi_log"]["stages"]}
         print(f"\nseed {seed} ({time.perf_counter() - seed_start:.0f} s; stage: (epochs run, best epoch) {stages}); "

@@ -78,11 +78,11 @@ def _as_spec(spec_like):
     return ExperimentSpec.from_dict(dict(spec_like))
 
 
-def _test_split(spec):
+def ablation_test_split(spec):
     """The test split as the trainer sees it, built exactly as :func:`run_experiment` builds it."""
+    from medequity.data.transforms import build_transform
     from medequity.models import create_backbone
     from medequity.pipeline import load_experiment_data
-    from medequity.data.transforms import build_transform
     from medequity.training.data import make_split_data
 
     dataset = load_experiment_data(spec)
@@ -103,7 +103,6 @@ def fairdi_ablation(spec_like, *, fairdi_params: dict[str, Any] | None = None, t
     ``progress(message)`` is called before each training run.
     """
     from medequity.methods import create_method
-    from medequity.methods.fairdi import HeadView
     from medequity.pipeline import run_experiment
     from medequity.training.trainer import TrainConfig, Trainer
     from medequity.usages import create_usage
@@ -117,14 +116,13 @@ def fairdi_ablation(spec_like, *, fairdi_params: dict[str, Any] | None = None, t
     user_config = TrainConfig(**{"seed": spec.seed, **spec.train})
     fairdi = create_method("fairdi", **fairdi_params)
     step0_train = asdict(fairdi.stage_config(user_config, "step0"))
-    test = _test_split(spec)
+    test = ablation_test_split(spec)
 
     rows = []
 
-    def add(label: str, stage: str, model, method) -> np.ndarray:
+    def add(label: str, stage: str, model, method) -> None:
         scores = trainer.predict(model, method, test, user_config)
         rows.append({"model": label, "stage": stage, **auc_summary(test.labels, scores, test.groups, test.group_names)})
-        return scores
 
     for label, method, params in STEP0_VARIANTS:
         if progress is not None:
@@ -135,14 +133,26 @@ def fairdi_ablation(spec_like, *, fairdi_params: dict[str, Any] | None = None, t
     if progress is not None:
         progress("training FairDi (step 0, teachers, student)")
     run = run_experiment(replace(spec, method="fairdi", method_params=fairdi_params), trainer=trainer)
+    frame = pd.concat([pd.DataFrame(rows), fairdi_rows(run, test, trainer, user_config)], ignore_index=True)
+    frame.attrs["fairdi_log"] = run.method_log
+    return frame
+
+
+def fairdi_rows(run, test, trainer, config) -> pd.DataFrame:
+    """Step-0, teacher and student rows of a finished FairDi run (``run_experiment`` result) on ``test``."""
+    from medequity.methods.fairdi import HeadView
+
     heads = run.method.variant_heads(run.model)
-    add(STEP0_ROW, "step0", run.model, HeadView(heads["step0"]))
-    for name in run.method.group_names:
-        add(teacher_row(name), "teacher", run.model, HeadView(heads[f"teacher:{name}"]))
-    student_scores = add(STUDENT_ROW, "student", run.model, run.method)
+    models = [(STEP0_ROW, "step0", HeadView(heads["step0"]))]
+    models += [(teacher_row(name), "teacher", HeadView(heads[f"teacher:{name}"])) for name in run.method.group_names]
+    models += [(STUDENT_ROW, "student", run.method)]
+    rows = []
+    for label, stage, method in models:
+        scores = trainer.predict(run.model, method, test, config)
+        rows.append({"model": label, "stage": stage, **auc_summary(test.labels, scores, test.groups, test.group_names)})
     # The rebuilt test split must be the one the run was evaluated on: same order, same scores.
     run_scores = run.predictions.loc[run.predictions.split == "test", "score"].to_numpy()
-    if run_scores.shape != student_scores.shape or not np.allclose(run_scores, student_scores, atol=1e-5):
+    if run_scores.shape != scores.shape or not np.allclose(run_scores, scores, atol=1e-5):
         raise RuntimeError("the ablation's test split does not match the FairDi run's test predictions")
     frame = pd.DataFrame(rows)
     frame.attrs["fairdi_log"] = run.method_log
