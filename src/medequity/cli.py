@@ -58,7 +58,8 @@ def _main(version: Annotated[bool, typer.Option("--version", help="Print the ver
 
 @app.command("audit")
 def audit_command(
-    predictions: Annotated[Path, typer.Argument(help="CSV or Parquet of predictions: label, score(s), group columns.")],
+    predictions: Annotated[Path | None, typer.Argument(help="CSV or Parquet of predictions: label, score(s), group columns.")] = None,
+    example: Annotated[bool, typer.Option("--example", help="Audit the built-in simulated cohort (a classifier with known biases).")] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.html, report.json, groups.csv, gaps.csv.")] = Path("reports/audit"),
     metadata: Annotated[Path | None, typer.Option(help="Metadata table joined on --id (CSV/Parquet).")] = None,
     id_column: Annotated[str | None, typer.Option("--id", help="Id column shared by predictions and metadata.")] = None,
@@ -84,6 +85,16 @@ def audit_command(
     from medequity.audit import AuditInputError, audit
     from medequity.report.terminal import print_audit_summary
 
+    if example:
+        from medequity.audit.example import simulated_cohort
+
+        predictions, metadata = simulated_cohort()
+        id_column, attribute = "sample_id", attribute or ["sex", "age", "race", "site"]
+        bin_rule, intersect = bin_rule or ["age=>60"], intersect or ["sex,age"]
+        console.print("auditing the built-in example: weaker signal in women (sex), prevalence rising with age, "
+                      "under-scoring of Black patients (race); 'site' is an unbiased control")
+    elif predictions is None:
+        _fail("give a predictions table (CSV/Parquet), or --example for the built-in one")
     intersections: list | bool = False
     if intersect:
         intersections = True if intersect == ["all"] else [tuple(x.split(",")) for x in intersect]
@@ -119,33 +130,25 @@ def _coerce_label(value: str | None):
 
 @app.command("demo")
 def demo_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report.")] = Path("reports/demo"),
-    n: Annotated[int, typer.Option(help="Cohort size of the built-in example.")] = 4000,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated cohort.")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results folder (rerunning into it resumes).")] = Path("reports/demo"),
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at a time (local processes).")] = 1,
 ) -> None:
-    """Audit the built-in simulated cohort (a biased classifier with known bias) and write a report."""
-    from medequity.audit import audit
-    from medequity.audit.example import simulated_cohort
-    from medequity.report.terminal import print_audit_summary
+    """Run the default benchmark on synthetic data with a known bias, print the leaderboard, write the report."""
+    from importlib.resources import files
 
-    predictions, metadata = simulated_cohort(n=n, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
+    from medequity.bench.cli import run_command
+    from medequity.bench.report import write_bench_report
+
+    spec = Path(str(files("medequity.bench") / "specs" / "demo.yaml"))
     console.print(
-        f"[bold]medequity demo[/]: auditing a simulated biased chest-radiograph classifier on {n} studies\n"
-        "  known bias: weaker signal in women (sex), prevalence rising with age (age),\n"
-        "  under-scoring of Black patients (race); 'site' carries no bias (a control)."
+        "[bold]medequity demo[/]: synthetic dermatology images where dark skin (IV-VI) is under-represented and a\n"
+        "ruler marks its malignant lesions in training only (a shortcut). A small CNN pre-trained on unbiased\n"
+        "synthetic data is linearly probed (lp) and fine-tuned (ft) with five methods; skin tone is the biased\n"
+        "attribute, sex a control. Spec: " + str(spec)
     )
-    with _progress() as bar:
-        task = bar.add_task("auditing", total=None)
-        report = audit(
-            predictions, metadata=metadata, id_column="sample_id", attributes=["sex", "age", "race", "site"],
-            bins=["age=>60"], intersections=[("sex", "age")], n_boot=n_boot, n_permutations=n_boot, random_state=seed,
-            progress=lambda done, total, what: bar.update(task, completed=done, total=total, description=what),
-        )
-    paths = report.save(out)
-    print_audit_summary(report, console)
-    console.print(f"\n[bold green]report:[/] {paths['html'].resolve()}")
+    run_command(spec=spec, out=out, ray=None, jobs=jobs)
+    path = write_bench_report(out)
+    console.print(f"\n[bold green]report:[/] {path.resolve()}")
 
 
 @app.command("train")
