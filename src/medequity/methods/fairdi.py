@@ -66,7 +66,8 @@ the stage's method parameters substituted (:meth:`FairDi.stage_config`):
   default; TrainConfig's default of 30 epochs is the paper's step-0 budget). ``train.epochs=2``
   therefore runs every stage for at most 2 epochs; ``step0_epochs=30`` etc. pin one stage.
 * from the method's parameters (paper defaults, override with ``method_params``): optimiser,
-  learning rate, weight decay, momentum, scheduler (step, ``step_size``, ``gamma``), patience and
+  learning rate, weight decay, momentum, scheduler (``step0_scheduler="step"`` with ``step_size``,
+  ``gamma``; ``"none"`` for the heads), patience and
   the selection criterion (``selection`` for steps 0 and 2; teachers always select on their own
   group's validation AUC). The user's ``train.lr``/``optimizer``/``scheduler``/``patience``/
   ``selection`` are *not* used: FairDi's stages differ (Adam vs SGD), and TrainConfig cannot tell a
