@@ -26,11 +26,11 @@ def _register_subcommands() -> None:
     from medequity.bench.cli import bench_app
 
     app.add_typer(bench_app, name="bench")
-    try:
-        from medequity.fairtune.cli import fairtune_app
-    except ImportError:  # the FairTune package is optional in a minimal install
-        return
+    from medequity.fairdi_ablation import fairdi_app
+    from medequity.fairtune.cli import fairtune_app
+
     app.add_typer(fairtune_app, name="fairtune")
+    app.add_typer(fairdi_app, name="fairdi")
 
 
 _register_subcommands()
