@@ -21,8 +21,8 @@ PRETRAIN_SEED = 1_000_003
 PREFIX = "synthetic:"
 
 
-def synthetic_checkpoint(backbone_name: str, spec: str, *, cache_dir: str | Path | None = None, n: int = 3000,
-                         epochs: int = 8, backbone_options: dict | None = None) -> Path:
+def synthetic_checkpoint(backbone_name: str, spec: str, *, cache_dir: str | Path | None = None, n: int = 2000,
+                         epochs: int = 6, backbone_options: dict | None = None) -> Path:
     """Path of the pre-trained weights for ``spec`` = ``"synthetic:<modality>"`` (trained if absent)."""
     from medequity.data import create_dataset
     from medequity.data.transforms import build_transform
