@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from medequity import __version__
+from medequity.cli_common import console, fail, parse_options, progress_bar
 
 app = typer.Typer(
     name="medequity",
@@ -34,19 +32,6 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
-console = Console()
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
-    )
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
 
 
 @app.callback(invoke_without_command=True)
@@ -94,13 +79,13 @@ def audit_command(
         console.print("auditing the built-in example: weaker signal in women (sex), prevalence rising with age, "
                       "under-scoring of Black patients (race); 'site' is an unbiased control")
     elif predictions is None:
-        _fail("give a predictions table (CSV/Parquet), or --example for the built-in one")
+        fail("give a predictions table (CSV/Parquet), or --example for the built-in one")
     intersections: list | bool = False
     if intersect:
         intersections = True if intersect == ["all"] else [tuple(x.split(",")) for x in intersect]
     positive = _coerce_label(positive_label)
     try:
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task("auditing", total=None)
             report = audit(
                 predictions, metadata=metadata, id_column=id_column, label=label,
@@ -112,11 +97,11 @@ def audit_command(
                 progress=lambda done, total, what: bar.update(task, completed=done, total=total, description=what),
             )
     except (AuditInputError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     paths = report.save(out, html=html)
     print_audit_summary(report, console)
     for kind, path in paths.items():
-        console.print(f"[green]wrote[/] {kind:6s} {path}")
+        console.print(f"[green]wrote[/] {kind:6s} {path}", soft_wrap=True)
 
 
 def _coerce_label(value: str | None):
@@ -148,7 +133,7 @@ def demo_command(
     )
     run_command(spec=spec, out=out, ray=None, jobs=jobs)
     path = write_bench_report(out)
-    console.print(f"\n[bold green]report:[/] {path.resolve()}")
+    console.print(f"\n[bold green]report:[/] {path.resolve()}", soft_wrap=True)
 
 
 @app.command("train")
@@ -177,15 +162,15 @@ def train_command(
     from medequity.training.trainer import Trainer
 
     if method not in METHODS:
-        _fail(f"unknown method {method!r}; known: {', '.join(METHODS.names())}")
+        fail(f"unknown method {method!r}; known: {', '.join(METHODS.names())}")
     spec = ExperimentSpec(
-        dataset=dataset, root=str(root) if root else None, dataset_options=_parse_options(option or []),
+        dataset=dataset, root=str(root) if root else None, dataset_options=parse_options(option),
         attribute=attribute, model=model, model_options={"checkpoint": checkpoint} if checkpoint else {},
-        usage=usage, method=method, method_params=_parse_options(param or []), seed=seed,
+        usage=usage, method=method, method_params=parse_options(param), seed=seed,
         train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "selection": selection},
         n_boot=n_boot, n_permutations=n_boot, cache_dir=str(cache_dir) if cache_dir else None,
     )
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("training", total=epochs)
 
         def on_epoch(info: dict) -> None:
@@ -196,12 +181,12 @@ def train_command(
         try:
             result = run_experiment(spec, trainer=Trainer(progress=on_epoch))
         except (ValueError, KeyError, FileNotFoundError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
     paths = save_run(result, out)
     console.print(f"best epoch {result.best_epoch + 1}, threshold {result.threshold['value']:.3f} "
                   f"({result.threshold['rule']} on the {result.threshold['fitted_on']}), {result.seconds:.0f} s")
     for kind, path in paths.items():
-        console.print(f"[green]wrote[/] {kind:16s} {path}")
+        console.print(f"[green]wrote[/] {kind:16s} {path}", soft_wrap=True)
 
 
 @data_app.command("card")
@@ -215,32 +200,20 @@ def data_card_command(
     from medequity.data import DATASETS, create_dataset
     from medequity.data.card import build_data_card
 
-    kwargs = _parse_options(option or [])
+    kwargs = parse_options(option)
     try:
         ds = create_dataset(dataset, root, **kwargs)
     except KeyError:
-        _fail(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS.names())}")
+        fail(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS.names())}")
     except (ValueError, TypeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     from rich.markdown import Markdown
 
     card = build_data_card(ds)
     console.print(Markdown(card.to_markdown()))
     if out is not None:
         for path in card.save(out):
-            console.print(f"[green]wrote[/] {path}")
-
-
-def _parse_options(pairs: list[str]) -> dict:
-    import yaml
-
-    options = {}
-    for pair in pairs:
-        if "=" not in pair:
-            _fail(f"option {pair!r} must look like key=value")
-        key, value = pair.split("=", 1)
-        options[key.strip()] = yaml.safe_load(value)  # data, never code: 10 -> int, a,b -> str
-    return options
+            console.print(f"[green]wrote[/] {path}", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medequity.cli_common import console, fail, parse_options
 from medequity.metrics import aggregate
 from medequity.metrics.weighted import SampleSet, evaluate
 
@@ -199,29 +200,11 @@ def ablation_table(frame: pd.DataFrame, title: str = "FairDi ablation (Table 3),
 
 fairdi_app = typer.Typer(help="FairDi (fair distillation): teachers per group, one distilled student.",
                          no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
 
 
 @fairdi_app.callback()
 def _group() -> None:
     """FairDi (Masroor et al.): fair distillation from per-group teachers."""
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
-
-
-def _parse_pairs(pairs: list[str]) -> dict:
-    import yaml
-
-    options = {}
-    for pair in pairs:
-        if "=" not in pair:
-            _fail(f"option {pair!r} must look like key=value")
-        key, value = pair.split("=", 1)
-        options[key.strip()] = yaml.safe_load(value)  # data, never code: 10 -> int, null -> None
-    return options
 
 
 @fairdi_app.command("ablation")
@@ -245,11 +228,11 @@ def ablation_command(
     """Train ERM, ERM+CutMix, FIS and FairDi; report Table 3 (AUCs, gap, ES-AUC, MeanPSD, MaxPSD) on test."""
     from medequity.pipeline import ExperimentSpec
 
-    model_options = _parse_pairs(model_option or [])
+    model_options = parse_options(model_option)
     if checkpoint:
         model_options["checkpoint"] = checkpoint
-    fairdi_params = _parse_pairs(param or [])
-    spec = ExperimentSpec(dataset=dataset, root=str(root) if root else None, dataset_options=_parse_pairs(option or []),
+    fairdi_params = parse_options(param)
+    spec = ExperimentSpec(dataset=dataset, root=str(root) if root else None, dataset_options=parse_options(option),
                           attribute=attribute, model=model, model_options=model_options, usage=usage, method="fairdi",
                           method_params=fairdi_params, seed=seed,
                           train={"epochs": epochs, "batch_size": batch_size, "device": device},
@@ -257,8 +240,8 @@ def ablation_command(
     try:
         frame = fairdi_ablation(spec, fairdi_params=fairdi_params, progress=lambda message: console.print(f"[cyan]{message}[/]"))
     except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     # a terminal shows what fits; logs and pipes get the whole table rather than 80 wrapped columns
     (console if console.is_terminal else Console(width=200)).print(ablation_table(frame))
     for kind, path in write_ablation(frame, out, spec=spec, fairdi_params=fairdi_params).items():
-        console.print(f"[green]wrote[/] {kind:5s} {path}")
+        console.print(f"[green]wrote[/] {kind:5s} {path}", soft_wrap=True)

@@ -12,9 +12,9 @@ from typing import Annotated
 
 import click
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from medequity.cli_common import console, fail, progress_bar
 
 
 class RunByDefaultGroup(typer.core.TyperGroup):
@@ -33,12 +33,6 @@ bench_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
 
 
 @bench_app.command("run")
@@ -54,12 +48,11 @@ def run_command(
     try:
         bench = load_spec(spec)
     except SpecError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"[bold]{bench.name}[/]: {len(bench.cells)} runs, selection rule [bold]{bench.selection.rule}[/] → {out}")
     for warning in bench.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+    progress = progress_bar()
     with progress:
         task = progress.add_task("runs", total=len(bench.cells))
         results = run_benchmark(bench, out, ray_address=ray, n_jobs=jobs,
@@ -70,7 +63,7 @@ def run_command(
         console.print(f"[bold red]{len(results.failed)} run(s) failed[/] (see runs/<id>/error.json; rerun to retry):")
         for row in results.failed.itertuples():
             console.print(f"  {row.run_id} {row.usage}/{row.method} seed {row.seed}: {row.error}")
-    console.print(f"[green]results[/] {Path(out) / 'results.parquet'}")
+    console.print(f"[green]results[/] {Path(out) / 'results.parquet'}", soft_wrap=True)
     if not results.failed.empty:
         raise typer.Exit(code=1)
 
@@ -79,11 +72,11 @@ def run_command(
 def report_command(out: Annotated[Path, typer.Argument(help="Results folder of `medequity bench run`.")]) -> None:
     """Write the HTML report of a benchmark's results folder."""
     if not (out / "runs").is_dir():
-        _fail(f"{out} holds no benchmark results (no runs/ folder); run `medequity bench run SPEC.yaml --out {out}` first")
+        fail(f"{out} holds no benchmark results (no runs/ folder); run `medequity bench run SPEC.yaml --out {out}` first")
     from medequity.bench.report import write_bench_report
 
     path = write_bench_report(out)
-    console.print(f"[green]wrote[/] {path}")
+    console.print(f"[green]wrote[/] {path}", soft_wrap=True)
 
 
 def print_leaderboard(board, rule: str) -> None:

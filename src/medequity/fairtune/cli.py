@@ -13,33 +13,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from medequity.cli_common import console, fail, parse_options
 
 fairtune_app = typer.Typer(help="FairTune: search which modules to fine-tune (and the LR) for validation fairness.",
                            no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
 
 
 @fairtune_app.callback()
 def _group() -> None:
     """FairTune (Dutt et al.): PEFT mask search for fairness."""
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
-
-
-def _parse_options(pairs: list[str]) -> dict:
-    import yaml
-
-    options = {}
-    for pair in pairs:
-        if "=" not in pair:
-            _fail(f"option {pair!r} must look like key=value")
-        key, value = pair.split("=", 1)
-        options[key.strip()] = yaml.safe_load(value)  # data, never code: 10 -> int
-    return options
 
 
 @fairtune_app.command("search")
@@ -76,10 +59,10 @@ def fairtune_command(
     from medequity.fairtune.search import FairTuneConfig, FairTuneResult, compare_baselines, search, test_summary
     from medequity.pipeline import ExperimentSpec, run_experiment, save_run
 
-    model_options = _parse_options(model_option or [])
+    model_options = parse_options(model_option)
     if checkpoint:
         model_options["checkpoint"] = checkpoint
-    spec = ExperimentSpec(dataset=dataset, root=str(root) if root else None, dataset_options=_parse_options(option or []),
+    spec = ExperimentSpec(dataset=dataset, root=str(root) if root else None, dataset_options=parse_options(option),
                           attribute=attribute, model=model, model_options=model_options, usage="mask", seed=seed,
                           train={"epochs": epochs, "batch_size": batch_size, "device": device},
                           n_boot=n_boot, n_permutations=n_boot)
@@ -89,7 +72,7 @@ def fairtune_command(
     try:
         result = search(spec, config)
     except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"best {result.objective.name} {result.best_value:.4f} with LR {result.best_lr:.3e}, mask {result.mask_bits} "
                   f"({len(result.study.trials)} trials in study {result.study.study_name})")
     comparison = None
@@ -103,4 +86,4 @@ def fairtune_command(
             console.print(comparison.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     paths = write_report(out, result, comparison=comparison)
     for kind, path in paths.items():
-        console.print(f"[green]wrote[/] {kind:16s} {path}")
+        console.print(f"[green]wrote[/] {kind:16s} {path}", soft_wrap=True)
