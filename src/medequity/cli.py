@@ -126,11 +126,12 @@ def demo_command(
 
     spec = Path(str(files("medequity.bench") / "specs" / "demo.yaml"))
     console.print(
-        "[bold]medequity demo[/]: synthetic dermatology images where dark skin (IV-VI) is under-represented and a\n"
-        "ruler marks its malignant lesions in training only (a shortcut). A small CNN pre-trained on unbiased\n"
-        "synthetic data is linearly probed (lp) and fine-tuned (ft) with five methods; skin tone is the biased\n"
-        "attribute, sex a control. Spec: " + str(spec)
+        "[bold]medequity demo[/]: synthetic dermatology images where dark skin (IV-VI) is under-represented and a "
+        "ruler marks its malignant lesions in training only (a shortcut). A small CNN pre-trained on unbiased "
+        "synthetic data is linearly probed (lp) and fine-tuned (ft) with five methods; skin tone is the biased "
+        "attribute, sex a control."
     )
+    console.print(f"spec: {spec}", soft_wrap=True)
     run_command(spec=spec, out=out, ray=None, jobs=jobs)
     path = write_bench_report(out)
     console.print(f"\n[bold green]report:[/] {path.resolve()}", soft_wrap=True)
