@@ -118,11 +118,16 @@ class MedicalDataset:
             raise DatasetFormatError(f"dataset {self.name!r} has no root folder")
         return safe_join(self.root, self.table.at[index, "path"], where=f"row {index}, column 'path'")
 
+    def read_file(self, path: Path, *, mask: bool = False) -> np.ndarray:
+        """How this dataset reads one image or mask file: 2D image files here; volume datasets
+        override only this."""
+        return read_image(path)
+
     def load_image(self, index: int) -> np.ndarray:
         """The image (or volume) of row ``index`` as a NumPy array, read only now."""
         if self.images is not None:
             return self.images[index]
-        return read_image(self.image_path(index))
+        return self.read_file(self.image_path(index))
 
     def load_mask(self, index: int) -> np.ndarray:
         if self.masks is not None:
@@ -130,7 +135,7 @@ class MedicalDataset:
         if "mask_path" not in self.table.columns:
             raise DatasetFormatError(f"dataset {self.name!r} has no masks")
         path = safe_join(self.root, self.table.at[index, "mask_path"], where=f"row {index}, column 'mask_path'")
-        return read_image(path)
+        return self.read_file(path, mask=True)
 
     def subset(self, rows: np.ndarray | list[int]) -> MedicalDataset:
         """A dataset view over the given row positions (images stay lazy)."""

@@ -81,19 +81,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 class VolumeDataset(MedicalDataset):
     """A :class:`MedicalDataset` whose ``path``/``mask_path`` are NIfTI volumes read with nibabel."""
 
-    def load_image(self, index: int) -> np.ndarray:
-        if self.images is not None:
-            return self.images[index]
-        return read_volume(self.image_path(index))
-
-    def load_mask(self, index: int) -> np.ndarray:
-        if self.masks is not None:
-            return self.masks[index]
-        if "mask_path" not in self.table.columns:
-            raise DatasetFormatError(f"dataset {self.name!r} has no masks")
-        path = safe_join(self.root, self.table.at[index, "mask_path"], where=f"row {index}, column 'mask_path'")
-        return read_volume(path, mask=True)
-
+    def read_file(self, path: Path, *, mask: bool = False) -> np.ndarray:
+        return read_volume(path, mask=mask)
 
 
 def read_volume(path: str | Path, *, mask: bool = False, canonical: bool = True) -> np.ndarray:
