@@ -182,4 +182,23 @@ def save_run(result: RunResult, out_dir: str | Path, *, n_boot: int | None = Non
                    n_permutations=result.spec.n_permutations, random_state=result.spec.seed)
     report.settings["source"] = f"test predictions of {result.spec.method} ({result.spec.usage}, {result.spec.model}) on {result.spec.dataset}"
     paths.update({f"report_{k}": v for k, v in report.save(out).items()})
+    paths.update(_save_explanations(result, out))
     return paths
+
+
+def _save_explanations(result: RunResult, out: Path) -> dict[str, Path]:
+    """Fair Diagnosis / FAAP runs (duck typing: ``perturb`` + ``sensitive_logits``): the Grad-CAM
+    Ŷ/Ŝ explanation files (``explanations_{html,json,png}``); {} otherwise or for feature inputs.
+    A failure here is logged, never fatal: the run itself is already saved."""
+    import logging
+
+    from medequity.explain.report import explain_fair_diagnosis, is_adversarial_mask_method
+
+    if not is_adversarial_mask_method(result.method) or result.model is None:
+        return {}
+    try:
+        written = explain_fair_diagnosis(result, out)
+    except Exception:  # noqa: BLE001 - explanations are an extra; keep the saved run
+        logging.getLogger(__name__).exception("could not write the Fair Diagnosis explanations")
+        return {}
+    return {} if written is None else {f"explanations_{k}": v for k, v in written.items()}
