@@ -69,8 +69,13 @@ class SmallCNN(nn.Module):
 @BACKBONES.register("small_cnn")
 def _small_cnn(*, input_size: int = 64, width: int = 16, feature_dim: int = 64, in_channels: int = 3, **_: Any) -> Backbone:
     module = SmallCNN(in_channels, width, feature_dim)
-    return Backbone("small_cnn", module, feature_dim, input_size=input_size,
-                    config={"width": width, "feature_dim": feature_dim, "in_channels": in_channels})
+    backbone = Backbone("small_cnn", module, feature_dim, input_size=input_size,
+                        config={"width": width, "feature_dim": feature_dim, "in_channels": in_channels})
+    # One group per conv block (conv + BatchNorm; features.4i and .4i+1), so the ``mask`` usage and
+    # FairTune's "groups" space work on this CNN, which overfits small data (FairTune Fig. 1).
+    blocks = [(4 * i, min(4 * i + 3, len(module.features) - 1)) for i in range(4)]
+    backbone.module_groups = lambda: {f"features.{a}-{b}": [f"features.{a}.", f"features.{a + 1}."] for a, b in blocks}
+    return backbone
 
 
 def _timm_backbone(name: str, *, input_size: int | None = None, **kwargs: Any) -> Backbone:
