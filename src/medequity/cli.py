@@ -152,7 +152,7 @@ def train_command(
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 20,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 2.5e-4,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
-    selection: Annotated[str, typer.Option(help="Validation criterion: worst_group_auc, auc, es_auc, neg_loss.")] = "worst_group_auc",
+    selection: Annotated[str, typer.Option(help="Validation criterion: worst_group_auc, auc, es_auc, neg_loss, or last (keep the final epoch).")] = "worst_group_auc",
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for the test report.")] = 500,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature/weights cache folder.")] = None,
@@ -177,7 +177,7 @@ def train_command(
         def on_epoch(info: dict) -> None:
             bar.update(task, completed=info["epoch"] + 1, description=(
                 f"{info.get('stage') or method} epoch {info['epoch'] + 1}: loss {info['train_loss']:.3f}, "
-                f"val {info['selection']} {info['val_' + info['selection']]:.3f}"))
+                f"val {info['selection']} {info.get('val_' + info['selection'], info['val_auc']):.3f}"))
 
         try:
             result = run_experiment(spec, trainer=Trainer(progress=on_epoch))

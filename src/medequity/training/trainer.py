@@ -21,7 +21,9 @@ import torch
 
 from medequity.metrics.weighted import SampleSet, evaluate
 
-SELECTION_CRITERIA = ("worst_group_auc", "auc", "es_auc", "neg_loss")
+# "last" keeps the final epoch (e.g. to study overfitting, FairTune Fig. 1); the others keep the
+# epoch with the best value on the whole validation set.
+SELECTION_CRITERIA = ("worst_group_auc", "auc", "es_auc", "neg_loss", "last")
 
 
 @dataclass
@@ -177,8 +179,9 @@ class Trainer:
             val_scores = self.predict(model, method, val, config)
             summary = validation_summary(val.labels, val_scores, val.groups, val.n_groups)
             method.on_epoch_end(model, epoch, val_scores)
-            value = summary[config.selection]
-            improved = np.isfinite(value) and value > best_value
+            keep_last = config.selection == "last"
+            value = summary["auc" if keep_last else config.selection]
+            improved = keep_last or (np.isfinite(value) and value > best_value)
             if improved or best_state is None:
                 best_value, best_epoch, stale = (value if np.isfinite(value) else -math.inf), epoch, 0
                 best_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(method.extra.state_dict()))
