@@ -218,6 +218,16 @@ def metric_bars(
 
 
 # -- curves ----------------------------------------------------------------------------------------------
+def _per_group_inputs(y_true, y_score, groups, group_order, colors):
+    """Labels and scores as flat arrays, each sample's group, the group order and a colour per group:
+    what every per-group curve plot starts from."""
+    y = np.asarray(y_true).astype(int).reshape(-1)
+    s = np.asarray(y_score, dtype=np.float64).reshape(-1)
+    labels, present = _group_arrays(groups, y.size)
+    order = _resolve_order(present, group_order)
+    return y, s, labels, order, dict(colors) if colors is not None else group_colors(order)
+
+
 def roc_curves(
     y_true,
     y_score,
@@ -231,11 +241,7 @@ def roc_curves(
     diagonal. A group with one class has no curve; the legend says its AUC is undefined."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    y = np.asarray(y_true).astype(int).reshape(-1)
-    s = np.asarray(y_score, dtype=np.float64).reshape(-1)
-    labels, present = _group_arrays(groups, y.size)
-    order = _resolve_order(present, group_order)
-    colors = dict(colors) if colors is not None else group_colors(order)
+    y, s, labels, order, colors = _per_group_inputs(y_true, y_score, groups, group_order, colors)
     fig = new_figure(5.2, 4.4)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1, label="chance")
@@ -279,11 +285,7 @@ def calibration_curves(
     with the diagonal of perfect calibration."""
     from medequity.metrics.calibration import calibration_curve
 
-    y = np.asarray(y_true).astype(int).reshape(-1)
-    p = np.asarray(y_prob, dtype=np.float64).reshape(-1)
-    labels, present = _group_arrays(groups, y.size)
-    order = _resolve_order(present, group_order)
-    colors = dict(colors) if colors is not None else group_colors(order)
+    y, p, labels, order, colors = _per_group_inputs(y_true, y_prob, groups, group_order, colors)
     fig = new_figure(5.2, 4.4)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1, label="perfect calibration")
@@ -322,11 +324,7 @@ def score_distributions(
     """Score distributions per group and label: a pair of violins per group (light = negatives,
     dark = positives), medians marked, the decision threshold as a dashed line. A label with fewer
     than two distinct scores in a group is drawn as points (a violin needs a spread)."""
-    y = np.asarray(y_true).astype(int).reshape(-1)
-    s = np.asarray(y_score, dtype=np.float64).reshape(-1)
-    labels, present = _group_arrays(groups, y.size)
-    order = _resolve_order(present, group_order)
-    colors = dict(colors) if colors is not None else group_colors(order)
+    y, s, labels, order, colors = _per_group_inputs(y_true, y_score, groups, group_order, colors)
     fig = new_figure(max(5.2, 1.25 * len(order) + 2.0), 4.0)
     ax = fig.add_subplot()
     ticks, tick_labels = [], []
