@@ -29,6 +29,9 @@ def _register_subcommands() -> None:
 
     app.add_typer(fairtune_app, name="fairtune")
     app.add_typer(fairdi_app, name="fairdi")
+    from medequity.validation.cli import validate_app
+
+    app.add_typer(validate_app, name="validate")
 
 
 _register_subcommands()
