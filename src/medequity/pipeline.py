@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from medequity.data import GROUP_PREFIX, create_dataset
+from medequity.data.attributes import with_intersections
 from medequity.data.splits import get_splits
 from medequity.data.transforms import build_transform
 from medequity.metrics import group_metrics
@@ -82,6 +83,7 @@ def load_experiment_data(spec: ExperimentSpec):
     dataset = create_dataset(spec.dataset, spec.root, **spec.dataset_options) if spec.root else create_dataset(spec.dataset, **spec.dataset_options)
     if "split" not in dataset.table.columns or dataset.table["split"].isna().any():
         dataset = get_splits(dataset, spec.split_file, seed=spec.split_seed)
+    dataset = with_intersections(dataset, [spec.attribute, *(spec.eval_attributes or [])])
     if spec.attribute not in dataset.attributes:
         raise ValueError(f"dataset {spec.dataset!r} has no attribute {spec.attribute!r}; has {dataset.attributes}")
     return dataset

@@ -119,3 +119,17 @@ def test_add_group_columns_and_intersection():
     assert as_list(renamed["group:sex"]) == ["male", "female"]
     with pytest.raises(KeyError, match="nope"):
         add_group_columns(table, ["nope"])
+
+
+def test_with_intersections_adds_missing_intersection_columns_only():
+    from medequity.data.attributes import with_intersections
+    from medequity.data.synthetic import make_synthetic
+
+    dataset = make_synthetic("derm-unbiased", n=60, image_size=16, seed=0)
+    assert with_intersections(dataset, ["sex", "age"]) is dataset  # nothing to add
+    out = with_intersections(dataset, ["sex&age", "sex&age", "skin_tone"])
+    assert "sex&age" in out.attributes and "sex&age" not in dataset.attributes  # original untouched
+    expected = dataset.table["group:sex"] + " & " + dataset.table["group:age"]
+    assert (out.groups("sex&age") == expected).all()
+    with pytest.raises(KeyError, match=r"has no attribute \['site'\]"):
+        with_intersections(dataset, ["sex&site"])

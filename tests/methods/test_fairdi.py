@@ -327,3 +327,17 @@ def test_group_without_training_samples_falls_back_to_the_step0_head(make_split)
         step0 = HeadView(method.variant_heads(model)["step0"]).logits(model, x)
         teacher = HeadView(method.variant_heads(model)["teacher:g2"]).logits(model, x)
     torch.testing.assert_close(teacher, step0, rtol=1e-4, atol=1e-5)
+
+
+def test_intersectional_attribute_gives_one_teacher_per_intersection(run_tiny_experiment):
+    """FairDi works for intersections: ``attribute="sex&age"`` → 4 groups → 4 teachers, and the
+    test metrics are reported for the intersection (FairTune App. A's age × sex)."""
+    result = run_tiny_experiment("fairdi", usage="ft", epochs=1, attribute="sex&age", eval_attributes=["sex&age", "sex"])
+    teachers = [t["group"] for t in result.method_log["teacher_val_auc"]]
+    assert teachers == ["female & <=60", "female & >60", "male & <=60", "male & >60"]
+    assert set(result.history["stage"]) == {"step0", "student", *(f"teacher-{g}" for g in range(4))}
+    test = result.predictions[result.predictions.split == "test"]
+    expected = (test["group:sex"].astype(str) + " & " + test["group:age"].astype(str)).to_numpy()
+    np.testing.assert_array_equal(test["group:sex&age"].astype(str).to_numpy(), expected)
+    groups = set(result.metrics[result.metrics.attribute == "sex&age"].group)
+    assert set(teachers) <= groups

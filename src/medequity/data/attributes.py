@@ -491,6 +491,28 @@ def intersection_name(attributes: Sequence[str]) -> str:
     return "&".join(attributes)
 
 
+def with_intersections(dataset, names: Iterable[str]):
+    """``dataset`` with a ``group:a&b`` column for each intersection name ``"a&b"`` in ``names``
+    that it lacks (a new dataset object; the original is untouched). Plain attribute names are
+    left alone; an intersection of attributes the dataset does not have raises a KeyError naming
+    the attributes it has. This lets any method train on intersectional groups (FairTune App. A:
+    age × sex → 4 groups) by naming ``attribute="sex&age"``.
+    """
+    from dataclasses import replace
+
+    missing = [name for name in dict.fromkeys(names) if "&" in name and name not in dataset.attributes]
+    if not missing:
+        return dataset
+    table = dataset.table.copy()
+    for name in missing:
+        parts = [part.strip() for part in name.split("&")]
+        unknown = [part for part in parts if part not in dataset.attributes]
+        if unknown:
+            raise KeyError(f"intersection {name!r}: dataset {dataset.name!r} has no attribute {unknown}; has {dataset.attributes}")
+        table[GROUP_PREFIX + intersection_name(parts)] = intersect(table, parts)
+    return replace(dataset, table=table)
+
+
 def intersect(table: pd.DataFrame, attributes: Sequence[str]) -> pd.Series:
     """Intersectional groups, e.g. ``intersect(t, ["sex", "age"])`` → ``"female & >60"``.
 
