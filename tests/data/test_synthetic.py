@@ -447,3 +447,15 @@ def test_invalid_config_names_the_bad_key(config, message):
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(KeyError, match="cxr-sex-prevalence"):
         make_synthetic("cxr-sex-prevalance")
+
+
+def test_both_paths_preset_has_the_prevalence_gap_and_the_reversed_tag():
+    t = preset_data("cxr-sex-shortcut-prevalence", 4000).table
+    women, train, test = t["group:sex"] == "female", t["split"] == "train", t["split"] == "test"
+    prevalence = t.groupby("group:sex")["true_label"].mean()
+    assert prevalence["female"] - prevalence["male"] == pytest.approx(0.3, abs=0.05)  # indirect path
+    assert not t.loc[~women, "shortcut_marker"].any()
+    tagged_train = t[women & train].groupby("true_label")["shortcut_marker"].mean()
+    assert tagged_train[1] == pytest.approx(0.9, abs=0.05) and tagged_train[0] == 0  # tag ⇒ disease in training
+    tagged_test = t[women & test].groupby("true_label")["shortcut_marker"].mean()
+    assert tagged_test[1] == 0 and tagged_test[0] > 0.5  # reversed: the tag marks healthy women in test

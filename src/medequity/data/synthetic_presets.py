@@ -111,6 +111,22 @@ def cxr_sex_shortcut() -> dict[str, Any]:
     }
 
 
+@register_preset("cxr-sex-shortcut-prevalence")
+def cxr_sex_shortcut_prevalence() -> dict[str, Any]:
+    """Chest radiographs, both paths: disease 30 points more common in women, and the corner tag shortcut.
+
+    The indirect path S→Y→X of ``cxr-sex-prevalence`` plus the direct path of ``cxr-sex-shortcut``
+    (tag on 90% of diseased women's training films, reversed in test). Fair Diagnosis' case for
+    conditioning on Y (Theorem 1): removing the direct path must leave the prevalence difference,
+    so DP stays while ADF falls; an unconditioned adversary (FAAP) fights both.
+    """
+    return {
+        "modality": "cxr",
+        "prevalence": {"attribute": "sex", "strength": 0.3},
+        "shortcut": {"attribute": "sex", "strength": 0.9, "test": "reversed"},
+    }
+
+
 @register_preset("cxr-age-label-noise")
 def cxr_age_label_noise() -> dict[str, Any]:
     """Chest radiographs, annotation bias: 20% of labels of patients over 60 are flipped.
