@@ -62,6 +62,8 @@ def test_mechanism_follows_the_preset_knobs():
     assert mechanism("cxr-sex-shortcut") == "direct"
     assert mechanism("cxr-acquisition") == "direct"
     assert mechanism("cxr-sex-prevalence") == "indirect"
+    assert mechanism("cxr-sex-shortcut-prevalence") == "both"
+    assert mechanism("cxr-sex-shortcut-prevalence", {"shortcut": None}) == "indirect"
     with pytest.raises(ValueError, match="neither a direct"):
         mechanism("fundus-race-difficulty")
 
