@@ -28,6 +28,13 @@ non-White patients, so the pooled step-0 head is already near the oracle (test o
 (non-White: 0.6975 vs 0.7046): FairDi's premise (teachers beat the shared model on their own
 group) does not hold, and the student, one linear head compromising between two, loses about 0.02
 worst-group AUC. Under-representation is where FairDi's claim holds on our data.
+
+With ``table3=True`` (derm, 3 seeds, means) the other Table 3 rows read: ERM worst-group AUC 0.820
+(gap 0.016), ERM + CutMix 0.767, FIS 0.819, FIS + CutMix (step 0) 0.767, student 0.799. CutMix costs
+~0.05 worst-group AUC here: at 32 px the lesion covers a small central patch, so a pasted box
+often adds or removes the lesion while the label is mixed by area. The student recovers most of
+it (the claim above) but does not beat plain ERM on this data — Table 3's ERM row does not
+reproduce at this scale. ``fairdi_params={"cutmix": False}`` is the ablation to try.
 """
 
 from __future__ import annotations
