@@ -96,3 +96,16 @@ def test_fair_diagnosis_with_both_paths_removes_the_direct_one_only():
     assert result.passed, result.summary()
     assert result.settings["mechanism"] == "both"
     assert {claim.name for claim in result.claims} == {"shortcut_present", "adf_drop", "accuracy", "dp_kept"}
+
+
+def test_fairtune_mask_check_runs_on_a_vit_in_the_36_bit_space():
+    """Plumbing of ``model="vit"`` (4 blocks → 12 bits) at a budget too small to judge the claim
+    (2 trials of 1 epoch): the claim compares the two tuned values of the table."""
+    result = validate_fairtune_mask(model="vit", trials=2, epochs=1, size="quick")
+    table = result.table.set_index("model")
+    assert result.settings["space"] == "full" and len(result.settings["searched_groups"]) == 12
+    assert len(table.loc["FairTune", "mask"]) == 12
+    claim = result.claim("mask_vs_full_ft")
+    assert claim.observed == table.loc["FairTune", "val_worst_group_auc"]
+    assert claim.bound == table.loc["Full FT", "val_worst_group_auc"]
+    assert claim.passed == (claim.observed >= claim.bound)
