@@ -80,7 +80,8 @@ def _as_spec(spec_like):
 
 
 def ablation_test_split(spec):
-    """The test split as the trainer sees it, built exactly as :func:`run_experiment` builds it."""
+    """The test split as the trainer sees it, built exactly as :func:`run_experiment` builds it; a
+    finished run carries it already (``RunResult.test_data``), so this is for when none is at hand."""
     from medequity.data.transforms import build_transform
     from medequity.models import create_backbone
     from medequity.pipeline import load_experiment_data
@@ -117,24 +118,20 @@ def fairdi_ablation(spec_like, *, fairdi_params: dict[str, Any] | None = None, t
     user_config = TrainConfig(**{"seed": spec.seed, **spec.train})
     fairdi = create_method("fairdi", **fairdi_params)
     step0_train = asdict(fairdi.stage_config(user_config, "step0"))
-    test = ablation_test_split(spec)
 
     rows = []
-
-    def add(label: str, stage: str, model, method) -> None:
-        scores = trainer.predict(model, method, test, user_config)
-        rows.append({"model": label, "stage": stage, **auc_summary(test.labels, scores, test.groups, test.group_names)})
-
     for label, method, params in STEP0_VARIANTS:
         if progress is not None:
             progress(f"training {label}")
         run = run_experiment(replace(spec, method=method, method_params=dict(params), train=dict(step0_train)), trainer=trainer)
-        add(label, "baseline", run.model, run.method)
+        test = run.test_data  # the split its test predictions were made on (same rows, same order)
+        scores = run.predictions.loc[run.predictions.split == "test", "score"].to_numpy()
+        rows.append({"model": label, "stage": "baseline", **auc_summary(test.labels, scores, test.groups, test.group_names)})
 
     if progress is not None:
         progress("training FairDi (step 0, teachers, student)")
     run = run_experiment(replace(spec, method="fairdi", method_params=fairdi_params), trainer=trainer)
-    frame = pd.concat([pd.DataFrame(rows), fairdi_rows(run, test, trainer, user_config)], ignore_index=True)
+    frame = pd.concat([pd.DataFrame(rows), fairdi_rows(run, run.test_data, trainer, user_config)], ignore_index=True)
     frame.attrs["fairdi_log"] = run.method_log
     return frame
 

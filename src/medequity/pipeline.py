@@ -18,7 +18,7 @@ from medequity.data import GROUP_PREFIX, create_dataset
 from medequity.data.attributes import with_intersections
 from medequity.data.splits import get_splits
 from medequity.data.transforms import build_transform
-from medequity.metrics import group_metrics
+from medequity.metrics import GroupMetricResult, group_metrics
 from medequity.metrics.thresholds import resolve_threshold
 from medequity.training.data import make_split_data
 from medequity.training.trainer import TrainConfig, Trainer
@@ -76,6 +76,10 @@ class RunResult:
     method_log: dict = field(default_factory=dict)
     model: Any = None  # the trained model (not serialised by the results store)
     method: Any = None
+    # What ``metrics``/``summaries`` were made from (not serialised): save_run's audit report reuses
+    # them instead of running the bootstrap and permutation tests again.
+    group_results: dict[str, GroupMetricResult] = field(default_factory=dict)
+    test_data: Any = None  # the test SplitData the model was evaluated on (explanations reuse it)
 
 
 def load_experiment_data(spec: ExperimentSpec):
@@ -135,22 +139,31 @@ def run_experiment(spec: ExperimentSpec, *, progress=None, trainer: Trainer | No
                 frame[column] = table[column].astype(object).to_numpy()
         frames.append(frame)
     predictions = pd.concat(frames, ignore_index=True)
-    metrics, summaries = evaluate_predictions(predictions[predictions.split == "test"], spec.eval_attributes or dataset.attributes,
-                                              n_boot=spec.n_boot, n_permutations=spec.n_permutations, seed=spec.seed)
+    results = evaluate_predictions(predictions[predictions.split == "test"], spec.eval_attributes or dataset.attributes,
+                                   n_boot=spec.n_boot, n_permutations=spec.n_permutations, seed=spec.seed)
+    metrics, summaries = tidy_results(results)
     return RunResult(spec, predictions, metrics, summaries, fit.history, threshold.to_dict(), fit.best_epoch,
-                     time.perf_counter() - start, dict(method.log), model, method)
+                     time.perf_counter() - start, dict(method.log), model, method, results, data["test"])
 
 
-def evaluate_predictions(test: pd.DataFrame, attributes, *, n_boot: int, n_permutations: int, seed: int):
-    """Tidy per-group metrics and gap summaries on a test predictions table, one block per attribute."""
-    metric_frames, summary_frames = [], []
-    for attribute in attributes:
-        result = group_metrics(test["label"].to_numpy(), test["score"].to_numpy(), y_pred=test["pred"].to_numpy(),
-                               sensitive_features=test[GROUP_PREFIX + attribute].rename(attribute), n_boot=n_boot,
-                               n_permutations=n_permutations, random_state=seed)
-        metric_frames.append(result.to_frame().assign(attribute=attribute))
-        summary_frames.append(result.summaries().assign(attribute=attribute))
-    return pd.concat(metric_frames, ignore_index=True), pd.concat(summary_frames, ignore_index=True)
+def evaluate_predictions(test: pd.DataFrame, attributes, *, n_boot: int, n_permutations: int,
+                         seed: int) -> dict[str, GroupMetricResult]:
+    """Per-group metrics with bootstrap CIs and gap tests of a test predictions table, per attribute.
+
+    Called the way :func:`medequity.audit.audit` calls :func:`group_metrics` (its defaults, the
+    table's hard predictions), so :func:`save_run` can hand these results to the audit as they are.
+    """
+    return {attribute: group_metrics(test["label"].to_numpy(), test["score"].to_numpy(), y_pred=test["pred"].to_numpy(),
+                                     sensitive_features=test[GROUP_PREFIX + attribute].rename(attribute), n_boot=n_boot,
+                                     n_permutations=n_permutations, random_state=seed)
+            for attribute in attributes}
+
+
+def tidy_results(results: dict[str, GroupMetricResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metrics, summaries): the tidy tables of :class:`RunResult`, one block per attribute."""
+    metrics = [result.to_frame().assign(attribute=attribute) for attribute, result in results.items()]
+    summaries = [result.summaries().assign(attribute=attribute) for attribute, result in results.items()]
+    return pd.concat(metrics, ignore_index=True), pd.concat(summaries, ignore_index=True)
 
 
 def save_run(result: RunResult, out_dir: str | Path, *, n_boot: int | None = None) -> dict[str, Path]:
@@ -179,9 +192,14 @@ def save_run(result: RunResult, out_dir: str | Path, *, n_boot: int | None = Non
     test = result.predictions[result.predictions.split == "test"].copy()
     attributes = [c for c in test.columns if c.startswith(GROUP_PREFIX)]
     test = test.rename(columns={c: c[len(GROUP_PREFIX):] for c in attributes})
+    n_boot = result.spec.n_boot if n_boot is None else n_boot
+    # The audit thresholds the scores. The run's own results serve it (no second bootstrap) when the
+    # run's predictions are exactly those, i.e. not a post-processing method's, and n_boot is the run's.
+    thresholded = resolve_threshold(result.threshold["value"]).predict(test["score"].to_numpy())
+    reuse = n_boot == result.spec.n_boot and np.array_equal(test["pred"].to_numpy(), thresholded)
     report = audit(test, label="label", score="score", prediction=None, attributes=[c[len(GROUP_PREFIX):] for c in attributes],
-                   threshold=result.threshold["value"], n_boot=result.spec.n_boot if n_boot is None else n_boot,
-                   n_permutations=result.spec.n_permutations, random_state=result.spec.seed)
+                   threshold=result.threshold["value"], n_boot=n_boot, n_permutations=result.spec.n_permutations,
+                   random_state=result.spec.seed, precomputed=result.group_results if reuse else None)
     report.settings["source"] = f"test predictions of {result.spec.method} ({result.spec.usage}, {result.spec.model}) on {result.spec.dataset}"
     paths.update({f"report_{k}": v for k, v in report.save(out).items()})
     paths.update(_save_explanations(result, out))

@@ -84,6 +84,23 @@ def test_write_function_is_seeded_and_returns_the_html(saved_run, tmp_path):
     assert len(first["images"]) == 4
 
 
+def test_explanations_use_the_runs_test_split_and_rebuild_it_only_when_absent(saved_run, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import medequity.explain.report as report
+
+    result, _ = saved_run
+    rebuilt = []
+    original = report._test_split
+    monkeypatch.setattr(report, "_test_split", lambda spec: rebuilt.append(spec) or original(spec))
+    write_fair_diagnosis_explanations(result, tmp_path / "kept", n_images=4)
+    assert rebuilt == []  # the split run_experiment built and evaluated on
+    write_fair_diagnosis_explanations(replace(result, test_data=None), tmp_path / "rebuilt", n_images=4)
+    assert len(rebuilt) == 1
+    kept, again = (json.loads((tmp_path / name / "explanations.json").read_text()) for name in ("kept", "rebuilt"))
+    assert kept["images"] == again["images"]  # the rebuilt split is the same split
+
+
 def test_select_balanced_round_robins_over_cells():
     labels = np.array([0] * 10 + [1] * 2 + [0] * 3 + [1] * 5)
     groups = np.array([0] * 12 + [1] * 8)

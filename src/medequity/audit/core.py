@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pandas as pd
 
 from medequity.audit.inputs import AuditData, load_audit_data
 from medequity.metrics import GroupMetricResult, GroupMetricWarning, group_metrics
+from medequity.metrics._validation import warn_group
 from medequity.metrics.bootstrap import map_chunks, percentile_interval, stratified_counts
 from medequity.metrics.causal import adf_cell_index, adf_weighted
 from medequity.metrics.groups import INTERSECTION_SEP, encode_groups
@@ -203,6 +205,7 @@ def audit(
     ece_bins: str = "unit",
     random_state: int = 0,
     progress=None,
+    precomputed: Mapping[str, GroupMetricResult] | None = None,
 ) -> AuditReport:
     """Audit a predictions table: per-group metrics with CIs, gaps with tests, ADF, intersections.
 
@@ -210,6 +213,10 @@ def audit(
     same columns) rules are fitted there and applied to the audited set (the honest choice).
     ``intersections=True`` adds every pair of attributes; or give the tuples to cross.
     ``progress(done, total, description)`` is called after each attribute (the CLI draws a bar).
+    ``precomputed``: attribute -> :func:`group_metrics` result already computed on exactly these
+    labels, scores and hard predictions with these settings (``medequity train`` evaluated its test
+    predictions while training); used as is, so the bootstrap and permutation tests are not run
+    twice. Attributes it lacks are computed here. Binary (single-task) audits only.
     """
     data = load_audit_data(
         predictions, label=label, score=score, score_prefix=score_prefix, prediction=prediction,
@@ -223,6 +230,13 @@ def audit(
             metadata=metadata, id_column=id_column,
         )
     threshold = _parse_threshold(threshold)
+    precomputed = dict(precomputed or {})
+    if precomputed and len(data.classes) > 1:
+        raise ValueError("precomputed results are for a binary audit (one task)")
+    for name, result in precomputed.items():
+        if (result.n_boot, result.ci, result.random_state) != (n_boot, ci, random_state):
+            raise ValueError(f"precomputed result of {name!r} has n_boot={result.n_boot}, ci={result.ci}, "
+                             f"random_state={result.random_state}; this audit asks for {n_boot}, {ci}, {random_state}")
     frame = data.frame
     crosses = _intersections(data.attributes, intersections)
     caught_messages: list[str] = []
@@ -250,18 +264,23 @@ def audit(
             for attribute_set in [(a,) for a in data.attributes] + crosses:
                 features = frame[list(attribute_set)]
                 name = INTERSECTION_SEP.join(attribute_set)
-                try:
-                    result = group_metrics(
-                        y, s, y_pred=pred, sensitive_features=features, metrics=metrics, threshold=resolved,
-                        n_boot=n_boot, n_permutations=n_permutations, ci=ci, min_group_size=min_group_size,
-                        missing=missing, ece_bins=ece_bins, random_state=random_state,
-                    )
-                except ValueError as exc:
-                    caught_messages.append(f"{task_name} / {name}: skipped — {exc}")
-                    done += 1
-                    continue
+                if name in precomputed:
+                    result = precomputed[name]
+                    for message in result.warnings:  # reported as if computed here, in the same order
+                        warn_group(message)
+                else:
+                    try:
+                        result = group_metrics(
+                            y, s, y_pred=pred, sensitive_features=features, metrics=metrics, threshold=resolved,
+                            n_boot=n_boot, n_permutations=n_permutations, ci=ci, min_group_size=min_group_size,
+                            missing=missing, ece_bins=ece_bins, random_state=random_state,
+                        )
+                    except ValueError as exc:
+                        caught_messages.append(f"{task_name} / {name}: skipped — {exc}")
+                        done += 1
+                        continue
                 if resolved is not None:
-                    result.threshold = resolved
+                    result = replace(result, threshold=resolved)  # a copy: a precomputed result stays as given
                 results[name] = result
                 groups = encode_groups(features, len(y), missing=missing, require_two=False)
                 adf_values[name] = adf_with_interval(y, np.asarray(pred, dtype=np.int64), groups, n_boot=n_boot, ci=ci,

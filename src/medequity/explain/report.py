@@ -86,7 +86,8 @@ def _json_log(log: dict) -> dict[str, list]:
 
 
 def _test_split(spec):
-    """The run's test split as the model saw it (same dataset, split and transform)."""
+    """The run's test split as the model saw it (same dataset, split and transform), rebuilt from the
+    spec: only for a result that does not carry it (``RunResult.test_data``)."""
     from medequity.data.transforms import build_transform
     from medequity.models import create_backbone
     from medequity.pipeline import load_experiment_data
@@ -175,7 +176,9 @@ def explain_fair_diagnosis(result, out_dir: str | Path, n_images: int = 8) -> di
     if generator is None or generator.__class__.__name__ == "MLPMaskGenerator":
         logger.warning("Fair Diagnosis explanations skipped: Grad-CAM needs image inputs (4-D x); this run trained on features")
         return None
-    data = _test_split(spec)
+    data = getattr(result, "test_data", None)
+    if data is None:
+        data = _test_split(spec)
     index = select_balanced(data.labels, data.groups, n_images, seed=spec.seed)
     if len(index) == 0:
         logger.warning("Fair Diagnosis explanations skipped: no test image with a known group")
