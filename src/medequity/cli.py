@@ -54,7 +54,7 @@ def audit_command(
     label: Annotated[str | None, typer.Option(help="Label column (detected if omitted).")] = None,
     score: Annotated[list[str] | None, typer.Option(help="Score column (probability of the positive class); repeat for per-class scores.")] = None,
     score_prefix: Annotated[str | None, typer.Option(help="Per-class score columns share this prefix, e.g. 'p_' for p_mel, p_nv.")] = None,
-    prediction: Annotated[str | None, typer.Option(help="Hard-prediction column, used when no score is given.")] = None,
+    prediction: Annotated[str | None, typer.Option(help="Hard-prediction column: the model's own decisions (threshold metrics use it, AUC the score).")] = None,
     positive_label: Annotated[str | None, typer.Option(help="Label value of the positive class when labels are not 0/1.")] = None,
     attribute: Annotated[list[str] | None, typer.Option("--attribute", "-a", help="Sensitive attribute column (repeat).")] = None,
     bin_rule: Annotated[list[str] | None, typer.Option("--bin", help="Bin a continuous attribute: 'age=>60', 'age=>=60', 'age=40,60,80', 'age=q4'.")] = None,

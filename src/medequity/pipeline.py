@@ -193,14 +193,20 @@ def save_run(result: RunResult, out_dir: str | Path, *, n_boot: int | None = Non
     attributes = [c for c in test.columns if c.startswith(GROUP_PREFIX)]
     test = test.rename(columns={c: c[len(GROUP_PREFIX):] for c in attributes})
     n_boot = result.spec.n_boot if n_boot is None else n_boot
-    # The audit thresholds the scores. The run's own results serve it (no second bootstrap) when the
-    # run's predictions are exactly those, i.e. not a post-processing method's, and n_boot is the run's.
+    # The report audits the run's own decisions: the scores cut at the run's threshold, or, for a
+    # post-processing method (ThresholdOptimizer, reject option), its per-group decisions. Either
+    # way they are what run_experiment evaluated, so its results serve (no second bootstrap)
+    # unless a different n_boot is asked for.
     thresholded = resolve_threshold(result.threshold["value"]).predict(test["score"].to_numpy())
-    reuse = n_boot == result.spec.n_boot and np.array_equal(test["pred"].to_numpy(), thresholded)
-    report = audit(test, label="label", score="score", prediction=None, attributes=[c[len(GROUP_PREFIX):] for c in attributes],
-                   threshold=result.threshold["value"], n_boot=n_boot, n_permutations=result.spec.n_permutations,
-                   random_state=result.spec.seed, precomputed=result.group_results if reuse else None)
+    post_processed = not np.array_equal(test["pred"].to_numpy(), thresholded)
+    reuse = n_boot == result.spec.n_boot
+    report = audit(test, label="label", score="score", prediction="pred" if post_processed else None,
+                   attributes=[c[len(GROUP_PREFIX):] for c in attributes], threshold=result.threshold["value"], n_boot=n_boot,
+                   n_permutations=result.spec.n_permutations, random_state=result.spec.seed,
+                   precomputed=result.group_results if reuse else None)
     report.settings["source"] = f"test predictions of {result.spec.method} ({result.spec.usage}, {result.spec.model}) on {result.spec.dataset}"
+    if post_processed:
+        report.settings["decisions"] = f"{result.spec.method}'s own post-processed decisions (not one threshold on the scores)"
     paths.update({f"report_{k}": v for k, v in report.save(out).items()})
     paths.update(_save_explanations(result, out))
     return paths

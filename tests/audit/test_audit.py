@@ -91,3 +91,28 @@ def test_group_with_one_class_is_nan_not_crash():
     assert np.isnan(result.values["auc"][1 + result.groups.index("c")])
     assert np.isnan(result.summary("auc", "gap"))
     assert any("undefined" in w and "'c'" in w for w in report.warnings)
+
+
+def test_explicit_predictions_with_scores_give_the_decisions_and_scores_give_auc():
+    """A model's own hard decisions (e.g. per-group thresholds) are audited as given; AUC still
+    comes from the scores. Reference: scikit-learn on the same arrays."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import recall_score, roc_auc_score
+
+    from medequity.audit import audit
+
+    rng = np.random.default_rng(4)
+    n = 600
+    sex = rng.choice(["F", "M"], n)
+    y = rng.integers(0, 2, n)
+    score = np.clip(0.5 + (y - 0.5) * 0.4 + rng.normal(0, 0.25, n), 0, 1)
+    decision = (score >= np.where(sex == "F", 0.3, 0.7)).astype(int)  # per-group thresholds
+    table = pd.DataFrame({"label": y, "score": score, "decision": decision, "sex": sex})
+    report = audit(table, label="label", score="score", prediction="decision", attributes=["sex"], n_boot=0,
+                   n_permutations=0)
+    groups = report.groups_frame()
+    for g in ("F", "M"):
+        rows = groups[(groups.group == g) & (groups.attribute == "sex")].set_index("metric")["value"]
+        assert rows["tpr"] == pytest.approx(recall_score(y[sex == g], decision[sex == g]))
+        assert rows["auc"] == pytest.approx(roc_auc_score(y[sex == g], score[sex == g]))

@@ -89,19 +89,30 @@ def test_save_run_does_not_bootstrap_the_evaluated_attributes_again(erm_run, tmp
     assert _comparable(saved) == _comparable(json.loads(_direct_audit(erm_run, 25).to_json()))
 
 
-def test_post_processing_predictions_are_audited_as_before(tmp_path, monkeypatch):
-    """A post-processing method's own decisions are not the thresholded scores the report audits:
-    its results are not reused, and the report equals the direct audit."""
+def test_post_processing_decisions_are_what_the_report_audits(tmp_path, monkeypatch):
+    """ThresholdOptimizer decides per group: the report's threshold metrics are those of its own
+    decisions (the ``pred`` column), not of one threshold on its scores, and the run's results
+    (which evaluated the same decisions) serve the report without a second bootstrap."""
+    import numpy as np
+    import pandas as pd
+
     import medequity.audit.core as core
 
     result = _run(tmp_path, method="threshold_optimizer")
+    test = result.predictions[result.predictions.split == "test"]
+    assert not np.array_equal(test["pred"].to_numpy(), (test["score"].to_numpy() >= result.threshold["value"]).astype(int))
     calls = []
     original = core.group_metrics
     monkeypatch.setattr(core, "group_metrics", lambda *a, **k: calls.append(1) or original(*a, **k))
     paths = _save(result, tmp_path / "run")
-    assert len(calls) == 3
+    assert calls == []  # every attribute was evaluated by the run
+    groups = pd.read_csv(paths["report_groups"])
+    sex = groups[(groups.attribute == "sex") & (groups.metric == "tpr")].set_index("group")["value"]
+    for group, rows in test.groupby("group:sex"):
+        positives = rows[rows.label == 1]
+        assert sex[group] == pytest.approx(positives["pred"].mean())  # TPR of the method's own decisions
     saved = json.loads(paths["report_json"].read_text())
-    assert _comparable(saved) == _comparable(json.loads(_direct_audit(result, result.spec.n_boot).to_json()))
+    assert "post-processed decisions" in saved["settings"]["decisions"]
 
 
 def test_audit_refuses_precomputed_results_of_other_settings(erm_run):

@@ -209,6 +209,9 @@ def audit(
 ) -> AuditReport:
     """Audit a predictions table: per-group metrics with CIs, gaps with tests, ADF, intersections.
 
+    ``prediction``: a hard-prediction column; with a score column too, threshold metrics (TPR,
+    FPR, DP, EO, ADF, …) use it and ``threshold`` is not applied — the audited model's own
+    decisions, e.g. per-group thresholds — while AUC and calibration use the scores.
     ``threshold``: a number, ``"best_f1"`` or ``"youden"``; with ``validation`` (a table with the
     same columns) rules are fitted there and applied to the audited set (the honest choice).
     ``intersections=True`` adds every pair of attributes; or give the tuples to cross.
@@ -249,7 +252,9 @@ def audit(
             y = (frame[data.label] == positive).to_numpy().astype(np.int8)
             score_column = data.scores.get(task_name)
             s = frame[score_column].to_numpy(dtype=np.float64) if score_column is not None else None
-            if data.prediction is not None and score_column is None:
+            # An explicit prediction column gives the hard decisions (e.g. a post-processing method's
+            # per-group ones); scores still give AUC and calibration. One-vs-rest tasks threshold.
+            if data.prediction is not None and (score_column is None or len(data.classes) == 1):
                 pred = frame[data.prediction].to_numpy()
                 resolved = None
             else:
