@@ -79,22 +79,6 @@ def _as_spec(spec_like):
     return ExperimentSpec.from_dict(dict(spec_like))
 
 
-def ablation_test_split(spec):
-    """The test split as the trainer sees it, built exactly as :func:`run_experiment` builds it; a
-    finished run carries it already (``RunResult.test_data``), so this is for when none is at hand."""
-    from medequity.data.transforms import build_transform
-    from medequity.models import create_backbone
-    from medequity.pipeline import load_experiment_data
-    from medequity.training.data import make_split_data
-
-    dataset = load_experiment_data(spec)
-    test = dataset.subset(np.flatnonzero(dataset.table["split"].astype(str).to_numpy() == "test"))
-    group_names = tuple(sorted(dataset.groups(spec.attribute).dropna().astype(str).unique()))
-    backbone = create_backbone(spec.model, cache_dir=spec.cache_dir, **spec.model_options)
-    transform = build_transform(spec.transform or backbone.transform_config())
-    return make_split_data(test, spec.attribute, transform, group_names)
-
-
 def fairdi_ablation(spec_like, *, fairdi_params: dict[str, Any] | None = None, trainer=None,
                     progress=None) -> pd.DataFrame:
     """FairDi Table 3 on one (dataset, attribute): a DataFrame, one row per model (see module doc).

@@ -93,6 +93,21 @@ def load_experiment_data(spec: ExperimentSpec):
     return dataset
 
 
+def rebuild_split_data(spec: ExperimentSpec, split: str = "test"):
+    """A split as :func:`run_experiment` fed it to the model (same dataset, split, groups and
+    transform), rebuilt from the spec: for a result that does not carry it (``RunResult.test_data``)."""
+    dataset = load_experiment_data(spec)
+    part = dataset.subset(np.flatnonzero(dataset.table["split"].astype(str).to_numpy() == split))
+    group_names = tuple(sorted(dataset.groups(spec.attribute).dropna().astype(str).unique()))
+    config = spec.transform
+    if config is None:  # what the backbone expects; random init only (never load a checkpoint here)
+        from medequity.models import create_backbone
+
+        options = {k: v for k, v in spec.model_options.items() if k != "checkpoint"}
+        config = create_backbone(spec.model, cache_dir=spec.cache_dir, **options).transform_config()
+    return make_split_data(part, spec.attribute, build_transform(config), group_names)
+
+
 def run_experiment(spec: ExperimentSpec, *, progress=None, trainer: Trainer | None = None) -> RunResult:
     """Train and evaluate one (dataset, model, usage, method, attribute, seed) cell."""
     from medequity.methods import create_method

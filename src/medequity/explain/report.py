@@ -85,25 +85,6 @@ def _json_log(log: dict) -> dict[str, list]:
     return out
 
 
-def _test_split(spec):
-    """The run's test split as the model saw it (same dataset, split and transform), rebuilt from the
-    spec: only for a result that does not carry it (``RunResult.test_data``)."""
-    from medequity.data.transforms import build_transform
-    from medequity.models import create_backbone
-    from medequity.pipeline import load_experiment_data
-    from medequity.training.data import make_split_data
-
-    dataset = load_experiment_data(spec)
-    test = dataset.subset(np.flatnonzero(dataset.table["split"].astype(str).to_numpy() == "test"))
-    known = dataset.groups(spec.attribute).dropna().astype(str)
-    group_names = tuple(sorted(known.unique()))
-    config = spec.transform
-    if config is None:  # what the backbone expects; random init only (never load/train a checkpoint here)
-        options = {k: v for k, v in spec.model_options.items() if k != "checkpoint"}
-        config = create_backbone(spec.model, cache_dir=spec.cache_dir, **options).transform_config()
-    return make_split_data(test, spec.attribute, build_transform(config), group_names)
-
-
 def select_balanced(labels: np.ndarray, groups: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """Up to ``n`` indices, round-robin over the (known group, label) cells, each cell shuffled by ``seed``."""
     rng = np.random.default_rng(seed)
@@ -178,7 +159,9 @@ def explain_fair_diagnosis(result, out_dir: str | Path, n_images: int = 8) -> di
         return None
     data = getattr(result, "test_data", None)
     if data is None:
-        data = _test_split(spec)
+        from medequity.pipeline import rebuild_split_data
+
+        data = rebuild_split_data(spec)
     index = select_balanced(data.labels, data.groups, n_images, seed=spec.seed)
     if len(index) == 0:
         logger.warning("Fair Diagnosis explanations skipped: no test image with a known group")

@@ -79,7 +79,7 @@ def validate_fairdi(preset: str = DEFAULT_PRESET, attribute: str | None = None, 
     also trains the ERM, ERM + CutMix and FIS rows of Table 3 (three more runs per seed).
     """
     from medequity.data.synthetic import oracle_group_auc
-    from medequity.fairdi_ablation import STEP0_ROW, STUDENT_ROW, ablation_test_split, fairdi_ablation, fairdi_rows
+    from medequity.fairdi_ablation import STEP0_ROW, STUDENT_ROW, fairdi_ablation, fairdi_rows
     from medequity.pipeline import load_experiment_data, run_experiment
     from medequity.training.trainer import TrainConfig, Trainer
 
@@ -103,7 +103,7 @@ def validate_fairdi(preset: str = DEFAULT_PRESET, attribute: str | None = None, 
             else:
                 trainer = Trainer()
                 run = run_experiment(spec, trainer=trainer)
-                frame = fairdi_rows(run, ablation_test_split(spec), trainer, TrainConfig(**{"seed": seed, **spec.train}))
+                frame = fairdi_rows(run, run.test_data, trainer, TrainConfig(**{"seed": seed, **spec.train}))
         oracle[seed] = {str(k): float(v) for k, v in oracle_group_auc(load_experiment_data(spec), attribute, split="test").items()}
         frames.append(frame.assign(seed=seed))
     rows = pd.concat(frames, ignore_index=True)
