@@ -304,6 +304,7 @@ def open_study(name: str, config: FairTuneConfig, direction: str) -> optuna.Stud
     """Create or load the study: TPE (seeded) + successive halving (App. A.5)."""
     pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=config.min_resource, reduction_factor=config.reduction_factor,
                                                     min_early_stopping_rate=0, bootstrap_count=0)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress bar and tables say what happens
     study = optuna.create_study(study_name=name, storage=config.storage, direction=direction, pruner=pruner,
                                 sampler=optuna.samplers.TPESampler(seed=config.seed), load_if_exists=True)
     # Offset the seed by the trials already there: a resumed search must not redraw the first
@@ -322,7 +323,6 @@ def _optimize(study: optuna.Study, objective_fn, total: int, *, show_progress: b
     if remaining <= 0:
         return
     stop = optuna.study.MaxTrialsCallback(total, states=FINISHED)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not show_progress:
         study.optimize(objective_fn, n_trials=remaining, callbacks=[stop])
         return
