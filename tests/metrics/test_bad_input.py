@@ -228,14 +228,18 @@ def test_one_class_group_gives_nan_auc_and_warning():
 
 def test_one_class_group_in_sample_level_functions_is_nan_not_zero():
     y = _one_class_case()
-    assert np.isnan(auc_gap(y, S, sensitive_features=G))
-    assert np.isnan(worst_group_auc(y, S, sensitive_features=G))
+    with pytest.warns(GroupMetricWarning, match="auc is undefined"):
+        assert np.isnan(auc_gap(y, S, sensitive_features=G))
+    with pytest.warns(GroupMetricWarning, match="auc is undefined"):
+        assert np.isnan(worst_group_auc(y, S, sensitive_features=G))
     # A group without positives has no TPR: the equal-opportunity gap is NaN (fairlearn says 0).
     y2 = Y.copy()
     y2[G == "b"] = 0
     pred = (S > 0.5).astype(int)
-    assert np.isnan(equal_opportunity_difference(y2, pred, sensitive_features=G))
-    assert np.isnan(equalized_odds_difference(y2, pred, sensitive_features=G))
+    with pytest.warns(GroupMetricWarning, match="tpr is undefined .* 'b'.*no positive samples"):
+        assert np.isnan(equal_opportunity_difference(y2, pred, sensitive_features=G))
+    with pytest.warns(GroupMetricWarning, match="tpr is undefined"):
+        assert np.isnan(equalized_odds_difference(y2, pred, sensitive_features=G))
 
 
 def test_small_groups_flagged_in_counts():
@@ -278,3 +282,20 @@ def test_distinct_group_values_with_the_same_name_are_not_merged():
     # equal values of different types are one value, and 'missing' without missing values is fine
     assert encode_groups(np.array([1, 1.0, 2, 2.0], dtype=object)).names == ("1", "2")
     assert encode_groups(np.array(["missing", "a"], dtype=object), missing="category").names == ("a", "missing")
+
+
+def test_sample_level_gaps_warn_which_group_is_undefined():
+    """METRICS.md "Bad input": NaN for that group plus a warning — also from the one-number
+    functions, not only from group_metrics."""
+    import numpy as np
+
+    from medequity.metrics import auc_gap, equal_opportunity_difference
+
+    y = np.array([0, 1, 0, 1, 1, 1])
+    score = np.array([0.1, 0.9, 0.2, 0.8, 0.7, 0.6])
+    sex = np.array(["F", "F", "F", "F", "M", "M"])
+    with pytest.warns(GroupMetricWarning, match=r"auc is undefined \(NaN\) for group 'M'.*only one class"):
+        assert np.isnan(auc_gap(y, score, sensitive_features=sex))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # TPR is defined in both groups: no warning
+        assert equal_opportunity_difference(y, (score > 0.5).astype(int), sensitive_features=sex) == 0.0

@@ -32,18 +32,10 @@ from medequity.metrics.bootstrap import (
 from medequity.metrics.calibration import ece_bin_index
 from medequity.metrics.groups import Groups, encode_groups
 from medequity.metrics.thresholds import Threshold, resolve_threshold
-from medequity.metrics.weighted import SampleSet, get_metric
+from medequity.metrics.weighted import SampleSet, get_metric, undefined_message
 
 DEFAULT_METRICS = ("auc", "acc", "tpr", "tnr", "fpr", "fnr", "ppv", "selection_rate", "ece", "bce")
 SCORE_ONLY_METRICS = ("auc", "ece", "bce")
-_REQUIREMENT_TEXT = {
-    "both": "it has samples of only one class",
-    "pos": "it has no positive samples",
-    "neg": "it has no negative samples",
-    "pred_pos": "no sample is predicted positive",
-    "pred_neg": "no sample is predicted negative",
-    "any": "it has no samples",
-}
 
 
 class _Evaluator:
@@ -268,19 +260,8 @@ def _counts_table(y, pred, groups: Groups, min_group_size: int) -> pd.DataFrame:
 
 
 def _explain_nans(result_values, metrics, counts: pd.DataFrame, attribute: str) -> list[str]:
-    messages = []
-    requirement_column = {"pos": "n_pos", "neg": "n_neg", "pred_pos": "n_pred_pos", "pred_neg": "n_pred_neg"}
-    for metric in metrics:
-        spec = get_metric(metric)
-        for g, group in enumerate(counts.index[1:]):
-            if np.isnan(result_values[metric][g + 1]):
-                if spec.requires == "both":
-                    reason = _REQUIREMENT_TEXT["both"]
-                else:
-                    column = requirement_column.get(spec.requires)
-                    reason = _REQUIREMENT_TEXT[spec.requires] if column else "its value is undefined"
-                messages.append(f"{metric} is undefined (NaN) for group {group!r} of {attribute!r}: {reason}")
-    return messages
+    return [undefined_message(metric, group, attribute) for metric in metrics
+            for g, group in enumerate(counts.index[1:]) if np.isnan(result_values[metric][g + 1])]
 
 
 def group_metrics(

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from medequity.metrics import aggregate
-from medequity.metrics._validation import check_binary, check_same_length, check_scores
+from medequity.metrics._validation import check_binary, check_same_length, check_scores, warn_group
 from medequity.metrics.calibration import ece_bin_index
 from medequity.metrics.groups import encode_groups
 from medequity.metrics.thresholds import best_f1_threshold
-from medequity.metrics.weighted import SampleSet, evaluate
+from medequity.metrics.weighted import SampleSet, evaluate, undefined_message
 
 
 def group_values(
@@ -42,6 +42,9 @@ def group_values(
 
     overall = float(evaluate(metric, sample_set(np.arange(n)))[0])
     per_group = np.array([evaluate(metric, sample_set(index))[0] for index in groups.indices()])
+    for name, value in zip(groups.names, per_group):
+        if np.isnan(value):  # the gap built on it is NaN too: say which group and why
+            warn_group(undefined_message(metric, name, groups.attribute))
     return overall, per_group, groups.names
 
 

@@ -62,6 +62,23 @@ def get_metric(name: str) -> MetricSpec:
     return METRICS.create(name)
 
 
+_REQUIREMENT_TEXT = {
+    "both": "it has samples of only one class",
+    "pos": "it has no positive samples",
+    "neg": "it has no negative samples",
+    "pred_pos": "no sample is predicted positive",
+    "pred_neg": "no sample is predicted negative",
+    "any": "it has no samples",
+}
+
+
+def undefined_message(metric: str, group, attribute: str) -> str:
+    """Why ``metric`` is NaN for a group, in the words every report and warning uses (METRICS.md
+    "Bad input": NaN for that group plus a warning that the report shows)."""
+    reason = _REQUIREMENT_TEXT.get(get_metric(metric).requires, "its value is undefined")
+    return f"{metric} is undefined (NaN) for group {group!r} of {attribute!r}: {reason}"
+
+
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
