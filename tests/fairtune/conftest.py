@@ -1,9 +1,7 @@
-"""Shared tiny set-up: a 2-block ViT (embed 32) on 300 synthetic 32-pixel images, one torch thread."""
+"""Shared tiny set-up: a 2-block ViT (embed 32) on 300 synthetic 32-pixel images."""
 
 from __future__ import annotations
 
-import pytest
-import torch
 
 from medequity.pipeline import ExperimentSpec
 
@@ -17,12 +15,3 @@ def tiny_spec(epochs: int = 1, **changes) -> ExperimentSpec:
                 eval_attributes=["sex"])
     spec.update(changes)
     return ExperimentSpec(**spec)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The CPU is shared: several torch threads per process oversubscribe it and run ~20x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

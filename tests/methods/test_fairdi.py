@@ -22,15 +22,6 @@ from medequity.models.classifier import Classifier
 from medequity.training.trainer import TrainConfig, Trainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the CPU is shared: one thread is much faster than oversubscribed ones
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def two_class_kl(p_logits_2: torch.Tensor, q_logits_2: torch.Tensor) -> torch.Tensor:
     """KL(P‖Q) of two 2-class softmaxes given their (B, 2) logits, directly: Σ_k p_k log(p_k/q_k)."""
     p, q = torch.softmax(p_logits_2, dim=1), torch.softmax(q_logits_2, dim=1)

@@ -6,7 +6,6 @@ import json
 import warnings
 
 import pytest
-import torch
 
 from medequity.audit import audit
 from medequity.data import GROUP_PREFIX
@@ -15,7 +14,6 @@ from medequity.data import GROUP_PREFIX
 def _run(tmp_path, method="erm", **spec):
     from medequity.pipeline import ExperimentSpec, run_experiment
 
-    torch.set_num_threads(1)
     options = dict(dataset="synthetic", dataset_options={"preset": "derm-unbiased", "n": 240, "image_size": 32},
                    attribute="sex", model="small_cnn", model_options={"input_size": 32}, usage="lp", method=method,
                    train={"epochs": 1, "batch_size": 32, "device": "cpu", "lr": 1e-3},

@@ -9,21 +9,11 @@ claim wired to the wrong row or column fails here too. Measured values are in ea
 from __future__ import annotations
 
 import pytest
-import torch
 
 from medequity.fairdi_ablation import STEP0_ROW, STUDENT_ROW
 from medequity.validation.fair_diagnosis import g_test_bound, validate_fair_diagnosis
 from medequity.validation.fairdi import validate_fairdi
 from medequity.validation.fairtune import validate_fairtune_fig1, validate_fairtune_mask
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The CPU is shared: several torch threads per process oversubscribe it and run ~20x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_fairdi_student_keeps_the_worst_group_and_closes_the_teachers_gap():
