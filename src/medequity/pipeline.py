@@ -157,6 +157,9 @@ def run_experiment(spec: ExperimentSpec, *, progress=None, trainer: Trainer | No
     results = evaluate_predictions(predictions[predictions.split == "test"], spec.eval_attributes or dataset.attributes,
                                    n_boot=spec.n_boot, n_permutations=spec.n_permutations, seed=spec.seed)
     metrics, summaries = tidy_results(results)
+    test = predictions[predictions.split == "test"]
+    summaries = pd.concat([summaries, adf_summaries(test, list(results), n_boot=spec.n_boot, seed=spec.seed)],
+                          ignore_index=True)
     return RunResult(spec, predictions, metrics, summaries, fit.history, threshold.to_dict(), fit.best_epoch,
                      time.perf_counter() - start, dict(method.log), model, method, results, data["test"])
 
@@ -172,6 +175,29 @@ def evaluate_predictions(test: pd.DataFrame, attributes, *, n_boot: int, n_permu
                                      sensitive_features=test[GROUP_PREFIX + attribute].rename(attribute), n_boot=n_boot,
                                      n_permutations=n_permutations, random_state=seed)
             for attribute in attributes}
+
+
+def adf_summaries(test: pd.DataFrame, attributes, *, n_boot: int, seed: int) -> pd.DataFrame:
+    """ADF = I(S;Ŷ|Y) of the test decisions per attribute, with its bootstrap CI, as summary rows
+    (metric ``adf``): Fair Diagnosis' causal fairness, reported for every run so benchmarks can
+    compare methods on it (the audit report computes the same)."""
+    from medequity.metrics.causal import ADF_SUMMARY, adf_with_interval
+    from medequity.metrics.groups import encode_groups
+
+    import warnings
+
+    from medequity.metrics import GroupMetricWarning
+
+    rows = []
+    y, pred = test["label"].to_numpy(), test["pred"].to_numpy(dtype=np.int64)
+    for attribute in attributes:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GroupMetricWarning)  # group_metrics has already said it
+            groups = encode_groups(test[GROUP_PREFIX + attribute].rename(attribute), len(test), require_two=False)
+        adf = adf_with_interval(y, pred, groups, n_boot=n_boot, random_state=seed)
+        rows.append({"attribute": attribute, "metric": "adf", "summary": ADF_SUMMARY, "value": adf["value"],
+                     "ci_low": adf["ci_low"], "ci_high": adf["ci_high"], "p_value": np.nan})
+    return pd.DataFrame(rows, columns=["attribute", "metric", "summary", "value", "ci_low", "ci_high", "p_value"])
 
 
 def tidy_results(results: dict[str, GroupMetricResult]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -21,8 +21,7 @@ import pandas as pd
 from medequity.audit.inputs import AuditData, load_audit_data
 from medequity.metrics import GroupMetricResult, GroupMetricWarning, group_metrics
 from medequity.metrics._validation import warn_group
-from medequity.metrics.bootstrap import map_chunks, percentile_interval, stratified_counts
-from medequity.metrics.causal import adf_cell_index, adf_weighted
+from medequity.metrics.causal import ADF_SUMMARY, adf_with_interval
 from medequity.metrics.groups import INTERSECTION_SEP, encode_groups
 from medequity.metrics.thresholds import resolve_threshold
 from medequity.provenance import provenance
@@ -68,7 +67,7 @@ class AuditReport:
                 frames.append(frame)
             for attribute, adf in task.adf.items():
                 frames.append(pd.DataFrame([{"task": task.name, "attribute": attribute, "metric": "adf",
-                                             "summary": "I(S;Yhat|Y) nats", "value": adf["value"],
+                                             "summary": ADF_SUMMARY, "value": adf["value"],
                                              "ci_low": adf["ci_low"], "ci_high": adf["ci_high"], "p_value": np.nan}]))
         return pd.concat(frames, ignore_index=True)
 
@@ -161,24 +160,6 @@ def _clean(obj):
     if obj is pd.NA:
         return None
     return obj
-
-
-def adf_with_interval(y, pred, groups, *, n_boot: int, ci: float, random_state) -> dict:
-    """ADF point estimate and its stratified-bootstrap percentile CI."""
-    keep = groups.codes >= 0
-    y, pred, codes = y[keep], pred[keep], groups.codes[keep]
-    cells = adf_cell_index(y, codes, pred, groups.n_groups)
-    order = np.lexsort((y, codes))
-    cells = cells[order]
-    strata_key = (codes * 2 + y)[order]
-    bounds = np.r_[0, np.flatnonzero(np.diff(strata_key)) + 1, strata_key.size]
-    value = float(adf_weighted(cells, groups.n_groups, np.ones((1, cells.size)))[0])
-    low = high = float("nan")
-    if n_boot:
-        work = lambda b, rng: adf_weighted(cells, groups.n_groups, stratified_counts(bounds, b, rng))  # noqa: E731
-        reps = np.concatenate(map_chunks(work, n_boot, cells.size, np.random.SeedSequence(random_state)))
-        low, high = (float(v) for v in percentile_interval(reps, ci))
-    return {"value": value, "ci_low": low, "ci_high": high, "base": "e (nats)"}
 
 
 def audit(
