@@ -119,7 +119,7 @@ def fairtune_command(
 def fair_diagnosis_command(
     out: Annotated[Path, typer.Option("--out", "-o", help=OUT_HELP)] = Path("runs/validate"),
     quick: Annotated[bool, typer.Option("--quick", help=QUICK_HELP)] = False,
-    preset: Annotated[list[str] | None, typer.Option("--preset", help="Preset (repeat); default: cxr-sex-shortcut and cxr-sex-prevalence.")] = None,
+    preset: Annotated[list[str] | None, typer.Option("--preset", help="Preset (repeat); default: cxr-sex-shortcut, cxr-sex-prevalence and cxr-sex-shortcut-prevalence (both paths).")] = None,
     variant: Annotated[list[str] | None, typer.Option("--variant", help="Also train Fair Diagnosis with: image (image-space discriminator), jsd (JSD pre-training).")] = None,
     no_baselines: Annotated[bool, typer.Option("--no-baselines", help="Skip AD and FAAP (vanilla and Fair Diagnosis only).")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
@@ -129,7 +129,7 @@ def fair_diagnosis_command(
     acc_tolerance: Annotated[float, typer.Option(help="Direct path: accuracy points Fair Diagnosis may lose.")] = 3.0,
     threads: Annotated[int, typer.Option(help="torch threads (1 is fastest on a shared CPU).")] = 1,
 ) -> None:
-    """Fair Diagnosis: ADF falls under a shortcut; ADF ≈ 0 and DP ≠ 0 under a prevalence difference."""
+    """Fair Diagnosis: ADF falls under a shortcut; ADF ≈ 0 and DP ≠ 0 under a prevalence difference; with both, DP stays."""
     from medequity.validation.fair_diagnosis import PRESETS, validate_fair_diagnosis
 
     _threads(threads)
