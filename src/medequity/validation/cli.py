@@ -69,6 +69,7 @@ def fairdi_command(
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Seed (repeat); claims use the mean over seeds.")] = None,
     n: Annotated[int | None, typer.Option(help="Patients generated.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per stage.")] = None,
+    image_size: Annotated[int, typer.Option(help="Image side in pixels (CutMix hurts small lesions at 32).")] = 32,
     tol: Annotated[float, typer.Option(help="AUC tolerance of both claims.")] = 0.02,
     param: Annotated[list[str] | None, typer.Option("--param", help="FairDi parameter key=value (repeat).")] = None,
     table3: Annotated[bool, typer.Option("--table3", help="Also train the ERM, ERM+CutMix and FIS rows of Table 3.")] = False,
@@ -79,7 +80,7 @@ def fairdi_command(
 
     _threads(threads)
     try:
-        result = validate_fairdi(preset, attribute, size=_size(quick), seeds=seed or None, n=n, epochs=epochs, tol=tol,
+        result = validate_fairdi(preset, attribute, size=_size(quick), seeds=seed or None, n=n, epochs=epochs, image_size=image_size, tol=tol,
                                  fairdi_params=parse_options(param), table3=table3, progress=console.log)
     except (KeyError, ValueError) as error:
         fail(str(error))
