@@ -7,6 +7,7 @@ its grid. Data flows one way; each step gets only what the previous one produced
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from medequity.data import GROUP_PREFIX, create_dataset
 from medequity.data.attributes import with_intersections
 from medequity.data.splits import get_splits
 from medequity.data.transforms import build_transform
-from medequity.metrics import GroupMetricResult, group_metrics
+from medequity.metrics import GroupMetricResult, GroupMetricWarning, group_metrics
+from medequity.metrics.causal import ADF_SUMMARY, adf_with_interval
+from medequity.metrics.groups import encode_groups
 from medequity.metrics.thresholds import resolve_threshold
 from medequity.training.data import make_split_data
 from medequity.training.trainer import TrainConfig, Trainer
@@ -154,10 +157,10 @@ def run_experiment(spec: ExperimentSpec, *, progress=None, trainer: Trainer | No
                 frame[column] = table[column].astype(object).to_numpy()
         frames.append(frame)
     predictions = pd.concat(frames, ignore_index=True)
-    results = evaluate_predictions(predictions[predictions.split == "test"], spec.eval_attributes or dataset.attributes,
-                                   n_boot=spec.n_boot, n_permutations=spec.n_permutations, seed=spec.seed)
-    metrics, summaries = tidy_results(results)
     test = predictions[predictions.split == "test"]
+    results = evaluate_predictions(test, spec.eval_attributes or dataset.attributes, n_boot=spec.n_boot,
+                                   n_permutations=spec.n_permutations, seed=spec.seed)
+    metrics, summaries = tidy_results(results)
     summaries = pd.concat([summaries, adf_summaries(test, list(results), n_boot=spec.n_boot, seed=spec.seed)],
                           ignore_index=True)
     return RunResult(spec, predictions, metrics, summaries, fit.history, threshold.to_dict(), fit.best_epoch,
@@ -181,13 +184,6 @@ def adf_summaries(test: pd.DataFrame, attributes, *, n_boot: int, seed: int) -> 
     """ADF = I(S;Ŷ|Y) of the test decisions per attribute, with its bootstrap CI, as summary rows
     (metric ``adf``): Fair Diagnosis' causal fairness, reported for every run so benchmarks can
     compare methods on it (the audit report computes the same)."""
-    from medequity.metrics.causal import ADF_SUMMARY, adf_with_interval
-    from medequity.metrics.groups import encode_groups
-
-    import warnings
-
-    from medequity.metrics import GroupMetricWarning
-
     rows = []
     y, pred = test["label"].to_numpy(), test["pred"].to_numpy(dtype=np.int64)
     for attribute in attributes:
