@@ -55,3 +55,29 @@ def test_cli_search_writes_outputs_and_resumes(tmp_path):
     assert "Best mask" in (out / "report.html").read_text()
     bad = runner.invoke(fairtune_app, ["search", "--space", "attn", "--model", "resnet18", "--option", "n=100", "--out", str(out)])
     assert bad.exit_code == 2 and "no groups" in bad.output
+
+
+def test_two_processes_search_one_study_on_shared_storage(tmp_path):
+    """Two ``python -m medequity fairtune search`` processes with one --storage fill one study
+    together: the trial budget is shared (not 2 × trials), both contribute, numbers are unique."""
+    import os
+    import subprocess
+    import sys
+
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "medequity", "fairtune", "search", *OPTIONS, "--trials", "6", "--storage", storage,
+               "--no-retrain"]
+    workers = [subprocess.Popen([*command, "--sampler-seed", str(seed), "--out", str(tmp_path / f"out{seed}")], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for seed in (0, 1)]
+    for worker in workers:
+        output, _ = worker.communicate(timeout=600)
+        assert worker.returncode == 0, output
+    (name,) = optuna.study.get_all_study_names(storage)
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert 6 <= len(finished) <= 7  # the budget is the study's; a race may start one extra trial
+    assert len({t.number for t in trials}) == len(trials)
+    assert len({t.user_attrs["worker"] for t in finished}) == 2  # both processes ran trials

@@ -4,7 +4,10 @@
         --model vit_tiny_patch16_224 --trials 20 --storage sqlite:///fairtune.db --out runs/fairtune
 
 Rerunning with the same ``--storage`` continues the study (``--trials`` is the total); several
-processes given the same storage (and different ``--seed``) search one study together.
+processes given the same storage (and different ``--sampler-seed``) search one study together:
+
+    medequity fairtune search ... --storage sqlite:///ft.db --sampler-seed 0 &
+    medequity fairtune search ... --storage sqlite:///ft.db --sampler-seed 1 &
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def fairtune_command(
     epochs: Annotated[int, typer.Option(help="Inner-loop epochs per trial (the paper: 30).")] = 30,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
     subsample: Annotated[str, typer.Option(help="Training fraction for the search: auto (10% when large), none, or 0-1.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed (TPE sampler, subsample, training).")] = 0,
+    seed: Annotated[int, typer.Option(help="Experiment seed (initial weights, subsample, training).")] = 0,
+    sampler_seed: Annotated[int | None, typer.Option(help="TPE sampler seed (default --seed); give each worker of one study its own.")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL, e.g. sqlite:///fairtune.db (resumable, shared).")] = None,
     study_name: Annotated[str | None, typer.Option(help="Study name (default: derived from the settings).")] = None,
     retrain: Annotated[bool, typer.Option(help="Retrain the best mask on all training data and test it.")] = True,
@@ -68,7 +72,7 @@ def fairtune_command(
                           n_boot=n_boot, n_permutations=n_boot)
     fraction = None if subsample.lower() == "none" else ("auto" if subsample == "auto" else float(subsample))
     config = FairTuneConfig(space=space, trials=trials, objective=objective, direction=direction, lr_range=(lr_min, lr_max),
-                            subsample=fraction, seed=seed, storage=storage, study_name=study_name, show_progress=progress)
+                            subsample=fraction, seed=seed if sampler_seed is None else sampler_seed, storage=storage, study_name=study_name, show_progress=progress)
     try:
         result = search(spec, config)
     except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -136,7 +138,7 @@ class FairTuneConfig:
     direction: str | None = None  # default from the objective
     lr_range: tuple[float, float] = LR_RANGE
     subsample: float | str | None = "auto"  # fraction of train for the search; "auto": 0.1 if large, else all
-    seed: int = 0  # TPE seed and subsample seed
+    seed: int = 0  # TPE sampler seed; not part of the study's identity, so workers of one study differ here
     storage: str | None = None  # Optuna storage URL (sqlite:///x.db); None = in memory
     study_name: str | None = None  # default: derived from the spec and these settings
     reduction_factor: int = 4
@@ -145,9 +147,9 @@ class FairTuneConfig:
     show_progress: bool = True
 
     def key(self) -> dict[str, Any]:
-        """The settings that define a study (trial count, storage and display excluded)."""
+        """The settings that define a study (trial count, storage, display and sampler seed excluded)."""
         data = asdict(self)
-        for name in ("trials", "storage", "study_name", "show_progress"):
+        for name in ("trials", "storage", "study_name", "show_progress", "seed"):
             data.pop(name)
         data["lr_range"] = list(self.lr_range)
         return data
@@ -269,6 +271,8 @@ class SearchSetup:
         fraction = trainable_summary(model)["fraction"]
         if trial is not None:
             trial.set_user_attr("trainable_fraction", fraction)
+            # which process ran it, when several search one study (shared --storage)
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
 
         def report(row: dict) -> None:
             value = self.objective.value(row, trainer.last_scores, data["val"])
@@ -300,13 +304,30 @@ def study_name_for(spec: ExperimentSpec, config: FairTuneConfig, kind: str = "ma
     return f"fairtune-{kind}-{spec.dataset}-{spec.attribute}-{spec.model}-{config.space}-{digest}"
 
 
+def _storage(url: str | None):
+    """Optuna storage for ``url``; SQLite gets a long lock timeout so several worker processes can
+    write one file (each waits for the others' short transactions instead of failing)."""
+    if url is None or not url.startswith("sqlite"):
+        return url
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+
+
 def open_study(name: str, config: FairTuneConfig, direction: str) -> optuna.Study:
     """Create or load the study: TPE (seeded) + successive halving (App. A.5)."""
     pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=config.min_resource, reduction_factor=config.reduction_factor,
                                                     min_early_stopping_rate=0, bootstrap_count=0)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress bar and tables say what happens
-    study = optuna.create_study(study_name=name, storage=config.storage, direction=direction, pruner=pruner,
-                                sampler=optuna.samplers.TPESampler(seed=config.seed), load_if_exists=True)
+    for attempt in range(5):
+        try:
+            study = optuna.create_study(study_name=name, storage=_storage(config.storage), direction=direction, pruner=pruner,
+                                        sampler=optuna.samplers.TPESampler(seed=config.seed), load_if_exists=True)
+            break
+        except Exception as error:  # noqa: BLE001 - sqlalchemy's errors; Optuna does not wrap them
+            # Workers started together race to create a new storage's tables or the study itself;
+            # the loser finds them made a moment later and loads them.
+            if attempt == 4 or type(error).__name__ not in ("IntegrityError", "OperationalError", "DuplicatedStudyError"):
+                raise
+            time.sleep(0.5 * (attempt + 1))
     # Offset the seed by the trials already there: a resumed search must not redraw the first
     # trials' random start-up samples. (Parallel workers should pass different seeds.)
     study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
@@ -410,7 +431,7 @@ def search(spec: ExperimentSpec | dict, config: FairTuneConfig | None = None, *,
     start = time.perf_counter()
     spec, config = _as_spec(spec), config or FairTuneConfig()
     objective = Objective.parse(config.objective, config.direction)
-    setup = setup or SearchSetup(spec, objective, subsample=config.subsample, seed=config.seed)
+    setup = setup or SearchSetup(spec, objective, subsample=config.subsample, seed=spec.seed)
     space = setup.space(config.space, config.lr_range)
     study = open_study(config.study_name or study_name_for(spec, config), config, objective.direction)
     study.set_user_attr("searched_groups", list(space.searched))
@@ -451,7 +472,7 @@ def tune_lr(spec: ExperimentSpec, usage: str, config: FairTuneConfig, trials: in
     """A baseline's LR searched on the same objective, sampler, pruner and subsample as FairTune
     (§4.1: "all competitors optimise their learning rates based on L_fair")."""
     objective = Objective.parse(config.objective, config.direction)
-    setup = setup or SearchSetup(spec, objective, subsample=config.subsample, seed=config.seed)
+    setup = setup or SearchSetup(spec, objective, subsample=config.subsample, seed=spec.seed)
     name = (config.study_name + f"-lr-{usage}") if config.study_name else study_name_for(spec, config, kind=f"lr-{usage}")
     study = open_study(name, config, objective.direction)
     low, high = config.lr_range
@@ -488,7 +509,7 @@ def compare_baselines(spec: ExperimentSpec | dict, result: FairTuneResult | Sear
     run = result.run if isinstance(result, FairTuneResult) else run_experiment(search_result.final_spec(), trainer=trainer)
     config = search_result.config
     objective = search_result.objective
-    setup = SearchSetup(spec, objective, subsample=config.subsample, seed=config.seed)
+    setup = SearchSetup(spec, objective, subsample=config.subsample, seed=spec.seed)
     trials = config.trials if lr_trials is None else lr_trials
     rows = []
     for usage in baselines:
