@@ -43,17 +43,19 @@ DEMO_NAMES = ("CHEXPERT DEMO.xlsx", "CHEXPERT DEMO.csv", "chexpert_demo.csv", "C
 DATASET_FOLDERS = (".", "CheXpert-v1.0-small", "CheXpert-v1.0")
 
 
-def finding_labels(frame: pd.DataFrame, findings: tuple[str, ...], uncertain: str = "zero") -> pd.DataFrame:
-    """``label:<finding>`` columns: 1 -> 1, 0/blank -> 0, -1 (uncertain) -> 0 ("zero") or 1 ("one")."""
+def with_finding_labels(frame: pd.DataFrame, findings: tuple[str, ...], uncertain: str = "zero") -> pd.DataFrame:
+    """The table with each raw finding column replaced by ``label:<finding>`` (1 -> 1, 0/blank -> 0,
+    -1 (uncertain) -> 0 ("zero") or 1 ("one")) and ``label`` = ``label:No Finding`` (DATASETS.md)."""
     if uncertain not in ("zero", "one"):
         raise ValueError(f"uncertain must be 'zero' or 'one', got {uncertain!r}")
     positive = [1.0, -1.0] if uncertain == "one" else [1.0]
-    out = pd.DataFrame(index=frame.index)
+    labels = pd.DataFrame(index=frame.index)
     for finding in findings:
         if finding in frame.columns:
-            values = pd.to_numeric(frame[finding], errors="coerce")
-            out[f"label:{finding}"] = values.isin(positive).astype("Int64")
-    return out
+            labels[f"label:{finding}"] = pd.to_numeric(frame[finding], errors="coerce").isin(positive).astype("Int64")
+    table = pd.concat([frame.drop(columns=[c for c in findings if c in frame.columns]), labels], axis=1)
+    table["label"] = table["label:No Finding"]
+    return table
 
 
 def _strip_prefix(paths: pd.Series, csv_dir: Path, root: Path) -> pd.Series:
@@ -124,9 +126,7 @@ def load_chexpert(
         table = table.merge(demo[keep], how="left", left_on="patient_id", right_on="PATIENT")
         attributes["race"] = {"scheme": race_scheme}
 
-    labels = finding_labels(table, FINDINGS, uncertain)
-    table = pd.concat([table.drop(columns=[c for c in FINDINGS if c in table.columns]), labels], axis=1)
-    table["label"] = table["label:No Finding"]
+    table = with_finding_labels(table, FINDINGS, uncertain)
     table = add_group_columns(table, attributes)
     front = ["sample_id", "patient_id", "label", "path", "csv", "sex", "age"]
     front += [c for c in ("race", "ETHNICITY", "Frontal/Lateral", "AP/PA") if c in table.columns]

@@ -28,7 +28,7 @@ import pandas as pd
 from medequity.data.attributes import add_group_columns, canonical_race
 from medequity.data.base import DatasetFormatError, MedicalDataset, register_dataset
 from medequity.data.loaders._common import check_plain_ids, find_file
-from medequity.data.loaders.chexpert import FINDINGS, finding_labels
+from medequity.data.loaders.chexpert import FINDINGS, with_finding_labels
 from medequity.data.table import finish_table, normalise_split_names, read_table, require_columns, resolve_paths
 
 PREFIX = "mimic-cxr-2.0.0-"
@@ -108,9 +108,7 @@ def load_mimic_cxr(
         table = table[known]
     resolve_paths(root, table["path"], str(meta_path), column="dicom_id", check_exists=check_files)
 
-    label_columns = finding_labels(table, FINDINGS, uncertain)
-    table = pd.concat([table.drop(columns=[c for c in FINDINGS if c in table.columns]), label_columns], axis=1)
-    table["label"] = table["label:No Finding"]
+    table = with_finding_labels(table, FINDINGS, uncertain)
     table = add_group_columns(
         table, {"sex": None, "age": {"threshold": age_threshold, "rule": age_rule}, "race": {"scheme": race_scheme}}
     )
