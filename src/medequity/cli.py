@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 from medequity import __version__
-from medequity.cli_common import console, fail, parse_options, progress_bar
+from medequity.cli_common import (
+    CheckpointOpt,
+    DatasetOpt,
+    DatasetOptionsOpt,
+    ModelOptionsOpt,
+    RootOpt,
+    console,
+    experiment_spec,
+    fail,
+    parse_options,
+    progress_bar,
+)
 
 app = typer.Typer(
     name="medequity",
@@ -143,12 +154,13 @@ def demo_command(
 @app.command("train")
 def train_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the model, predictions and report.")] = Path("runs/train"),
-    dataset: Annotated[str, typer.Option(help="Registered dataset name.")] = "synthetic",
-    root: Annotated[Path | None, typer.Option(help="Dataset folder (real datasets).")] = None,
-    option: Annotated[list[str] | None, typer.Option("--option", help="Dataset option key=value, e.g. preset=cxr-sex-prevalence.")] = None,
-    attribute: Annotated[str, typer.Option(help="Sensitive attribute the method mitigates.")] = "sex",
+    dataset: DatasetOpt = "synthetic",
+    root: RootOpt = None,
+    option: DatasetOptionsOpt = None,
+    attribute: Annotated[str, typer.Option(help="Sensitive attribute the method mitigates ('sex&age': an intersection).")] = "sex",
     model: Annotated[str, typer.Option(help="Backbone: small_cnn, a timm name, open_clip:<name>.")] = "small_cnn",
-    checkpoint: Annotated[str | None, typer.Option(help="Local weights file/folder, or synthetic:<modality>.")] = None,
+    model_option: ModelOptionsOpt = None,
+    checkpoint: CheckpointOpt = None,
     usage: Annotated[str, typer.Option(help="lp, ft, lora, bitfit, ln, attn, mask, clip_zs, clip_adapt.")] = "ft",
     method: Annotated[str, typer.Option(help="Mitigation method (erm, resampling, groupdro, ...).")] = "erm",
     param: Annotated[list[str] | None, typer.Option("--param", help="Method hyper-parameter key=value (repeat).")] = None,
@@ -162,15 +174,14 @@ def train_command(
 ) -> None:
     """Train one model with one mitigation method; save it with its predictions and fairness report."""
     from medequity.methods import METHODS
-    from medequity.pipeline import ExperimentSpec, run_experiment, save_run
+    from medequity.pipeline import run_experiment, save_run
     from medequity.training.trainer import Trainer
 
     if method not in METHODS:
         fail(f"unknown method {method!r}; known: {', '.join(METHODS.names())}")
-    spec = ExperimentSpec(
-        dataset=dataset, root=str(root) if root else None, dataset_options=parse_options(option),
-        attribute=attribute, model=model, model_options={"checkpoint": checkpoint} if checkpoint else {},
-        usage=usage, method=method, method_params=parse_options(param), seed=seed,
+    spec = experiment_spec(
+        dataset=dataset, root=root, option=option, model=model, model_option=model_option, checkpoint=checkpoint,
+        attribute=attribute, usage=usage, method=method, method_params=parse_options(param), seed=seed,
         train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "selection": selection},
         n_boot=n_boot, n_permutations=n_boot, cache_dir=str(cache_dir) if cache_dir else None,
     )

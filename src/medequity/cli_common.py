@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -36,3 +39,27 @@ def progress_bar() -> Progress:
     """A bar with count, elapsed time and ETA, for per-epoch, per-trial and per-run progress."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+
+
+# --- the data/model options every training command takes ----------------------------------------------
+DatasetOpt = Annotated[str, typer.Option(help="Registered dataset name (synthetic, ham10000, chexpert, ...).")]
+RootOpt = Annotated[Path | None, typer.Option(help="Dataset folder as distributed (real datasets).")]
+DatasetOptionsOpt = Annotated[list[str] | None, typer.Option(
+    "--option", help="Dataset option key=value (repeat), e.g. preset=cxr-sex-prevalence or n=2000.")]
+ModelOptionsOpt = Annotated[list[str] | None, typer.Option(
+    "--model-option", help="Backbone option key=value (repeat), e.g. input_size=64 or depth=4.")]
+CheckpointOpt = Annotated[str | None, typer.Option(
+    help="Pre-trained weights: a local file/folder (safetensors or weights_only torch) or synthetic:<modality>.")]
+
+
+def experiment_spec(*, dataset: str, root: Path | None, option: list[str] | None, model: str,
+                    model_option: list[str] | None = None, checkpoint: str | None = None, **fields):
+    """The :class:`~medequity.pipeline.ExperimentSpec` of a command's data and model options (values
+    are YAML data, never code) plus its other ``fields``."""
+    from medequity.pipeline import ExperimentSpec
+
+    model_options = parse_options(model_option)
+    if checkpoint:
+        model_options["checkpoint"] = checkpoint
+    return ExperimentSpec(dataset=dataset, root=str(root) if root else None, dataset_options=parse_options(option),
+                          model=model, model_options=model_options, **fields)

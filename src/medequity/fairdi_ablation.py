@@ -33,7 +33,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medequity.cli_common import console, fail, parse_options
+from medequity.cli_common import (
+    CheckpointOpt,
+    DatasetOpt,
+    DatasetOptionsOpt,
+    ModelOptionsOpt,
+    RootOpt,
+    console,
+    experiment_spec,
+    fail,
+    parse_options,
+)
 from medequity.metrics import aggregate
 from medequity.metrics.weighted import SampleSet, evaluate
 
@@ -191,13 +201,13 @@ def _group() -> None:
 @fairdi_app.command("ablation")
 def ablation_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for ablation.csv and ablation.json.")] = Path("runs/fairdi-ablation"),
-    dataset: Annotated[str, typer.Option(help="Registered dataset name.")] = "synthetic",
-    root: Annotated[Path | None, typer.Option(help="Dataset folder (real datasets).")] = None,
-    option: Annotated[list[str] | None, typer.Option("--option", help="Dataset option key=value (repeat), e.g. preset=fundus-race-difficulty.")] = None,
-    attribute: Annotated[str, typer.Option(help="Sensitive attribute: one teacher per group.")] = "sex",
+    dataset: DatasetOpt = "synthetic",
+    root: RootOpt = None,
+    option: DatasetOptionsOpt = None,
+    attribute: Annotated[str, typer.Option(help="Sensitive attribute: one teacher per group ('sex&age': per intersection).")] = "sex",
     model: Annotated[str, typer.Option(help="Backbone (the paper: resnet18).")] = "resnet18",
-    model_option: Annotated[list[str] | None, typer.Option("--model-option", help="Backbone option key=value (repeat), e.g. input_size=64.")] = None,
-    checkpoint: Annotated[str | None, typer.Option(help="Pre-trained backbone weights (local file/folder).")] = None,
+    model_option: ModelOptionsOpt = None,
+    checkpoint: CheckpointOpt = None,
     usage: Annotated[str, typer.Option(help="ft (the paper) or peft: CutMix needs images.")] = "ft",
     param: Annotated[list[str] | None, typer.Option("--param", help="FairDi parameter key=value (repeat), e.g. tau=2 or step0_epochs=10.")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs per stage unless a *_epochs parameter says otherwise (the paper: 30).")] = 30,
@@ -207,17 +217,12 @@ def ablation_command(
     cache_dir: Annotated[str | None, typer.Option(help="Cache folder (features, data).")] = None,
 ) -> None:
     """Train ERM, ERM+CutMix, FIS and FairDi; report Table 3 (AUCs, gap, ES-AUC, MeanPSD, MaxPSD) on test."""
-    from medequity.pipeline import ExperimentSpec
-
-    model_options = parse_options(model_option)
-    if checkpoint:
-        model_options["checkpoint"] = checkpoint
     fairdi_params = parse_options(param)
-    spec = ExperimentSpec(dataset=dataset, root=str(root) if root else None, dataset_options=parse_options(option),
-                          attribute=attribute, model=model, model_options=model_options, usage=usage, method="fairdi",
-                          method_params=fairdi_params, seed=seed,
-                          train={"epochs": epochs, "batch_size": batch_size, "device": device},
-                          n_boot=0, n_permutations=0, cache_dir=cache_dir)
+    spec = experiment_spec(dataset=dataset, root=root, option=option, model=model, model_option=model_option,
+                           checkpoint=checkpoint, attribute=attribute, usage=usage, method="fairdi",
+                           method_params=fairdi_params, seed=seed,
+                           train={"epochs": epochs, "batch_size": batch_size, "device": device},
+                           n_boot=0, n_permutations=0, cache_dir=cache_dir)
     try:
         frame = fairdi_ablation(spec, fairdi_params=fairdi_params, progress=lambda message: console.print(f"[cyan]{message}[/]"))
     except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:

@@ -17,7 +17,16 @@ from typing import Annotated
 
 import typer
 
-from medequity.cli_common import console, fail, parse_options
+from medequity.cli_common import (
+    CheckpointOpt,
+    DatasetOpt,
+    DatasetOptionsOpt,
+    ModelOptionsOpt,
+    RootOpt,
+    console,
+    experiment_spec,
+    fail,
+)
 
 fairtune_app = typer.Typer(help="FairTune: search which modules to fine-tune (and the LR) for validation fairness.",
                            no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -31,13 +40,13 @@ def _group() -> None:
 @fairtune_app.command("search")
 def fairtune_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for best.json, history.csv, figures and report.html.")] = Path("runs/fairtune"),
-    dataset: Annotated[str, typer.Option(help="Registered dataset name.")] = "synthetic",
-    root: Annotated[Path | None, typer.Option(help="Dataset folder (real datasets).")] = None,
-    option: Annotated[list[str] | None, typer.Option("--option", help="Dataset option key=value (repeat), e.g. preset=cxr-sex-prevalence.")] = None,
-    attribute: Annotated[str, typer.Option(help="Sensitive attribute whose groups the objective compares.")] = "sex",
+    dataset: DatasetOpt = "synthetic",
+    root: RootOpt = None,
+    option: DatasetOptionsOpt = None,
+    attribute: Annotated[str, typer.Option(help="Sensitive attribute whose groups the objective compares ('sex&age': intersections).")] = "sex",
     model: Annotated[str, typer.Option(help="Backbone (a timm ViT for the 36-bit space; any timm model for 'groups').")] = "vit_tiny_patch16_224",
-    model_option: Annotated[list[str] | None, typer.Option("--model-option", help="Backbone option key=value (repeat), e.g. depth=4.")] = None,
-    checkpoint: Annotated[str | None, typer.Option(help="Pre-trained weights (local file/folder, or synthetic:<modality>).")] = None,
+    model_option: ModelOptionsOpt = None,
+    checkpoint: CheckpointOpt = None,
     space: Annotated[str, typer.Option(help="full (36 bits for ViT-B), attn or ln (12 bits), groups (any model).")] = "full",
     trials: Annotated[int, typer.Option(help="Total finished trials in the study (the paper: 40-100).")] = 40,
     objective: Annotated[str, typer.Option(help="val_worst_group_auc, val_auc, val_es_auc, val_neg_loss, or metric:summary (auc:gap).")] = "val_worst_group_auc",
@@ -61,15 +70,12 @@ def fairtune_command(
     """Search a FairTune mask and LR on validation fairness; retrain, test, compare and report."""
     from medequity.fairtune.plots import write_report
     from medequity.fairtune.search import FairTuneConfig, FairTuneResult, compare_baselines, search, test_summary
-    from medequity.pipeline import ExperimentSpec, run_experiment, save_run
+    from medequity.pipeline import run_experiment, save_run
 
-    model_options = parse_options(model_option)
-    if checkpoint:
-        model_options["checkpoint"] = checkpoint
-    spec = ExperimentSpec(dataset=dataset, root=str(root) if root else None, dataset_options=parse_options(option),
-                          attribute=attribute, model=model, model_options=model_options, usage="mask", seed=seed,
-                          train={"epochs": epochs, "batch_size": batch_size, "device": device},
-                          n_boot=n_boot, n_permutations=n_boot)
+    spec = experiment_spec(dataset=dataset, root=root, option=option, model=model, model_option=model_option,
+                           checkpoint=checkpoint, attribute=attribute, usage="mask", seed=seed,
+                           train={"epochs": epochs, "batch_size": batch_size, "device": device},
+                           n_boot=n_boot, n_permutations=n_boot)
     fraction = None if subsample.lower() == "none" else ("auto" if subsample == "auto" else float(subsample))
     config = FairTuneConfig(space=space, trials=trials, objective=objective, direction=direction, lr_range=(lr_min, lr_max),
                             subsample=fraction, seed=seed if sampler_seed is None else sampler_seed, storage=storage, study_name=study_name, show_progress=progress)

@@ -47,21 +47,30 @@ class ThresholdOptimizerMethod(Method):
         self.optimizer = None
         self._fitted_groups: set[int] = set()
 
-    def fit_postprocessor(self, scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> None:
+    def fit_postprocessor(self, scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, group_names=None) -> None:
         from fairlearn.postprocessing import ThresholdOptimizer
+
+        labels, groups = np.asarray(labels).astype(int), np.asarray(groups)
+        for g in np.unique(groups):  # fairlearn's own message names an integer code, not the group
+            classes = np.unique(labels[groups == g])
+            if classes.size < 2:
+                name = group_names[g] if group_names is not None and 0 <= g < len(group_names) else g
+                raise ValueError(
+                    f"threshold_optimizer needs both classes in every group of the validation split; group {name!r} "
+                    f"has only label {int(classes[0])} ({int((groups == g).sum())} samples). Use a coarser attribute, "
+                    "more data or a larger validation split")
 
         self.optimizer = ThresholdOptimizer(
             estimator=ScorePassThrough().fit(None), constraints=self.params["constraints"],
             objective=self.params["objective"], grid_size=self.params["grid_size"], prefit=True,
             predict_method="predict",
         )
-        self.optimizer.fit(np.asarray(scores, dtype=np.float64)[:, None], np.asarray(labels).astype(int),
-                           sensitive_features=np.asarray(groups))
+        self.optimizer.fit(np.asarray(scores, dtype=np.float64)[:, None], labels, sensitive_features=groups)
         self._fitted_groups = {int(g) for g in np.unique(groups)}
         self.log["thresholds"] = [repr(self.optimizer.interpolated_thresholder_.interpolation_dict)]
 
     def finalize(self, model, train, val, predict) -> None:
-        self.fit_postprocessor(predict(model, val), val.labels, val.groups)
+        self.fit_postprocessor(predict(model, val), val.labels, val.groups, val.group_names)
 
     def postprocess(self, scores, groups):
         if self.optimizer is None:
