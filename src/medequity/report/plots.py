@@ -218,6 +218,18 @@ def metric_bars(
 
 
 # -- curves ----------------------------------------------------------------------------------------------
+def _unit_square(ax, xlabel: str, ylabel: str, legend_loc: str, title: str) -> None:
+    """The square [0, 1]² frame that ROC and calibration plots share."""
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(color="#eeeeee", linewidth=0.6)
+    ax.legend(loc=legend_loc, fontsize=8, frameon=True, framealpha=0.9)
+    ax.set_title(title, fontsize=10)
+
+
 def _per_group_inputs(y_true, y_score, groups, group_order, colors):
     """Labels and scores as flat arrays, each sample's group, the group order and a colour per group:
     what every per-group curve plot starts from."""
@@ -258,14 +270,7 @@ def roc_curves(
         auc = roc_auc_score(yg, sg)
         ax.plot(fpr, tpr, color=colors.get(g, NEUTRAL_COLOR), linewidth=1.6,
                 label=f"{_short(g)}: AUC {auc:.3f} (n={int(mask.sum())})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_aspect("equal")
-    ax.set_xlabel("False positive rate")
-    ax.set_ylabel("True positive rate")
-    ax.grid(color="#eeeeee", linewidth=0.6)
-    ax.legend(loc="lower right", fontsize=8, frameon=True, framealpha=0.9)
-    ax.set_title(title or "ROC curves by group", fontsize=10)
+    _unit_square(ax, "False positive rate", "True positive rate", "lower right", title or "ROC curves by group")
     return fig
 
 
@@ -300,14 +305,8 @@ def calibration_curves(
         sizes = 12 + 110 * curve["count"] / max(1, int(mask.sum()))
         ax.scatter(curve["mean_predicted"], curve["fraction_positive"], s=sizes, color=color, alpha=0.8,
                    edgecolor="white", linewidth=0.5, zorder=3)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_aspect("equal")
-    ax.set_xlabel("Mean predicted probability (bin)")
-    ax.set_ylabel("Fraction positive (bin)")
-    ax.grid(color="#eeeeee", linewidth=0.6)
-    ax.legend(loc="upper left", fontsize=8, frameon=True, framealpha=0.9)
-    ax.set_title(title or f"Calibration by group ({n_bins} {bins} bins)", fontsize=10)
+    _unit_square(ax, "Mean predicted probability (bin)", "Fraction positive (bin)", "upper left",
+                 title or f"Calibration by group ({n_bins} {bins} bins)")
     return fig
 
 
