@@ -42,7 +42,7 @@ from medequity.validation.result import Claim, ValidationResult
 FIG1_PRESET = "fundus-race-difficulty"
 SIZES = {
     "full": {"seeds": (0, 1, 2), "epochs": 15, "trials": 16},
-    "quick": {"seeds": (0,), "epochs": 15, "trials": 6},
+    "quick": {"seeds": (0,), "epochs": 15, "trials": 10},
 }
 TINY_VIT = {"input_size": 32, "depth": 4, "embed_dim": 64, "num_heads": 2, "patch_size": 8}
 SOURCE_FIG1 = "FairTune §1, Fig. 1"
