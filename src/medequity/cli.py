@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from medequity import __version__
 from medequity.cli_common import (
+    command_group,
     CheckpointOpt,
     DatasetOpt,
     DatasetOptionsOpt,
@@ -20,14 +21,8 @@ from medequity.cli_common import (
     progress_bar,
 )
 
-app = typer.Typer(
-    name="medequity",
-    help="Measure and mitigate demographic bias in medical image analysis.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-data_app = typer.Typer(help="Datasets: data cards, synthetic data.", no_args_is_help=True)
+app = command_group("Measure and mitigate demographic bias in medical image analysis.", name="medequity")
+data_app = command_group("Datasets: data cards, synthetic data.")
 app.add_typer(data_app, name="data")
 
 

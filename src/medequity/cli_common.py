@@ -63,3 +63,9 @@ def experiment_spec(*, dataset: str, root: Path | None, option: list[str] | None
         model_options["checkpoint"] = checkpoint
     return ExperimentSpec(dataset=dataset, root=str(root) if root else None, dataset_options=parse_options(option),
                           model=model, model_options=model_options, **fields)
+
+
+def command_group(help: str, **settings) -> typer.Typer:
+    """A ``medequity`` command or sub-command group with the settings every one shares: help when
+    called bare, no shell-completion install, plain tracebacks (errors are printed by :func:`fail`)."""
+    return typer.Typer(help=help, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, **settings)

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medequity.cli_common import (
+    command_group,
     CheckpointOpt,
     DatasetOpt,
     DatasetOptionsOpt,
@@ -189,8 +190,7 @@ def ablation_table(frame: pd.DataFrame, title: str = "FairDi ablation (Table 3),
 
 # --- command line --------------------------------------------------------------------------------------
 
-fairdi_app = typer.Typer(help="FairDi (fair distillation): teachers per group, one distilled student.",
-                         no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+fairdi_app = command_group("FairDi (fair distillation): teachers per group, one distilled student.")
 
 
 @fairdi_app.callback()

@@ -14,7 +14,7 @@ import click
 import typer
 from rich.table import Table
 
-from medequity.cli_common import console, fail, progress_bar
+from medequity.cli_common import command_group, console, fail, progress_bar
 
 
 class RunByDefaultGroup(typer.core.TyperGroup):
@@ -26,13 +26,8 @@ class RunByDefaultGroup(typer.core.TyperGroup):
         return super().parse_args(ctx, args)
 
 
-bench_app = typer.Typer(
-    cls=RunByDefaultGroup,
-    help="Benchmark methods × models × usages × datasets from a YAML spec (resumable; local or Ray).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+bench_app = command_group("Benchmark methods × models × usages × datasets from a YAML spec (resumable; local or Ray).",
+                          cls=RunByDefaultGroup)
 
 
 @bench_app.command("run")

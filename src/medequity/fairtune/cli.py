@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from medequity.cli_common import (
+    command_group,
     CheckpointOpt,
     DatasetOpt,
     DatasetOptionsOpt,
@@ -28,8 +29,7 @@ from medequity.cli_common import (
     fail,
 )
 
-fairtune_app = typer.Typer(help="FairTune: search which modules to fine-tune (and the LR) for validation fairness.",
-                           no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+fairtune_app = command_group("FairTune: search which modules to fine-tune (and the LR) for validation fairness.")
 
 
 @fairtune_app.callback()

@@ -15,10 +15,9 @@ from typing import Annotated
 
 import typer
 
-from medequity.cli_common import console, fail, parse_options
+from medequity.cli_common import command_group, console, fail, parse_options
 
-validate_app = typer.Typer(help="Validate the seed methods on synthetic data whose bias mechanism is known.",
-                           no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+validate_app = command_group("Validate the seed methods on synthetic data whose bias mechanism is known.")
 
 QUICK_HELP = "The test suite's small version (seconds, not minutes; fewer seeds)."
 OUT_HELP = "Folder for validation.json/csv/png (one subfolder per check)."
