@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from medequity.bench import leaderboard, load_results, load_spec, run_benchmark
 from medequity.bench import runner as runner_module
-from medequity.bench.cli import bench_app
+from medequity.cli.bench import bench_app
 from medequity.data.splits import membership_hash
 
 # The tiny test sets have small groups; the warning is expected and tested in tests/metrics.

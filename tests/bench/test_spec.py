@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from medequity.bench.spec import SpecError, load_spec, run_id
-from medequity.pipeline import ExperimentSpec
+from medequity.experiment import ExperimentSpec
 
 
 def grid_spec(tiny_spec):

@@ -10,11 +10,11 @@ import warnings
 import numpy as np
 import pytest
 
-from medequity.explain.report import select_balanced, write_fair_diagnosis_explanations
+from medequity.fair_diagnosis.explanations import select_balanced, write_fair_diagnosis_explanations
 
 
 def _spec(tmp_path, usage="ft"):
-    from medequity.pipeline import ExperimentSpec
+    from medequity.experiment import ExperimentSpec
 
     return ExperimentSpec(dataset="synthetic", dataset_options={"preset": "cxr-sex-shortcut", "n": 200, "image_size": 32},
                           attribute="sex", model="small_cnn", model_options={"input_size": 32}, usage=usage,
@@ -25,7 +25,7 @@ def _spec(tmp_path, usage="ft"):
 
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
-    from medequity.pipeline import run_experiment, save_run
+    from medequity.experiment import run_experiment, save_run
 
     tmp_path = tmp_path_factory.mktemp("fd_explain")
     with warnings.catch_warnings():
@@ -87,7 +87,7 @@ def test_write_function_is_seeded_and_returns_the_html(saved_run, tmp_path):
 def test_explanations_use_the_runs_test_split_and_rebuild_it_only_when_absent(saved_run, tmp_path, monkeypatch):
     from dataclasses import replace
 
-    import medequity.pipeline as pipeline
+    import medequity.experiment as pipeline
 
     result, _ = saved_run
     rebuilt = []
@@ -114,7 +114,7 @@ def test_select_balanced_round_robins_over_cells():
 
 
 def test_feature_inputs_give_none(tmp_path, caplog):
-    from medequity.pipeline import run_experiment
+    from medequity.experiment import run_experiment
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 from typer.testing import CliRunner
 
-from medequity.fairtune.cli import fairtune_app
+from medequity.cli.fairtune import fairtune_app
 from medequity.fairtune.plots import convergence_figure, mask_figure, mask_frequency, mask_grid
 
 

@@ -55,7 +55,7 @@ def run_tiny_experiment(tmp_path):
     A 240-image synthetic derm dataset at 32 px with the small CNN, on CPU, no bootstrap; features
     are cached under the test's tmp_path.
     """
-    from medequity.pipeline import ExperimentSpec, run_experiment
+    from medequity.experiment import ExperimentSpec, run_experiment
 
     def run(method, usage="lp", method_params=None, epochs=2, **spec):
         options = dict(dataset="synthetic", dataset_options={"preset": "derm-unbiased", "n": 240, "image_size": 32},

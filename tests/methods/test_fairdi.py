@@ -262,7 +262,7 @@ def test_end_to_end_run_experiment(run_tiny_experiment, assert_finite_run):
 
 
 def test_auc_summary_formulas():
-    from medequity.fairdi_ablation import auc_summary
+    from medequity.fairdi.ablation import auc_summary
 
     rng = np.random.default_rng(0)
     y = np.arange(200) % 2
@@ -280,7 +280,7 @@ def test_auc_summary_formulas():
 def test_ablation_cli_table(tmp_path):
     from typer.testing import CliRunner
 
-    from medequity.fairdi_ablation import fairdi_app
+    from medequity.cli.fairdi import fairdi_app
 
     out = tmp_path / "ablation"
     with warnings.catch_warnings():

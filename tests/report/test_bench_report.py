@@ -164,7 +164,7 @@ def test_one_setting_says_not_enough_settings(tmp_path):
 
 
 def test_cli_report_command_writes_the_page(bench_out, tmp_path):
-    from medequity.bench.cli import bench_app
+    from medequity.cli.bench import bench_app
 
     out = _folder(tmp_path / "out", usages=("lp",), seeds=(0, 1))
     result = CliRunner().invoke(bench_app, ["report", str(out)])

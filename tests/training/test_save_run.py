@@ -12,7 +12,7 @@ from medequity.data import GROUP_PREFIX
 
 
 def _run(tmp_path, method="erm", **spec):
-    from medequity.pipeline import ExperimentSpec, run_experiment
+    from medequity.experiment import ExperimentSpec, run_experiment
 
     options = dict(dataset="synthetic", dataset_options={"preset": "derm-unbiased", "n": 240, "image_size": 32},
                    attribute="sex", model="small_cnn", model_options={"input_size": 32}, usage="lp", method=method,
@@ -46,7 +46,7 @@ def _comparable(report: dict) -> dict:
 
 
 def _save(result, out, **kwargs):
-    from medequity.pipeline import save_run
+    from medequity.experiment import save_run
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -96,7 +96,7 @@ def test_clip_adapt_starts_at_zero_shot_and_trains_only_the_prototypes(tmp_path)
 
 
 def run(usage: str, epochs: int):
-    from medequity.pipeline import ExperimentSpec, run_experiment
+    from medequity.experiment import ExperimentSpec, run_experiment
 
     spec = ExperimentSpec(dataset_options={"preset": "cxr-sex-prevalence", "n": 200, "image_size": 32}, attribute="sex",
                           model="open_clip:medequity-tiny", transform={"name": "2d", "resize": 32, "crop": None},

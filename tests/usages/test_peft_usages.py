@@ -158,7 +158,7 @@ def test_unknown_usage_parameter_is_rejected():
 
 
 def test_end_to_end_run_with_a_peft_usage():
-    from medequity.pipeline import ExperimentSpec, run_experiment
+    from medequity.experiment import ExperimentSpec, run_experiment
 
     spec = ExperimentSpec(
         dataset_options={"preset": "cxr-sex-prevalence", "n": 240, "image_size": 32}, attribute="sex",

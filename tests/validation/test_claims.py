@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from medequity.cli import app
 from medequity.validation import Claim, ValidationResult
-from medequity.validation.fair_diagnosis import g_test_bound, mechanism, validate_fair_diagnosis
-from medequity.validation.fairdi import validate_fairdi
+from medequity.fair_diagnosis.validation import g_test_bound, mechanism, validate_fair_diagnosis
+from medequity.fairdi.validation import validate_fairdi
 
 
 def _result(*claims) -> ValidationResult:
@@ -78,7 +78,7 @@ def test_bad_arguments_fail_before_training():
 
 
 def test_cli_saves_results_and_exits_1_on_a_failed_claim(tmp_path, monkeypatch):
-    import medequity.validation.fairdi as module
+    import medequity.fairdi.validation as module
 
     outcome = {"claim": Claim("gap", "the gap is small", 0.05, "<=", 0.02)}
     monkeypatch.setattr(module, "validate_fairdi", lambda *a, **k: _result(outcome["claim"]))

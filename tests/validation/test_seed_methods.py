@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from medequity.fairdi_ablation import STEP0_ROW, STUDENT_ROW
-from medequity.validation.fair_diagnosis import g_test_bound, validate_fair_diagnosis
-from medequity.validation.fairdi import validate_fairdi
-from medequity.validation.fairtune import validate_fairtune_fig1, validate_fairtune_mask
+from medequity.fairdi.ablation import STEP0_ROW, STUDENT_ROW
+from medequity.fair_diagnosis.validation import g_test_bound, validate_fair_diagnosis
+from medequity.fairdi.validation import validate_fairdi
+from medequity.fairtune.validation import validate_fairtune_fig1, validate_fairtune_mask
 
 
 def test_fairdi_student_keeps_the_worst_group_and_closes_the_teachers_gap():

@@ -179,7 +179,7 @@ class RecordingTrainer(Trainer):
 
 def execute_cell(cell: Cell, evaluation: Evaluation, on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train and evaluate one cell; never raises an Exception (a failure is an outcome)."""
-    from medequity.pipeline import run_experiment
+    from medequity.experiment import run_experiment
 
     try:
         trainer = RecordingTrainer(progress=on_epoch)

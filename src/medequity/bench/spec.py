@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from medequity.metrics.selection import RULES
-from medequity.pipeline import ExperimentSpec
+from medequity.experiment import ExperimentSpec
 
 TOP_LEVEL_KEYS = ("name", "description", "datasets", "models", "usages", "methods", "attributes", "seeds", "train",
                   "evaluation", "selection", "split", "cache_dir")

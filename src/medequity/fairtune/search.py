@@ -14,7 +14,7 @@ FairTune §3.3 (Algorithm 1, eq. 2): the inner loop fine-tunes the pre-trained m
 
 Large training sets are subsampled for the search (10%, keeping the sensitive-attribute × label
 ratios — App. A.5 "Scalability to Large Datasets"); the best (ω, α) is then retrained on all
-training data through :func:`~medequity.pipeline.run_experiment` and evaluated on test.
+training data through :func:`~medequity.experiment.run_experiment` and evaluated on test.
 
 Studies live in any Optuna storage (``sqlite:///fairtune.db`` or another database URL) with
 ``load_if_exists``: several processes may search one study, and a stopped search continues — the
@@ -39,7 +39,7 @@ import optuna
 import pandas as pd
 
 from medequity.fairtune.space import LR_RANGE, SearchSpace, search_space
-from medequity.pipeline import ExperimentSpec, RunResult, load_experiment_data, run_experiment
+from medequity.experiment import ExperimentSpec, RunResult, load_experiment_data, run_experiment
 from medequity.training.trainer import TrainConfig, Trainer
 
 # Trainer progress keys (whole-validation-set values) and the checkpoint-selection rule that keeps

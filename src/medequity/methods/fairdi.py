@@ -81,7 +81,7 @@ stage's FitResult (history, best epoch, value); ``FitResult.history`` = all stag
 on its own group), ``stages`` (per stage: best epoch, value, epochs run, seconds, sizes),
 ``teacher_fallback``, ``n_unknown_train``. ``self.extra`` keeps the step-0 head and the teachers
 (saved with the model); :meth:`FairDi.variant_heads` exposes them for the Table 3 ablation
-(:mod:`medequity.fairdi_ablation`).
+(:mod:`medequity.fairdi.ablation`).
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def create_backbone(name: str, *, checkpoint: str | Path | None = None, cache_di
     Names: a registered name (``small_cnn``), ``timm:<model>`` or any timm model name, or
     ``open_clip:<model>`` (registered by :mod:`medequity.models.clip` when open_clip is present).
     ``checkpoint="synthetic:<modality>"`` uses our own weights pre-trained on unbiased synthetic
-    data of that modality (:mod:`medequity.models.pretrain`), trained on first use and cached.
+    data of that modality (:mod:`medequity.experiment.pretrain`), trained on first use and cached.
     """
     if name in BACKBONES:
         backbone = BACKBONES.create(name, **kwargs)
@@ -135,7 +135,7 @@ def create_backbone(name: str, *, checkpoint: str | Path | None = None, cache_di
             raise KeyError(f"unknown backbone {name!r}; registered: {BACKBONES.names()}; timm models like it: {close}")
         backbone = _timm_backbone(timm_name, **kwargs)
     if isinstance(checkpoint, str) and checkpoint.startswith("synthetic:"):
-        from medequity.models.pretrain import synthetic_checkpoint
+        from medequity.experiment.pretrain import synthetic_checkpoint
 
         checkpoint = synthetic_checkpoint(name, checkpoint, cache_dir=cache_dir, backbone_options=kwargs)
     if checkpoint is not None:

@@ -1,6 +1,8 @@
 """Validation of the seed methods on synthetic data whose bias mechanism is known.
 
-Each function trains a method as its paper describes, on a synthetic preset chosen so the paper's
+The claim scaffolding (:class:`Claim`, :class:`ValidationResult`, their files and plot) shared
+by each paper feature's validation (:mod:`medequity.fairdi.validation`,
+:mod:`medequity.fairtune.validation`, :mod:`medequity.fair_diagnosis.validation`). Each of those trains a method as its paper describes, on a synthetic preset chosen so the paper's
 claim can be checked, and returns a :class:`ValidationResult`: the claims (observed value, bound,
 tolerance, pass/fail), the numbers behind them and the settings. ``size="quick"`` is the version
 the test suite runs; ``size="full"`` the benchmark (minutes on a CPU). From the command line:
@@ -16,9 +18,6 @@ import importlib
 
 _EXPORTS = {
     "result": ("Claim", "ValidationResult"),
-    "fairdi": ("validate_fairdi",),
-    "fairtune": ("validate_fairtune_fig1", "validate_fairtune_mask"),
-    "fair_diagnosis": ("validate_fair_diagnosis",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -255,7 +255,7 @@ def _save_explanations(result: RunResult, out: Path) -> dict[str, Path]:
     A failure here is logged, never fatal: the run itself is already saved."""
     import logging
 
-    from medequity.explain.report import explain_fair_diagnosis, is_adversarial_mask_method
+    from medequity.fair_diagnosis.explanations import explain_fair_diagnosis, is_adversarial_mask_method
 
     if not is_adversarial_mask_method(result.method) or result.model is None:
         return {}

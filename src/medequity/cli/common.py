@@ -54,9 +54,9 @@ CheckpointOpt = Annotated[str | None, typer.Option(
 
 def experiment_spec(*, dataset: str, root: Path | None, option: list[str] | None, model: str,
                     model_option: list[str] | None = None, checkpoint: str | None = None, **fields):
-    """The :class:`~medequity.pipeline.ExperimentSpec` of a command's data and model options (values
+    """The :class:`~medequity.experiment.ExperimentSpec` of a command's data and model options (values
     are YAML data, never code) plus its other ``fields``."""
-    from medequity.pipeline import ExperimentSpec
+    from medequity.experiment import ExperimentSpec
 
     model_options = parse_options(model_option)
     if checkpoint:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from medequity import __version__
-from medequity.cli_common import (
+from medequity.cli.common import (
     command_group,
     CheckpointOpt,
     DatasetOpt,
@@ -27,15 +27,15 @@ app.add_typer(data_app, name="data")
 
 
 def _register_subcommands() -> None:
-    from medequity.bench.cli import bench_app
+    from medequity.cli.bench import bench_app
 
     app.add_typer(bench_app, name="bench")
-    from medequity.fairdi_ablation import fairdi_app
-    from medequity.fairtune.cli import fairtune_app
+    from medequity.cli.fairdi import fairdi_app
+    from medequity.cli.fairtune import fairtune_app
 
     app.add_typer(fairtune_app, name="fairtune")
     app.add_typer(fairdi_app, name="fairdi")
-    from medequity.validation.cli import validate_app
+    from medequity.cli.validate import validate_app
 
     app.add_typer(validate_app, name="validate")
 
@@ -130,7 +130,7 @@ def demo_command(
     """Run the default benchmark on synthetic data with a known bias, print the leaderboard, write the report."""
     from importlib.resources import files
 
-    from medequity.bench.cli import run_command
+    from medequity.cli.bench import run_command
     from medequity.bench.report import write_bench_report
 
     spec = Path(str(files("medequity.bench") / "specs" / "demo.yaml"))
@@ -169,7 +169,7 @@ def train_command(
 ) -> None:
     """Train one model with one mitigation method; save it with its predictions and fairness report."""
     from medequity.methods import METHODS
-    from medequity.pipeline import run_experiment, save_run
+    from medequity.experiment import run_experiment, save_run
     from medequity.training.trainer import Trainer
 
     if method not in METHODS:

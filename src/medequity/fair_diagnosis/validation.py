@@ -133,7 +133,7 @@ def build_model_and_data(preset: str, attribute: str, n: int, seed: int, overrid
 
     from medequity.data.transforms import build_transform
     from medequity.models import create_backbone
-    from medequity.pipeline import SPLITS, ExperimentSpec, load_experiment_data
+    from medequity.experiment import SPLITS, ExperimentSpec, load_experiment_data
     from medequity.training.data import make_split_data
     from medequity.usages import UsageContext, create_usage
 

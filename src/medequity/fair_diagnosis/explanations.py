@@ -1,6 +1,6 @@
 """The Fair Diagnosis explanation report: Grad-CAM maps of Ŷ and Ŝ and their overlap (spec "Fair Diagnosis").
 
-For a trained Fair Diagnosis / FAAP run (:class:`medequity.pipeline.RunResult`), on a few test
+For a trained Fair Diagnosis / FAAP run (:class:`medequity.experiment.RunResult`), on a few test
 images balanced over (group, label) cells and picked with the run's seed, we compute
 
 * Grad-CAM of the frozen classifier's Ŷ on the original image x and on the masked image x̃ = perturb(x);
@@ -159,7 +159,7 @@ def explain_fair_diagnosis(result, out_dir: str | Path, n_images: int = 8) -> di
         return None
     data = getattr(result, "test_data", None)
     if data is None:
-        from medequity.pipeline import rebuild_split_data
+        from medequity.experiment import rebuild_split_data
 
         data = rebuild_split_data(spec)
     index = select_balanced(data.labels, data.groups, n_images, seed=spec.seed)

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from medequity.cli_common import (
+from medequity.cli.common import (
     command_group,
     CheckpointOpt,
     DatasetOpt,
@@ -70,7 +70,7 @@ def fairtune_command(
     """Search a FairTune mask and LR on validation fairness; retrain, test, compare and report."""
     from medequity.fairtune.plots import write_report
     from medequity.fairtune.search import FairTuneConfig, FairTuneResult, compare_baselines, search, test_summary
-    from medequity.pipeline import run_experiment, save_run
+    from medequity.experiment import run_experiment, save_run
 
     spec = experiment_spec(dataset=dataset, root=root, option=option, model=model, model_option=model_option,
                            checkpoint=checkpoint, attribute=attribute, usage="mask", seed=seed,

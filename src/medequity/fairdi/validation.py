@@ -66,7 +66,7 @@ DEFAULT_ATTRIBUTE = {"derm-skin-tone-representation": "skin_tone", "fundus-race-
 def fairdi_spec(preset: str, attribute: str, *, n: int, seed: int, epochs: int, image_size: int = 32,
                 fairdi_params: dict | None = None, cache_dir=None):
     """The experiment each seed runs: small_cnn fine-tuned with FairDi on a synthetic preset."""
-    from medequity.pipeline import ExperimentSpec
+    from medequity.experiment import ExperimentSpec
 
     return ExperimentSpec(
         dataset="synthetic", dataset_options={"preset": preset, "n": n, "seed": seed, "image_size": image_size},
@@ -85,8 +85,8 @@ def validate_fairdi(preset: str = DEFAULT_PRESET, attribute: str | None = None, 
     also trains the ERM, ERM + CutMix and FIS rows of Table 3 (three more runs per seed).
     """
     from medequity.data.synthetic import oracle_group_auc
-    from medequity.fairdi_ablation import STEP0_ROW, STUDENT_ROW, fairdi_ablation, fairdi_rows
-    from medequity.pipeline import load_experiment_data, run_experiment
+    from medequity.fairdi.ablation import STEP0_ROW, STUDENT_ROW, fairdi_ablation, fairdi_rows
+    from medequity.experiment import load_experiment_data, run_experiment
     from medequity.training.trainer import TrainConfig, Trainer
 
     if size not in SIZES:

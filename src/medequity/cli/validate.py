@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from medequity.cli_common import command_group, console, fail, parse_options
+from medequity.cli.common import command_group, console, fail, parse_options
 
 validate_app = command_group("Validate the seed methods on synthetic data whose bias mechanism is known.")
 
@@ -75,7 +75,7 @@ def fairdi_command(
     threads: Annotated[int, typer.Option(help="torch threads (1 is fastest on a shared CPU).")] = 1,
 ) -> None:
     """FairDi §4.4: the student keeps the step-0 worst group and closes the teachers' gap."""
-    from medequity.validation.fairdi import validate_fairdi
+    from medequity.fairdi.validation import validate_fairdi
 
     _threads(threads)
     try:
@@ -98,7 +98,7 @@ def fairtune_command(
     threads: Annotated[int, typer.Option(help="torch threads (1 is fastest on a shared CPU).")] = 1,
 ) -> None:
     """FairTune Fig. 1 and §4.1 on a small task where full fine-tuning overfits."""
-    from medequity.validation.fairtune import validate_fairtune_fig1, validate_fairtune_mask
+    from medequity.fairtune.validation import validate_fairtune_fig1, validate_fairtune_mask
 
     if part not in ("fig1", "mask", "all"):
         fail(f"--part must be fig1, mask or all; got {part!r}")
@@ -130,7 +130,7 @@ def fair_diagnosis_command(
     threads: Annotated[int, typer.Option(help="torch threads (1 is fastest on a shared CPU).")] = 1,
 ) -> None:
     """Fair Diagnosis: ADF falls under a shortcut; ADF ≈ 0 and DP ≠ 0 under a prevalence difference; with both, DP stays."""
-    from medequity.validation.fair_diagnosis import PRESETS, validate_fair_diagnosis
+    from medequity.fair_diagnosis.validation import PRESETS, validate_fair_diagnosis
 
     _threads(threads)
     results = []

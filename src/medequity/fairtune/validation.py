@@ -58,7 +58,7 @@ def _sizes(size: str, **explicit) -> dict:
 def overfit_spec(seed: int, *, epochs: int = 15, n: int = 1000, preset: str = FIG1_PRESET, attribute: str = "race",
                  lr: float = 1e-2, cache_dir=None):
     """small_cnn fully fine-tuned on ~300 training images, no early stop, final epoch kept."""
-    from medequity.pipeline import ExperimentSpec
+    from medequity.experiment import ExperimentSpec
 
     modality = preset.split("-", 1)[0]
     return ExperimentSpec(
@@ -74,7 +74,7 @@ def validate_fairtune_fig1(*, size: str = "full", seeds=None, epochs: int | None
                            progress: Callable[[str], None] | None = None) -> ValidationResult:
     """Fig. 1 on each seed: train and test per-group AUCs of the final fully fine-tuned model."""
     from medequity.fairtune import Objective, SearchSetup, split_group_aucs
-    from medequity.pipeline import run_experiment
+    from medequity.experiment import run_experiment
 
     chosen = _sizes(size, seeds=seeds, epochs=epochs)
     start = time.perf_counter()

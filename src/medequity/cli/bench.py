@@ -14,7 +14,7 @@ import click
 import typer
 from rich.table import Table
 
-from medequity.cli_common import command_group, console, fail, progress_bar
+from medequity.cli.common import command_group, console, fail, progress_bar
 
 
 class RunByDefaultGroup(typer.core.TyperGroup):

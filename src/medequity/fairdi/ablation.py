@@ -25,26 +25,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import typer
-from rich.console import Console
-from rich.table import Table
-
-from medequity.cli_common import (
-    command_group,
-    CheckpointOpt,
-    DatasetOpt,
-    DatasetOptionsOpt,
-    ModelOptionsOpt,
-    RootOpt,
-    console,
-    experiment_spec,
-    fail,
-    parse_options,
-)
 from medequity.metrics import aggregate
 from medequity.metrics.weighted import SampleSet, evaluate
 
@@ -83,7 +67,7 @@ def auc_summary(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, grou
 
 
 def _as_spec(spec_like):
-    from medequity.pipeline import ExperimentSpec
+    from medequity.experiment import ExperimentSpec
 
     if isinstance(spec_like, ExperimentSpec):
         return spec_like
@@ -94,13 +78,13 @@ def fairdi_ablation(spec_like, *, fairdi_params: dict[str, Any] | None = None, t
                     progress=None) -> pd.DataFrame:
     """FairDi Table 3 on one (dataset, attribute): a DataFrame, one row per model (see module doc).
 
-    ``spec_like``: an :class:`~medequity.pipeline.ExperimentSpec` or its dict; its ``method`` is
+    ``spec_like``: an :class:`~medequity.experiment.ExperimentSpec` or its dict; its ``method`` is
     ignored. It needs an image usage (``ft`` or ``peft``): CutMix edits pixels. ``fairdi_params``
     override FairDi's defaults; the step-0 variants train with ``FairDi.stage_config(train, "step0")``.
     ``progress(message)`` is called before each training run.
     """
     from medequity.methods import create_method
-    from medequity.pipeline import run_experiment
+    from medequity.experiment import run_experiment
     from medequity.training.trainer import TrainConfig, Trainer
     from medequity.usages import create_usage
 
@@ -166,68 +150,3 @@ def write_ablation(frame: pd.DataFrame, out: str | Path, *, spec=None, fairdi_pa
               "provenance": provenance()}
     paths["json"] = atomic_write_text(out / "ablation.json", json.dumps(record, indent=2, default=str))
     return paths
-
-
-def ablation_table(frame: pd.DataFrame, title: str = "FairDi ablation (Table 3), test split") -> Table:
-    """Table 3's layout: one row per metric, one column per model; PSDs in scientific notation."""
-    table = Table(title=title)
-    table.add_column("metric")
-    for model in frame["model"]:
-        table.add_column(str(model), justify="right")
-    for column in frame.columns:
-        if column in ("model", "stage"):
-            continue
-        values = frame[column].to_numpy()
-        if column == "n_test":
-            cells = [str(int(v)) for v in values]
-        elif column in ("mean_psd", "max_psd"):
-            cells = [f"{v:.2e}" for v in values]
-        else:
-            cells = [f"{v:.4f}" for v in values]
-        table.add_row(column, *cells)
-    return table
-
-
-# --- command line --------------------------------------------------------------------------------------
-
-fairdi_app = command_group("FairDi (fair distillation): teachers per group, one distilled student.")
-
-
-@fairdi_app.callback()
-def _group() -> None:
-    """FairDi (Masroor et al.): fair distillation from per-group teachers."""
-
-
-@fairdi_app.command("ablation")
-def ablation_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for ablation.csv and ablation.json.")] = Path("runs/fairdi-ablation"),
-    dataset: DatasetOpt = "synthetic",
-    root: RootOpt = None,
-    option: DatasetOptionsOpt = None,
-    attribute: Annotated[str, typer.Option(help="Sensitive attribute: one teacher per group ('sex&age': per intersection).")] = "sex",
-    model: Annotated[str, typer.Option(help="Backbone (the paper: resnet18).")] = "resnet18",
-    model_option: ModelOptionsOpt = None,
-    checkpoint: CheckpointOpt = None,
-    usage: Annotated[str, typer.Option(help="ft (the paper) or peft: CutMix needs images.")] = "ft",
-    param: Annotated[list[str] | None, typer.Option("--param", help="FairDi parameter key=value (repeat), e.g. tau=2 or step0_epochs=10.")] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs per stage unless a *_epochs parameter says otherwise (the paper: 30).")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
-    seed: Annotated[int, typer.Option(help="Seed (split, initialisation, batches).")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
-    cache_dir: Annotated[str | None, typer.Option(help="Cache folder (features, data).")] = None,
-) -> None:
-    """Train ERM, ERM+CutMix, FIS and FairDi; report Table 3 (AUCs, gap, ES-AUC, MeanPSD, MaxPSD) on test."""
-    fairdi_params = parse_options(param)
-    spec = experiment_spec(dataset=dataset, root=root, option=option, model=model, model_option=model_option,
-                           checkpoint=checkpoint, attribute=attribute, usage=usage, method="fairdi",
-                           method_params=fairdi_params, seed=seed,
-                           train={"epochs": epochs, "batch_size": batch_size, "device": device},
-                           n_boot=0, n_permutations=0, cache_dir=cache_dir)
-    try:
-        frame = fairdi_ablation(spec, fairdi_params=fairdi_params, progress=lambda message: console.print(f"[cyan]{message}[/]"))
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
-        fail(str(exc))
-    # a terminal shows what fits; logs and pipes get the whole table rather than 80 wrapped columns
-    (console if console.is_terminal else Console(width=200)).print(ablation_table(frame))
-    for kind, path in write_ablation(frame, out, spec=spec, fairdi_params=fairdi_params).items():
-        console.print(f"[green]wrote[/] {kind:5s} {path}", soft_wrap=True)
