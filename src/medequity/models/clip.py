@@ -1,4 +1,7 @@
-"""open_clip backbones: ``create_backbone("open_clip:ViT-B-32")`` and the text side for zero-shot.
+"""The open_clip family: ``create_backbone("open_clip:ViT-B-32")`` and the text side for zero-shot.
+
+:mod:`medequity.models` registers this module lazily (importing open_clip is slow): it is imported
+the first time an ``open_clip:`` name is created, or when imported directly.
 
 FairMedFM (§3.2, App. A.2) uses vision-language models three ways: the image embedding for LP and
 PEFT, and image–text similarity for CLIP zero-shot (CLIP-ZS) and CLIP-Adapt. So the backbone module
@@ -30,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medequity.models.backbones import BACKBONES, Backbone
 from medequity.models.checkpoint import load_weights
+from medequity.models.registry import Backbone, register_backbone
 
 OPENAI_MEAN = tuple(open_clip.OPENAI_DATASET_MEAN)
 OPENAI_STD = tuple(open_clip.OPENAI_DATASET_STD)
@@ -164,7 +167,7 @@ def _cached_tokenizer(context_length: int, hf_tokenizer_name: str | None, kwargs
     return open_clip.HFTokenizer(hf_tokenizer_name, context_length=context_length, **kwargs)
 
 
-@BACKBONES.register("open_clip")
+@register_backbone("open_clip", family=True)
 def open_clip_backbone(*, model_name: str, model_cfg: dict | None = None, input_size: int | None = None,
                        mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
                        pretrained_tag: str | None = None, **_: Any) -> Backbone:
