@@ -37,7 +37,8 @@ BMI            underweight < 18.5 ≤ normal < 25 ≤ overweight < 30 ≤ obese 
                (FairMedFM B.2, after Quetelet/WHO)                           ``obese``
 handedness     right vs non-right (left or ambidextrous)                    ``right``/``non-right``
 intersection   ``intersect(table, ["sex", "age"])``; <NA> if any part is     ``female & >60``
-               unknown (FairTune App. A: age × sex → 4 groups)
+               unknown (FairTune App. A: age × sex → 4 groups); the
+               attribute is named ``sex & age`` (``sex&age`` accepted)
 ============== ============================================================ ======================
 
 Raw values stay in the table next to the ``group:<attr>`` columns (see :mod:`medequity.data.base`).
@@ -52,8 +53,7 @@ import numpy as np
 import pandas as pd
 
 from medequity.data.base import GROUP_PREFIX
-
-INTERSECTION_SEPARATOR = " & "
+from medequity.metrics.groups import INTERSECTION_SEP, intersection_name, is_intersection, split_intersection
 
 # Numeric code maps as the datasets document them (the "one coding": loaders use these constants).
 PAPILA_SEX_CODES = {0: "male", 1: "female"}  # PAPILA clinical data: gender 0 male, 1 female
@@ -474,8 +474,9 @@ def add_group_columns(
             raise KeyError(f"attribute column {column!r} not in table; columns: {list(out.columns)}")
         groups = grouper(out[column], **kwargs)
         out[GROUP_PREFIX + name] = pd.Series(groups, index=out.index).astype("string")
-    for combo in intersections:
-        out[GROUP_PREFIX + intersection_name(combo)] = intersect(out, combo)
+    for combo in intersections:  # ("sex", "age") or "sex & age" / "sex&age" → column "group:sex & age"
+        parts = split_intersection(combo) if isinstance(combo, str) else tuple(combo)
+        out[GROUP_PREFIX + intersection_name(parts)] = intersect(out, parts)
     return out
 
 
@@ -486,30 +487,30 @@ def _default_grouper(name: str) -> Callable[..., pd.Series]:
         return categorical_groups
 
 
-def intersection_name(attributes: Sequence[str]) -> str:
-    """Attribute name of an intersection, e.g. ``sex&age``."""
-    return "&".join(attributes)
-
-
 def with_intersections(dataset, names: Iterable[str]):
-    """``dataset`` with a ``group:a&b`` column for each intersection name ``"a&b"`` in ``names``
-    that it lacks (a new dataset object; the original is untouched). Plain attribute names are
-    left alone; an intersection of attributes the dataset does not have raises a KeyError naming
-    the attributes it has. This lets any method train on intersectional groups (FairTune App. A:
-    age × sex → 4 groups) by naming ``attribute="sex&age"``.
+    """``dataset`` with a ``group:<name>`` column for each intersection ``name`` in ``names`` that it
+    lacks (a new dataset object; the original is untouched). Both spellings name an intersection,
+    ``"sex&age"`` and ``"sex & age"``; an intersection the dataset already has in either spelling
+    is not added again, and a new column is named as the caller spelled it, so the caller finds it
+    under that name (``attribute="sex&age"`` of a saved spec). Plain attribute names are left
+    alone; an intersection of attributes the dataset does not have raises a KeyError naming the
+    attributes it has. This lets any method train on intersectional groups (FairTune App. A:
+    age × sex → 4 groups) by naming ``attribute="sex & age"``.
     """
     from dataclasses import replace
 
-    missing = [name for name in dict.fromkeys(names) if "&" in name and name not in dataset.attributes]
+    missing = [name for name in dict.fromkeys(names) if is_intersection(name) and not dataset.has_attribute(name)]
     if not missing:
         return dataset
     table = dataset.table.copy()
     for name in missing:
-        parts = [part.strip() for part in name.split("&")]
+        if GROUP_PREFIX + name in table.columns:  # two spellings of one intersection in ``names``
+            continue
+        parts = split_intersection(name)
         unknown = [part for part in parts if part not in dataset.attributes]
         if unknown:
             raise KeyError(f"intersection {name!r}: dataset {dataset.name!r} has no attribute {unknown}; has {dataset.attributes}")
-        table[GROUP_PREFIX + intersection_name(parts)] = intersect(table, parts)
+        table[GROUP_PREFIX + name] = intersect(table, parts)
     return replace(dataset, table=table)
 
 
@@ -529,5 +530,5 @@ def intersect(table: pd.DataFrame, attributes: Sequence[str]) -> pd.Series:
         parts.append(table[column].astype("string"))
     joined = parts[0]
     for part in parts[1:]:
-        joined = joined + INTERSECTION_SEPARATOR + part  # <NA> propagates through string concatenation
+        joined = joined + INTERSECTION_SEP + part  # <NA> propagates through string concatenation
     return joined.astype("string")

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medequity.metrics.groups import GROUP_PREFIX, is_intersection, same_attribute
 from medequity.registry import Registry
 
-GROUP_PREFIX = "group:"
+# GROUP_PREFIX lives with the group coding in metrics.groups (the layer below) and is re-exported here.
 REQUIRED_COLUMNS = ("sample_id", "patient_id", "label")
 
 
@@ -103,9 +104,24 @@ class MedicalDataset:
         """Names of the grouped sensitive attributes (``group:<name>`` columns)."""
         return [c[len(GROUP_PREFIX):] for c in self.table.columns if c.startswith(GROUP_PREFIX)]
 
-    def groups(self, attribute: str) -> pd.Series:
+    def attribute_column(self, attribute: str) -> str | None:
+        """The ``group:`` column of ``attribute`` (an intersection in either spelling, ``"sex&age"``
+        or ``"sex & age"``), or ``None`` if the dataset lacks it."""
         column = GROUP_PREFIX + attribute
-        if column not in self.table.columns:
+        if column in self.table.columns:
+            return column
+        if is_intersection(attribute):
+            for name in self.attributes:
+                if is_intersection(name) and same_attribute(name, attribute):
+                    return GROUP_PREFIX + name
+        return None
+
+    def has_attribute(self, attribute: str) -> bool:
+        return self.attribute_column(attribute) is not None
+
+    def groups(self, attribute: str) -> pd.Series:
+        column = self.attribute_column(attribute)
+        if column is None:
             raise KeyError(f"dataset {self.name!r} has no attribute {attribute!r}; has {self.attributes}")
         return self.table[column]
 

@@ -13,15 +13,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medequity.data.base import MedicalDataset
 from medequity.data.transforms import image_to_tensor
 from medequity.data.volumes import VolumeDataset
+from medequity.metrics.groups import UNKNOWN_CODE, Groups, group_names
 
-UNKNOWN_GROUP = -1
+UNKNOWN_GROUP = UNKNOWN_CODE  # kept for importers
 
 
 class TorchImageDataset(Dataset):
@@ -53,12 +53,13 @@ class TorchImageDataset(Dataset):
         self.attributes = list(dataset.attributes if attributes is None else attributes)
         given = dict(group_categories or {})
         self.group_categories: dict[str, list[str]] = {
-            name: list(given[name]) if name in given else _categories(dataset.groups(name))
+            name: list(given[name]) if name in given else list(group_names(dataset.groups(name)))
             for name in self.attributes
         }
         # Codes and labels are small; computing them once keeps __getitem__ to one image read.
         self.group_codes = np.stack(
-            [_codes(dataset.groups(name), self.group_categories[name]) for name in self.attributes], axis=1
+            [Groups.from_names(dataset.groups(name), self.group_categories[name], attribute=name, unknown="raise").codes
+             for name in self.attributes], axis=1
         ) if self.attributes else np.zeros((len(dataset), 0), dtype=np.int64)
         self.labels = dataset.table["label"].astype("Int64").fillna(-1).to_numpy(dtype=np.int64)
 
@@ -155,20 +156,3 @@ def iterate_batches(
         for batch in loader:
             yield batch
             bar.advance(task, len(batch["index"]) if isinstance(batch, Mapping) else batch_size)
-
-
-def _categories(groups: pd.Series) -> list[str]:
-    if isinstance(groups.dtype, pd.CategoricalDtype):
-        return [str(c) for c in groups.cat.categories]
-    return sorted(str(v) for v in groups.dropna().unique())
-
-
-def _codes(groups: pd.Series, categories: list[str]) -> np.ndarray:
-    position = {name: code for code, name in enumerate(categories)}
-    codes = np.full(len(groups), UNKNOWN_GROUP, dtype=np.int64)
-    for row, value in enumerate(groups):
-        if not pd.isna(value):
-            if str(value) not in position:
-                raise ValueError(f"group {value!r} of row {row} is not in the coding {categories}")
-            codes[row] = position[str(value)]
-    return codes

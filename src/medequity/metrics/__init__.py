@@ -34,7 +34,19 @@ from medequity.metrics.calibration import (
 from medequity.metrics.causal import adf
 from medequity.metrics.compare import PairedComparison, paired_bootstrap
 from medequity.metrics.frame import DEFAULT_METRICS, GroupMetricResult, group_metrics
-from medequity.metrics.groups import Groups, encode_groups
+from medequity.metrics.groups import (
+    GROUP_PREFIX,
+    INTERSECTION_SEP,
+    UNKNOWN_CODE,
+    Groups,
+    canonical_attribute,
+    encode_groups,
+    group_names,
+    intersection_name,
+    is_intersection,
+    same_attribute,
+    split_intersection,
+)
 from medequity.metrics.parity import (
     accuracy_parity_difference,
     auc_gap,
@@ -57,6 +69,7 @@ from medequity.metrics.parity import (
 from medequity.metrics.ranking import RankComparison, compare_methods, nemenyi_critical_difference
 from medequity.metrics.representation import attribute_probe_auc, embed_2d
 from medequity.metrics.segmentation import dice_per_sample, iou_per_sample, segmentation_group_metrics
+from medequity.metrics.summary import group_aucs, group_auc_summary
 from medequity.metrics.selection import distance_to_utopia, pareto_front, select_model
 from medequity.metrics.thresholds import Threshold, best_f1_threshold, resolve_threshold, youden_threshold
 from medequity.metrics.weighted import METRICS, MetricSpec, get_metric

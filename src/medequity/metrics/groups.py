@@ -4,10 +4,22 @@ Accepts one attribute (any hashable values, 2+ groups) or several (a DataFrame, 
 a 2-D array), in which case the groups are their intersections, named ``"F & >60"``. Missing values
 (None, NaN, pd.NA) are either dropped from the per-group analysis with a count (default) or kept as
 their own ``"missing"`` group — never silently merged into another group.
+
+This module is the one place group codes and intersection names are made (the lowest layer that
+data, training and methods can all import):
+
+- :func:`encode_groups` *discovers* the groups of some values (names = sorted distinct values);
+- :meth:`Groups.from_names` encodes values against a *fixed* coding (e.g. the training split's
+  group names applied to the test split): code = position in ``names``, ``-1`` for missing;
+- :func:`group_names` is the coding a column implies (its categories, else its sorted values);
+- :func:`intersection_name` / :func:`split_intersection`: an intersection of attributes is named
+  ``"sex & age"`` and its groups ``"female & >60"``, with the one separator :data:`INTERSECTION_SEP`.
+  On input the compact spelling ``"sex&age"`` (CLI options, saved specs) is accepted too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +28,49 @@ import pandas as pd
 from medequity.metrics._validation import warn_group
 
 MISSING_LABEL = "missing"
-INTERSECTION_SEP = " & "
+INTERSECTION_SEP = " & "  # the one separator: attribute "sex & age", group "female & >60"
+INTERSECTION_MARK = INTERSECTION_SEP.strip()  # what marks an intersection on input ("sex&age" too)
+GROUP_PREFIX = "group:"  # table column of a grouped attribute: "group:<attribute>" (re-exported by data.base)
+UNKNOWN_CODE = -1  # group code of a sample whose group is missing/unknown
+
+
+def intersection_name(parts: Sequence[str]) -> str:
+    """The name of an intersection, of attributes or of their values: ``("sex", "age")`` →
+    ``"sex & age"``; ``("female", ">60")`` → ``"female & >60"``."""
+    return INTERSECTION_SEP.join(str(part) for part in parts)
+
+
+def is_intersection(name: str) -> bool:
+    """Whether an attribute name names an intersection (``"sex & age"`` or ``"sex&age"``)."""
+    return INTERSECTION_MARK in str(name)
+
+
+def split_intersection(name: str) -> tuple[str, ...]:
+    """The parts of an intersection name in either spelling: ``"sex&age"`` and ``"sex & age"``
+    → ``("sex", "age")``; a plain name → ``(name,)``."""
+    parts = tuple(part.strip() for part in str(name).split(INTERSECTION_MARK))
+    if any(not part for part in parts):
+        raise ValueError(f"intersection {name!r} has an empty part; write e.g. 'sex & age'")
+    return parts
+
+
+def canonical_attribute(name: str) -> str:
+    """An attribute name in the one produced spelling: ``"sex&age"`` → ``"sex & age"``."""
+    return intersection_name(split_intersection(name)) if is_intersection(name) else str(name)
+
+
+def same_attribute(a: str, b: str) -> bool:
+    """Whether two attribute names name the same attribute (intersections in either spelling)."""
+    return canonical_attribute(a) == canonical_attribute(b)
+
+
+def group_names(values) -> tuple[str, ...]:
+    """The coding a column implies: a categorical's categories (a subset keeps them), otherwise the
+    sorted distinct known values as text. Missing values are no group."""
+    series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=object))
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return tuple(str(c) for c in series.cat.categories)
+    return tuple(sorted({str(v) for v in series.dropna().unique()}))
 
 
 @dataclass(frozen=True)
@@ -33,6 +87,41 @@ class Groups:
     @property
     def n_groups(self) -> int:
         return len(self.names)
+
+    @classmethod
+    def from_names(cls, values, names: Sequence[str], *, attribute: str = "group", unknown: str = "missing") -> Groups:
+        """Encode ``values`` against a fixed, known coding: code = position of ``str(value)`` in
+        ``names``, ``-1`` for a missing value (None, NaN, <NA>), counted in ``n_excluded_missing``.
+
+        A value that is not in ``names`` is ``-1`` too with ``unknown="missing"`` (a group the
+        training split never saw); ``unknown="raise"`` raises a ValueError naming it instead.
+        """
+        if unknown not in ("missing", "raise"):
+            raise ValueError(f"unknown must be 'missing' or 'raise'; got {unknown!r}")
+        names = tuple(str(name) for name in names)
+        if len(set(names)) < len(names):
+            raise ValueError(f"group names must be distinct; got {list(names)}")
+        series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=object))
+        series = series.reset_index(drop=True).astype(object)
+        missing = series.isna().to_numpy()
+        # One lookup per distinct value, not per sample.
+        value_codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        position = {name: code for code, name in enumerate(names)}
+        lookup = np.array([position.get(str(v), UNKNOWN_CODE) for v in uniques] + [UNKNOWN_CODE], dtype=np.int64)
+        codes = lookup[value_codes]  # the NA sentinel -1 reads the last entry: UNKNOWN_CODE
+        not_in = (codes == UNKNOWN_CODE) & ~missing
+        if not_in.any() and unknown == "raise":
+            row = int(np.flatnonzero(not_in)[0])
+            raise ValueError(f"group {series.iloc[row]!r} of row {row} is not in the coding {list(names)}")
+        return cls(codes=codes, names=names, attribute=attribute, n_excluded_missing=int(missing.sum()))
+
+    def encode(self, values, *, unknown: str = "missing") -> Groups:
+        """Other values (e.g. another split) in this coding: same names, same codes."""
+        return Groups.from_names(values, self.names, attribute=self.attribute, unknown=unknown)
+
+    def name_of(self, code: int) -> str | None:
+        """The group name of ``code`` (``None`` for -1, unknown)."""
+        return None if code == UNKNOWN_CODE else self.names[code]
 
     def indices(self) -> list[np.ndarray]:
         """Sample indices of each group, in code order."""
@@ -93,7 +182,7 @@ def encode_groups(
     if missing not in ("drop", "category"):
         raise ValueError(f"missing must be 'drop' or 'category'; got {missing!r}")
     frame = _as_frame(sensitive_features, n)
-    attribute = INTERSECTION_SEP.join(str(c) for c in frame.columns)
+    attribute = intersection_name([str(c) for c in frame.columns])
     missing_mask = np.zeros(len(frame), dtype=bool)
     parts: list[np.ndarray] = []
     for column in frame.columns:
@@ -122,7 +211,7 @@ def encode_groups(
     if len(parts) == 1:
         combined = parts[0]
     else:
-        combined = np.array([INTERSECTION_SEP.join(vals) for vals in zip(*parts)], dtype=object)
+        combined = np.array([intersection_name(vals) for vals in zip(*parts)], dtype=object)
 
     codes = np.full(len(frame), -1, dtype=np.int64)
     keep = ~missing_mask

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from medequity.data.base import MedicalDataset
 from medequity.data.torch_dataset import TorchImageDataset
+from medequity.metrics.groups import Groups
 
 
 IN_MEMORY_LIMIT_BYTES = 2 << 30  # larger feature arrays stay memory-mapped and are read per item
@@ -86,11 +87,6 @@ class SplitData:
                          self.group_names, self.table.iloc[rows].reset_index(drop=True), self.fingerprint + f"[{len(rows)}]")
 
 
-def group_codes(values: pd.Series, names: tuple[str, ...]) -> np.ndarray:
-    lookup = {name: i for i, name in enumerate(names)}
-    return np.array([lookup.get(v, -1) if not pd.isna(v) else -1 for v in values.astype(object)], dtype=np.int64)
-
-
 def dataset_fingerprint(dataset: MedicalDataset) -> str:
     """Identifies the data a feature cache was computed from (content for in-memory images)."""
     digest = hashlib.sha256()
@@ -107,7 +103,7 @@ def dataset_fingerprint(dataset: MedicalDataset) -> str:
 def make_split_data(dataset: MedicalDataset, attribute: str, transform, group_names: tuple[str, ...]) -> SplitData:
     """Build the training view of ``dataset`` for ``attribute``; in-memory images are transformed once."""
     labels = dataset.table["label"].to_numpy(dtype=np.int64)
-    codes = group_codes(dataset.groups(attribute), group_names)
+    codes = Groups.from_names(dataset.groups(attribute), group_names, attribute=attribute).codes
     if dataset.images is not None:
         x = torch.stack([transform(image) for image in dataset.images]) if len(dataset) else torch.empty(0)
         items: Dataset = ArrayItems(x, labels, codes)
