@@ -92,13 +92,13 @@ def _train(name, params, train_split, x, y, s, steps=500, seed=0, lr=2e-2):
     method = create_method(name, **params)
     config = TrainConfig(lr=lr, weight_decay=0.0, device="cpu")
     method.setup(model, train_split, config)
-    optimizer = method.make_optimizer(model, config)
+    optimizers = method.make_optimizers(model, config)
     generator = torch.Generator().manual_seed(seed)
     X, Y, S = torch.tensor(x), torch.tensor(y, dtype=torch.float32), torch.tensor(s)
     model.train()
     for _ in range(steps):
         idx = torch.randint(0, len(X), (128,), generator=generator)
-        method.training_step(model, {"x": X[idx], "y": Y[idx], "group": S[idx]}, optimizer)
+        method.training_step(model, {"x": X[idx], "y": Y[idx], "group": S[idx]}, optimizers)
     model.eval()
     return model
 

@@ -30,7 +30,7 @@ def test_sam_step_equals_the_hand_computed_two_step_update():
     w = np.array([1.0, -2.0])
     model = Point(w.tolist())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    stats = QuadraticSAM(rho=0.05).training_step(model, {}, optimizer)
+    stats = QuadraticSAM(rho=0.05).training_step(model, {}, {"model": optimizer})
 
     g = A * (w - C)  # (0.5, -6)
     w_adv = w + 0.05 * g / np.linalg.norm(g)
@@ -50,7 +50,7 @@ def test_batchnorm_statistics_count_each_batch_once():
     method = SAM()
     method.loss = lambda m, batch: (m(batch["x"]) ** 2).mean()
     model.train()
-    method.training_step(model, {"x": x}, torch.optim.SGD(model.parameters(), lr=0.0))
+    method.training_step(model, {"x": x}, {"model": torch.optim.SGD(model.parameters(), lr=0.0)})
     # one update from running_mean = 0 with momentum 0.1; a second (perturbed) pass would double it
     torch.testing.assert_close(model[1].running_mean, 0.1 * batch_mean)
     assert int(model[1].num_batches_tracked) == 2  # counted, but with momentum 0 it changes nothing

@@ -47,13 +47,13 @@ class RecordingSWAD(swad_module.SWAD):
         super().setup(model, train, config)
         self.snapshots, self.epoch = [], 0
 
-    def training_step(self, model, batch, optimizer):
-        stats = super().training_step(model, batch, optimizer)
+    def training_step(self, model, batch, optimizers):
+        stats = super().training_step(model, batch, optimizers)
         self.snapshots.append((self.epoch, [p.detach().clone() for p in model.parameters()]))
         return stats
 
-    def on_epoch_end(self, model, epoch, val_scores):
-        super().on_epoch_end(model, epoch, val_scores)
+    def on_epoch_end(self, model, epoch, val_scores, summary):
+        super().on_epoch_end(model, epoch, val_scores, summary)
         self.epoch += 1
 
 

@@ -124,7 +124,7 @@ class Adversarial(Method):
             self._epoch.append((float(adv.detach()), correct, n_known))
         return task + adv
 
-    def on_epoch_end(self, model, epoch: int, val_scores) -> None:
+    def on_epoch_end(self, model, epoch: int, val_scores, summary) -> None:
         if self._epoch:
             n = sum(k for _, _, k in self._epoch)
             self.log["adv_loss"].append(sum(loss * k for loss, _, k in self._epoch) / max(n, 1))

@@ -58,6 +58,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -66,6 +68,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from medequity.methods.base import Method, create_method, register_method
+
+if TYPE_CHECKING:
+    from medequity.training.data import SplitData
+    from medequity.training.trainer import FitResult, TrainConfig, Trainer
 
 DISCRIMINATORS = ("encoder", "image")
 
@@ -196,6 +202,7 @@ class AdversarialMask(Method):
 
     name = "adversarial_mask_base"
     conditional: bool = True
+    keep_last_epoch = True  # the trainer keeps the last generator (the paper states no selection rule)
     defaults = {
         "eta": 0.2,  # noise strength η (§4.6.2, Table 3; App. A)
         "alpha": 1.0,  # entropy weight α (App. A)
@@ -222,6 +229,7 @@ class AdversarialMask(Method):
             if not float(self.params[key]) >= 0:
                 raise ValueError(f"{key} must be >= 0")
         self.stage_results: dict = {}
+        self._built = False  # set between the "jsd" and "adversarial" stages of fit()
 
     # --- building ----------------------------------------------------------------------------------
     def build(self, model: nn.Module, train, device: torch.device | str = "cpu") -> None:
@@ -310,79 +318,85 @@ class AdversarialMask(Method):
             p.requires_grad_(False)
         model.eval()
 
-    def fit(self, model, train, val, config, trainer):
-        from medequity.training.trainer import FitResult, seed_everything, validation_summary
+    def stage_config(self, config: TrainConfig, stage: str) -> TrainConfig:
+        """The TrainConfig of the "jsd" or "adversarial" stage: the user's config with the stage's
+        epochs and no early stopping (the last generator is kept, see the module docstring)."""
+        if stage == "jsd":
+            epochs = int(self.params["jsd_pretrain_epochs"])
+        elif stage == "adversarial":
+            epochs = config.epochs if self.params["adversarial_epochs"] is None else int(self.params["adversarial_epochs"])
+        else:
+            raise ValueError(f"stage must be 'jsd' or 'adversarial'; got {stage!r}")
+        return config.replace(epochs=epochs, patience=None)
+
+    def fit(self, model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig, trainer: Trainer) -> FitResult:
+        """Stage 1 ("classifier", ERM; skipped with ``pretrained_classifier``), then the optional
+        "jsd" utility pre-training of the mask, then the "adversarial" stage — each a ``trainer.fit``."""
+        from medequity.training.trainer import FitResult
 
         start = time.perf_counter()
-        device = config.resolved_device()
-        stages: dict = {}
-        history = []
+        stages: dict[str, FitResult] = {}
         if not self.params["pretrained_classifier"]:
             # Stage 1: the deployed classifier, plain ERM through the shared trainer.
-            erm = create_method("erm")
-            stages["classifier"] = trainer.fit(model, erm, train, val, config, stage="classifier")
-            history.append(stages["classifier"].history)
-        model.to(device)
+            stages["classifier"] = trainer.fit(model, create_method("erm"), train, val, config, stage="classifier")
+        self._built = False
+        if int(self.params["jsd_pretrain_epochs"]) > 0:
+            # Utility pre-training (eqs. 5–6): builds g (and the critic) and trains it against T_ω.
+            stages["jsd"] = trainer.fit(model, _JSDPretraining(self), train, val, self.stage_config(config, "jsd"), stage="jsd")
+            self._built = True  # the adversarial stage continues with the pre-trained generator
+        adversarial_config = self.stage_config(config, "adversarial")
+        adversarial = trainer.fit(model, self, train, val, adversarial_config, stage="adversarial")
+        self.extra.eval()
+        self.stage_results = stages
+        history = [r.history for r in (*stages.values(), adversarial) if len(r.history)]
+        # The value of the kept (last) generator on the user's selection criterion.
+        last = adversarial.history.iloc[-1] if len(adversarial.history) else None
+        value = float(last.get(f"val_{config.selection}", math.nan)) if last is not None else math.nan
+        return FitResult(pd.concat(history, ignore_index=True) if history else pd.DataFrame(),
+                         adversarial_config.epochs - 1, value, config.selection, time.perf_counter() - start,
+                         stages=dict(self.stage_results))
+
+    # --- the "adversarial" stage's hooks (trainer.fit(model, self, ...)) ---------------------------
+    def setup(self, model: nn.Module, train: SplitData, config: TrainConfig) -> None:
         self.freeze(model)
-        generator = seed_everything(config.seed)
-        self.build(model, train, device)
-        loader = torch.utils.data.DataLoader(train.items, batch_size=config.batch_size, shuffle=True,
-                                             generator=generator, num_workers=config.num_workers)
-
-        jsd_epochs = int(self.params["jsd_pretrain_epochs"])
-        if jsd_epochs > 0:
-            self.log["jsd"] = []
-            params = list(self.extra["generator"].parameters()) + list(self.extra["critic"].parameters())
-            optimizer = torch.optim.Adam(params, lr=float(self.params["lr_generator"]))
-            for _ in range(jsd_epochs):
-                values = []
-                for batch in loader:
-                    x = batch["x"].to(device)
-                    x_tilde = self.perturb(x)
-                    bound = jsd_mi_lower_bound(self.extra["critic"], x_tilde, model.features(x_tilde), generator)
-                    optimizer.zero_grad(set_to_none=True)
-                    (-bound).backward()  # maximise the bound (eq. 6)
-                    optimizer.step()
-                    values.append(float(bound.detach()))
-                self.log["jsd"].append(float(np.mean(values)))
-
-        opt_g = torch.optim.Adam(self.extra["generator"].parameters(), lr=float(self.params["lr_generator"]))
-        opt_d = torch.optim.Adam(self.extra["discriminator"].parameters(), lr=float(self.params["lr_discriminator"]))
-        epochs = config.epochs if self.params["adversarial_epochs"] is None else int(self.params["adversarial_epochs"])
+        if not self._built:  # built by the "jsd" stage: keep the pre-trained generator
+            self.build(model, train, config.resolved_device())
+        self._built = False
         for key in ("d_loss", "d_acc", "g_loss", "g_fool", "g_entropy", "g_utility", "mask_abs", "val_auc"):
             self.log[key] = []
-        rows, summary = [], {}
-        for epoch in range(epochs):
-            epoch_start = time.perf_counter()
-            self.extra.train()
-            model.eval()  # frozen: keep BatchNorm statistics fixed
-            sums = {"d_loss": 0.0, "g_loss": 0.0, "g_fool": 0.0, "g_entropy": 0.0, "g_utility": 0.0, "mask_abs": 0.0}
-            correct = known_total = batches = 0
-            for batch in loader:
-                stats = self.adversarial_step(model, {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}, opt_g, opt_d)
-                for key in sums:
-                    sums[key] += stats[key]
-                correct += stats["d_correct"]
-                known_total += stats["d_known"]
-                batches += 1
-            for key, total in sums.items():
-                self.log[key].append(total / max(batches, 1))
-            self.log["d_acc"].append(correct / max(known_total, 1))
-            val_scores = trainer.predict(model, self, val, config)
-            summary = validation_summary(val.labels, val_scores, val.groups, val.n_groups)
-            self.log["val_auc"].append(summary["auc"])
-            row = {"stage": "adversarial", "epoch": epoch, "train_loss": self.log["g_loss"][-1],
-                   "lr": opt_g.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start,
-                   "d_acc": self.log["d_acc"][-1], **{f"val_{k}": v for k, v in summary.items()}}
-            rows.append(row)
-            if trainer.progress is not None:
-                trainer.progress({**row, "epochs": epochs, "selection": config.selection, "best_epoch": epoch})
-        self.extra.eval()
-        history.append(pd.DataFrame(rows))
-        self.stage_results = stages
-        value = float(summary.get(config.selection, math.nan)) if summary else math.nan
-        return FitResult(pd.concat([h for h in history if len(h)], ignore_index=True) if any(len(h) for h in history) else pd.DataFrame(),
-                         epochs - 1, value, config.selection, time.perf_counter() - start, stages=stages)
+
+    def make_optimizers(self, model: nn.Module, config: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """Adam for g and for d_Y at the paper's learning rates (App. A); the history's ``lr`` is g's."""
+        return {"generator": torch.optim.Adam(self.extra["generator"].parameters(), lr=float(self.params["lr_generator"])),
+                "discriminator": torch.optim.Adam(self.extra["discriminator"].parameters(),
+                                                  lr=float(self.params["lr_discriminator"]))}
+
+    def make_schedulers(self, optimizers, config, steps_per_epoch) -> dict:
+        return {}  # constant learning rates (App. A)
+
+    def train_mode(self, model: nn.Module) -> None:
+        self.extra.train()
+        model.eval()  # frozen: keep BatchNorm statistics fixed
+
+    def training_step(self, model: nn.Module, batch: dict, optimizers: Mapping[str, torch.optim.Optimizer]) -> dict[str, float]:
+        stats = self.adversarial_step(model, batch, optimizers["generator"], optimizers["discriminator"])
+        return {**stats, "loss": stats["g_loss"]}
+
+    def epoch_metrics(self, steps: Sequence[Mapping[str, float]]) -> dict[str, float]:
+        """Per-epoch means of the step statistics into ``log``; ``d_acc`` = correct / known over the
+        epoch; history columns ``train_loss`` (= mean g_loss) and ``d_acc``."""
+        for key in ("d_loss", "g_loss", "g_fool", "g_entropy", "g_utility", "mask_abs"):
+            total = 0.0
+            for step in steps:
+                total += step[key]
+            self.log[key].append(total / max(len(steps), 1))
+        correct = sum(step["d_correct"] for step in steps)
+        known = sum(step["d_known"] for step in steps)
+        self.log["d_acc"].append(correct / max(known, 1))
+        return {"train_loss": self.log["g_loss"][-1], "d_acc": self.log["d_acc"][-1]}
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, val_scores: np.ndarray, summary: Mapping[str, float]) -> None:
+        self.log["val_auc"].append(summary["auc"])
 
     def adversarial_step(self, model, batch: dict, opt_g, opt_d) -> dict[str, float]:
         """One alternating update (eq. 12): ``d_steps`` discriminator steps, then one generator step."""
@@ -408,8 +422,57 @@ class AdversarialMask(Method):
                 "g_entropy": float(terms["entropy"].detach()), "g_utility": float(terms["utility"].detach()),
                 "mask_abs": float((terms["x_tilde"] - x).abs().mean().detach())}
 
-    def training_step(self, model, batch, optimizer):  # pragma: no cover - fit() drives training
-        raise RuntimeError(f"{self.name} trains in stages: call method.fit(model, train, val, config, trainer)")
+
+class _JSDPretraining(Method):
+    """The "jsd" stage of :class:`AdversarialMask`: g and the critic T_ω maximise the Jensen–Shannon
+    MI bound between x̃ and f_θ(x̃) (eqs. 5–6) — Adam at ``lr_generator``, constant learning rate,
+    the last epoch kept. Shares the mask's ``extra`` (so the trainer's checkpointing and the
+    validation scores — of the masked classifier — are the mask's) and logs ``jsd`` per epoch
+    into the mask's ``log``. The negatives' shuffles come from their own generator seeded by
+    ``config.seed``."""
+
+    name = "adversarial_mask_jsd"
+    keep_last_epoch = True
+
+    def __init__(self, mask: AdversarialMask):
+        super().__init__()
+        self.mask = mask
+        self.extra = mask.extra
+        self.log = mask.log
+        self.generator: torch.Generator | None = None
+
+    def setup(self, model: nn.Module, train: SplitData, config: TrainConfig) -> None:
+        self.mask.freeze(model)
+        self.mask.build(model, train, config.resolved_device())
+        self.generator = torch.Generator().manual_seed(int(config.seed) + 15485863)  # its own stream
+        self.log["jsd"] = []
+
+    def make_optimizers(self, model: nn.Module, config: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        params = list(self.extra["generator"].parameters()) + list(self.extra["critic"].parameters())
+        return {"generator": torch.optim.Adam(params, lr=float(self.mask.params["lr_generator"]))}
+
+    def make_schedulers(self, optimizers, config, steps_per_epoch) -> dict:
+        return {}
+
+    def train_mode(self, model: nn.Module) -> None:
+        self.extra.train()
+        model.eval()
+
+    def logits(self, model: nn.Module, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        return self.mask.logits(model, x, groups)
+
+    def training_step(self, model: nn.Module, batch: dict, optimizers: Mapping[str, torch.optim.Optimizer]) -> dict[str, float]:
+        optimizer = optimizers["generator"]
+        x_tilde = self.mask.perturb(batch["x"])
+        bound = jsd_mi_lower_bound(self.extra["critic"], x_tilde, model.features(x_tilde), self.generator)
+        optimizer.zero_grad(set_to_none=True)
+        (-bound).backward()  # maximise the bound (eq. 6)
+        optimizer.step()
+        return {"loss": -float(bound.detach()), "jsd": float(bound.detach())}
+
+    def epoch_metrics(self, steps: Sequence[Mapping[str, float]]) -> dict[str, float]:
+        self.log["jsd"].append(float(np.mean([step["jsd"] for step in steps])) if steps else float("nan"))
+        return {"train_loss": -self.log["jsd"][-1], "jsd": self.log["jsd"][-1]}
 
 
 @register_method

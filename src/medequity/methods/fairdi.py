@@ -455,5 +455,5 @@ class FairDi(Method):
         return FitResult(history, result.best_epoch, result.best_value, result.selection,
                          time.perf_counter() - start, stages=stages)
 
-    def training_step(self, model, batch, optimizer):  # pragma: no cover - fit() drives training
+    def training_step(self, model, batch, optimizers):  # pragma: no cover - fit() drives training
         raise RuntimeError("fairdi trains in stages: call method.fit(model, train, val, config, trainer)")

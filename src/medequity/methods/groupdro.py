@@ -107,7 +107,7 @@ class GroupDRO(Method):
             return per_sample.sum() * 0.0
         return self.robust_loss(per_sample, index, update=model.training)
 
-    def on_epoch_end(self, model, epoch: int, val_scores) -> None:
+    def on_epoch_end(self, model, epoch: int, val_scores, summary) -> None:
         self.log["q"].append([float(v) for v in self.q])
 
     def state(self) -> dict:

@@ -44,7 +44,8 @@ class SAM(Method):
     name = "sam"
     defaults = {"rho": 0.05}
 
-    def training_step(self, model, batch, optimizer):
+    def training_step(self, model, batch, optimizers):
+        optimizer = optimizers["model"]
         rho = float(self.params["rho"])
         optimizer.zero_grad(set_to_none=True)
         loss = self.loss(model, batch)

@@ -153,8 +153,8 @@ class SWAD(Method):
         self._reset()
         self._batch_size = config.batch_size
 
-    def training_step(self, model, batch, optimizer):
-        stats = super().training_step(model, batch, optimizer)
+    def training_step(self, model, batch, optimizers):
+        stats = super().training_step(model, batch, optimizers)
         if self.valley.end is None:  # once the valley has ended nothing more is averaged
             with torch.no_grad():
                 weights = {name: p.detach().float() for name, p in model.named_parameters() if p.requires_grad}
@@ -166,7 +166,7 @@ class SWAD(Method):
             self._segment_steps += 1
         return stats
 
-    def on_epoch_end(self, model, epoch, val_scores) -> None:
+    def on_epoch_end(self, model, epoch, val_scores, summary) -> None:
         if self._val_labels is None:
             raise RuntimeError("SWAD needs the validation labels: train it with method.fit(...), not trainer.fit")
         if self.valley.end is not None:

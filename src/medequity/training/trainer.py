@@ -11,15 +11,22 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from medequity.metrics.weighted import SampleSet, evaluate
+from medequity.training.callbacks import Callback, EpochInfo, ProgressCallback
+
+if TYPE_CHECKING:
+    from medequity.training.data import SplitData
 
 # "last" keeps the final epoch (e.g. to study overfitting, FairTune Fig. 1); the others keep the
 # epoch with the best value on the whole validation set.
@@ -78,7 +85,7 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
-def build_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     params = list(params)
     if not params:
         raise ValueError("nothing to train: every parameter is frozen (evaluation-only usages such as clip_zs need train epochs=0)")
@@ -89,7 +96,9 @@ def build_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def build_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> LRScheduler | None:
+    """``config.scheduler`` stepped after every mini-batch: cosine over all steps, ×``gamma`` every
+    ``step_size`` epochs, or None."""
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     if config.scheduler == "step":
@@ -101,16 +110,57 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+class TrainableMethod(Protocol):
+    """What the trainer needs of a method: the hooks of :class:`medequity.methods.base.Method`
+    (documented there). Structural, so the training layer never imports ``medequity.methods``."""
+
+    name: str
+    extra: nn.ModuleDict
+    log: dict[str, list]
+    needs_groups_at_inference: bool
+    keep_last_epoch: bool
+
+    def setup(self, model: nn.Module, train: SplitData, config: TrainConfig) -> None: ...
+
+    def sampler(self, train: SplitData, generator: torch.Generator) -> torch.utils.data.Sampler | None: ...
+
+    def make_optimizers(self, model: nn.Module, config: TrainConfig) -> dict[str, torch.optim.Optimizer]: ...
+
+    def make_schedulers(self, optimizers: Mapping[str, torch.optim.Optimizer], config: TrainConfig,
+                        steps_per_epoch: int) -> dict[str, LRScheduler]: ...
+
+    def train_mode(self, model: nn.Module) -> None: ...
+
+    def training_step(self, model: nn.Module, batch: dict[str, Any],
+                      optimizers: Mapping[str, torch.optim.Optimizer]) -> dict[str, float]: ...
+
+    def epoch_metrics(self, steps: Sequence[Mapping[str, float]]) -> dict[str, float]: ...
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, val_scores: np.ndarray, summary: Mapping[str, float]) -> None: ...
+
+    def logits(self, model: nn.Module, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def finalize(self, model: nn.Module, train: SplitData, val: SplitData,
+                 predict: Callable[[nn.Module, SplitData], np.ndarray]) -> None: ...
+
+
 @torch.no_grad()
-def predict_scores(model, method, data, *, batch_size: int = 512, device: torch.device | str = "cpu") -> np.ndarray:
-    """P(y=1) for every sample of ``data`` (model in eval mode, method's own inference path)."""
+def predict_scores(model: nn.Module, method: TrainableMethod, data: SplitData, *, batch_size: int = 512,
+                   device: torch.device | str = "cpu") -> np.ndarray:
+    """P(y=1) for every sample of ``data`` (model in eval mode, method's own inference path).
+
+    The samples' groups reach ``method.logits`` only for methods that declare
+    ``needs_groups_at_inference`` (e.g. InD's per-group heads); every other method gets ``None``,
+    so its scores cannot depend on the group by accident."""
     model.eval()
     method.extra.eval()
     loader = torch.utils.data.DataLoader(data.items, batch_size=batch_size, shuffle=False)
+    with_groups = bool(getattr(method, "needs_groups_at_inference", False))
     out = []
     for batch in loader:
         batch = _to_device(batch, torch.device(device))
-        out.append(torch.sigmoid(method.logits(model, batch["x"], batch["group"]).float()).cpu().numpy())
+        groups = batch["group"] if with_groups else None
+        out.append(torch.sigmoid(method.logits(model, batch["x"], groups).float()).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -136,63 +186,91 @@ def validation_summary(labels: np.ndarray, scores: np.ndarray, groups: np.ndarra
 
 
 class Trainer:
-    """Runs a method on a model. ``progress(info)`` is called after every epoch (for bars/logs)."""
+    """Runs a method on a model: every epoch of every method runs in :meth:`fit`.
 
-    def __init__(self, progress: Callable[[dict], None] | None = None, checkpoint_dir: str | Path | None = None):
+    ``callbacks`` observe the run (see :mod:`medequity.training.callbacks`); ``progress(row)`` is
+    shorthand for a :class:`~medequity.training.callbacks.ProgressCallback`, called after the
+    other callbacks. ``checkpoint_dir``: each stage's selected weights are saved there as
+    ``<stage or "model">.safetensors``.
+    """
+
+    def __init__(self, progress: Callable[[dict], None] | None = None, checkpoint_dir: str | Path | None = None,
+                 callbacks: Sequence[Callback] = ()):
         self.progress = progress
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.callbacks: list[Callback] = list(callbacks)
+        if progress is not None:
+            self.callbacks.append(ProgressCallback(progress))
 
-    def predict(self, model, method, data, config: TrainConfig) -> np.ndarray:
-        return predict_scores(model, method, data, batch_size=config.eval_batch_size, device=config.resolved_device())
+    def predict(self, model: nn.Module, method: TrainableMethod, data: SplitData, config: TrainConfig) -> np.ndarray:
+        scores = predict_scores(model, method, data, batch_size=config.eval_batch_size, device=config.resolved_device())
+        for callback in self.callbacks:
+            callback.on_predict(data, scores)
+        return scores
 
-    def fit(self, model, method, train, val, config: TrainConfig, *, stage: str = "") -> FitResult:
+    def fit(self, model: nn.Module, method: TrainableMethod, train: SplitData, val: SplitData, config: TrainConfig, *,
+            stage: str = "") -> FitResult:
+        """Train ``model`` with ``method`` for ``config.epochs`` epochs (one stage).
+
+        Per epoch: ``method.train_mode(model)``; for each mini-batch ``method.training_step(model,
+        batch, optimizers)`` then every scheduler steps; ``method.epoch_metrics`` turns the steps'
+        stats into history columns; the whole validation split is scored; ``method.on_epoch_end``;
+        the selection rule keeps the best epoch's weights (the last with ``selection="last"`` or a
+        method whose ``keep_last_epoch`` is set); callbacks; early stopping after ``patience``
+        epochs without improvement. Then the kept weights are restored and ``method.finalize`` runs.
+        """
         start = time.perf_counter()
         device = config.resolved_device()
         generator = seed_everything(config.seed)
         model.to(device)
         method.setup(model, train, config)
         method.extra.to(device)
+        for callback in self.callbacks:
+            callback.on_fit_start(self, model, method, train, val, config, stage)
         if config.epochs == 0:
             # Evaluation-only usages (CLIP zero-shot, FairMedFM §3.2) train nothing: no optimiser, the
             # model stays as built, post-training hooks (e.g. threshold fitting) still run.
             method.finalize(model, train, val, lambda m, d: self.predict(m, method, d, config))
-            return FitResult(pd.DataFrame(), -1, math.nan, config.selection, time.perf_counter() - start)
-        optimizer = method.make_optimizer(model, config)
+            return self._end(FitResult(pd.DataFrame(), -1, math.nan, config.selection, time.perf_counter() - start))
+        optimizers = dict(method.make_optimizers(model, config))
+        if not optimizers:
+            raise ValueError(f"method {method.name!r} made no optimiser")
         sampler = method.sampler(train, generator)
         loader = torch.utils.data.DataLoader(
             train.items, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
             generator=generator if sampler is None else None, num_workers=config.num_workers, drop_last=False,
         )
-        scheduler = build_scheduler(optimizer, config, max(1, len(loader)))
+        schedulers = list(method.make_schedulers(optimizers, config, max(1, len(loader))).values())
+        reported = next(iter(optimizers.values()))  # the "lr" column: the first optimiser's first group
+        keep_last = config.selection == "last" or bool(getattr(method, "keep_last_epoch", False))
         best_value, best_epoch, best_state, stale = -math.inf, -1, None, 0
         rows = []
         for epoch in range(config.epochs):
             epoch_start = time.perf_counter()
-            model.train()
-            method.extra.train()
-            losses = []
+            method.train_mode(model)
+            steps = []
             for batch in loader:
-                stats = method.training_step(model, _to_device(batch, device), optimizer)
-                losses.append(stats["loss"])
-                if scheduler is not None:
+                steps.append(method.training_step(model, _to_device(batch, device), optimizers))
+                for scheduler in schedulers:
                     scheduler.step()
+            columns = dict(method.epoch_metrics(steps))
             val_scores = self.predict(model, method, val, config)
             summary = validation_summary(val.labels, val_scores, val.groups, val.n_groups)
-            method.on_epoch_end(model, epoch, val_scores)
-            keep_last = config.selection == "last"
-            value = summary["auc" if keep_last else config.selection]
+            method.on_epoch_end(model, epoch, val_scores, summary)
+            value = summary["auc" if config.selection == "last" else config.selection]
             improved = keep_last or (np.isfinite(value) and value > best_value)
             if improved or best_state is None:
                 best_value, best_epoch, stale = (value if np.isfinite(value) else -math.inf), epoch, 0
                 best_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(method.extra.state_dict()))
             else:
                 stale += 1
-            row = {"stage": stage, "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start,
-                   **{f"val_{k}": v for k, v in summary.items()}}
+            row = {"stage": stage, "epoch": epoch, "train_loss": columns.pop("train_loss", math.nan),
+                   "lr": reported.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start,
+                   **columns, **{f"val_{k}": v for k, v in summary.items()}}
             rows.append(row)
-            if self.progress is not None:
-                self.progress({**row, "epochs": config.epochs, "selection": config.selection, "best_epoch": best_epoch})
+            info = EpochInfo(row, epoch, config.epochs, stage, val_scores, best_epoch, config.selection)
+            for callback in self.callbacks:
+                callback.on_epoch_end(info)
             if config.patience is not None and stale > config.patience:
                 break
         model.load_state_dict(best_state[0])
@@ -200,10 +278,16 @@ class Trainer:
         method.finalize(model, train, val, lambda m, d: self.predict(m, method, d, config))
         if self.checkpoint_dir is not None:
             save_checkpoint(self.checkpoint_dir / f"{stage or 'model'}.safetensors", model, method)
-        return FitResult(pd.DataFrame(rows), best_epoch, float(best_value), config.selection, time.perf_counter() - start)
+        return self._end(FitResult(pd.DataFrame(rows), best_epoch, float(best_value), config.selection,
+                                   time.perf_counter() - start))
+
+    def _end(self, result: FitResult) -> FitResult:
+        for callback in self.callbacks:
+            callback.on_fit_end(result)
+        return result
 
 
-def save_checkpoint(path: Path, model, method) -> Path:
+def save_checkpoint(path: Path, model: nn.Module, method: TrainableMethod) -> Path:
     """Model and method weights as safetensors (loadable without executing code), written atomically."""
     from safetensors.torch import save_file
 
