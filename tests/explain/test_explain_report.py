@@ -95,7 +95,7 @@ def test_explanations_use_the_runs_test_split_and_rebuild_it_only_when_absent(sa
     monkeypatch.setattr(pipeline, "rebuild_split_data", lambda spec: rebuilt.append(spec) or original(spec))
     write_fair_diagnosis_explanations(result, tmp_path / "kept", n_images=4)
     assert rebuilt == []  # the split run_experiment built and evaluated on
-    write_fair_diagnosis_explanations(replace(result, test_data=None), tmp_path / "rebuilt", n_images=4)
+    write_fair_diagnosis_explanations(replace(result, data={}), tmp_path / "rebuilt", n_images=4)
     assert len(rebuilt) == 1
     kept, again = (json.loads((tmp_path / name / "explanations.json").read_text()) for name in ("kept", "rebuilt"))
     assert kept["images"] == again["images"]  # the rebuilt split is the same split

@@ -8,6 +8,9 @@ import optuna
 import pandas as pd
 import pytest
 
+from types import SimpleNamespace
+
+from medequity.training.callbacks import RecordFits
 from medequity.fairtune import FairTuneConfig, Objective, SearchSetup, balanced_subsample, fairtune, search
 from medequity.fairtune.search import open_study
 from medequity.metrics import group_metrics
@@ -46,8 +49,7 @@ def test_objective_names_and_directions():
 def test_pruning_stops_a_bad_trial_after_its_first_epoch(tmp_path):
     epochs = 3
     spec = tiny_spec(epochs=epochs)
-    config = FairTuneConfig(trials=3, objective="val_neg_loss", storage=f"sqlite:///{tmp_path / 'p.db'}", study_name="prune",
-                            show_progress=False)
+    config = FairTuneConfig(trials=3, objective="val_neg_loss", storage=f"sqlite:///{tmp_path / 'p.db'}", study_name="prune")
     study = open_study("prune", config, "maximize")
     good = {**{g: 1 for g in ALL_ON}, "lr": 1e-4}  # validation loss falls from the first epoch
     bad = {**{g: 0 for g in ALL_ON}, "lr": 1e-5}  # linear readout at the smallest LR: the model hardly moves
@@ -66,11 +68,11 @@ def test_pruning_stops_a_bad_trial_after_its_first_epoch(tmp_path):
 
 def test_stopped_search_resumes_on_sqlite_without_rerunning(tmp_path):
     spec = tiny_spec(epochs=1)
-    config = FairTuneConfig(trials=3, storage=f"sqlite:///{tmp_path / 'study.db'}", show_progress=False)
+    config = FairTuneConfig(trials=3, storage=f"sqlite:///{tmp_path / 'study.db'}")
     first = search(spec, config)
     before = [(t.number, t.datetime_start, t.params) for t in first.study.trials]
     assert len(before) == 3
-    second = search(spec, FairTuneConfig(trials=5, storage=config.storage, show_progress=False))  # a new process would do the same
+    second = search(spec, FairTuneConfig(trials=5, storage=config.storage))  # a new process would do the same
     assert second.study.study_name == first.study.study_name
     trials = second.study.trials
     assert len(trials) == 5
@@ -78,22 +80,17 @@ def test_stopped_search_resumes_on_sqlite_without_rerunning(tmp_path):
     assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
     # the resumed sampler does not redraw the first trials' start-up samples
     assert trials[3].params != trials[0].params
-    again = search(spec, FairTuneConfig(trials=5, storage=config.storage, show_progress=False))
+    again = search(spec, FairTuneConfig(trials=5, storage=config.storage))
     assert len(again.study.trials) == 5
-
-
-class RecordingTrainer(Trainer):
-    def fit(self, model, method, train, val, config, *, stage=""):
-        self.config = config
-        self.n_train = len(train)
-        self.trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-        return super().fit(model, method, train, val, config, stage=stage)
 
 
 def test_final_training_uses_searched_lr_and_mask_on_all_training_data():
     spec = tiny_spec(epochs=1)
-    trainer = RecordingTrainer()
-    result = fairtune(spec, FairTuneConfig(trials=2, subsample=0.5, show_progress=False), trainer=trainer)
+    recorder = RecordFits()
+    result = fairtune(spec, FairTuneConfig(trials=2, subsample=0.5), trainer=Trainer(callbacks=[recorder]))
+    final = recorder.fits[-1]
+    trainer = SimpleNamespace(config=final.config, n_train=len(final.train),
+                              trainable={n for n, p in final.model.named_parameters() if p.requires_grad})
     best = result.search
     assert best.best_lr == best.study.best_params["lr"]
     assert trainer.config.lr == best.best_lr != 2.5e-4

@@ -23,6 +23,7 @@ import pandas as pd
 
 from medequity.bench.spec import BenchSpec, Cell, Evaluation, load_spec
 from medequity.bench.store import Results, ResultsStore, frame_to_parquet, now
+from medequity.experiment import RunResult, run_experiment
 from medequity.training.trainer import Trainer
 
 Progress = Callable[[int, int, str], None]  # (runs done, runs in total, what is happening)
@@ -152,54 +153,25 @@ def _failure(exc: BaseException) -> dict:
 
 
 # --- one run (runs in the worker) ---------------------------------------------------------------------
-class RecordingTrainer(Trainer):
-    """The standard trainer, remembering which splits it saw (for split hashes and the test features)."""
-
-    def __init__(self, progress=None):
-        super().__init__(progress=progress)
-        self.train_data = None
-        self.predicted: list = []
-
-    def fit(self, model, method, train, val, config, *, stage: str = ""):
-        self.train_data = train
-        return super().fit(model, method, train, val, config, stage=stage)
-
-    def predict(self, model, method, data, config):
-        if not any(seen is data for seen in self.predicted):
-            self.predicted.append(data)
-        return super().predict(model, method, data, config)
-
-    def split_data(self, sample_ids: np.ndarray):
-        """The last split predicted whose samples are exactly ``sample_ids`` (in order)."""
-        for data in reversed(self.predicted):
-            if len(data) == len(sample_ids) and np.array_equal(data.table["sample_id"].astype(str).to_numpy(), sample_ids):
-                return data
-        return None
-
-
 def execute_cell(cell: Cell, evaluation: Evaluation, on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train and evaluate one cell; never raises an Exception (a failure is an outcome)."""
-    from medequity.experiment import run_experiment
-
     try:
-        trainer = RecordingTrainer(progress=on_epoch)
-        result = run_experiment(cell.spec, trainer=trainer)
-        return _outcome(cell, result, trainer, evaluation)
+        result = run_experiment(cell.spec, trainer=Trainer(progress=on_epoch))
+        return _outcome(cell, result, evaluation)
     except Exception as exc:
         return _failure(exc)
 
 
-def _outcome(cell: Cell, result, trainer: RecordingTrainer, evaluation: Evaluation) -> dict:
+def _outcome(cell: Cell, result: RunResult, evaluation: Evaluation) -> dict:
     from medequity.data.splits import membership_hash
     from medequity.provenance import provenance
 
     predictions = result.predictions
     ids = {split: predictions.loc[predictions.split == split, "sample_id"].astype(str).to_numpy() for split in ("val", "test")}
-    test_data = trainer.split_data(ids["test"])
-    group_names = test_data.group_names if test_data is not None else ()
-    split_hash = {split: membership_hash(values) for split, values in ids.items()}
-    if trainer.train_data is not None:
-        split_hash = {"train": membership_hash(trainer.train_data.table["sample_id"].astype(str)), **split_hash}
+    test_data = result.test_data
+    group_names = test_data.group_names
+    split_hash = {"train": membership_hash(result.data["train"].table["sample_id"].astype(str)),
+                  **{split: membership_hash(values) for split, values in ids.items()}}
 
     tables = {"metrics": result.metrics, "summaries": result.summaries, "predictions": predictions,
               "history": result.history}

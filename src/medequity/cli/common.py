@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +35,18 @@ def parse_options(pairs: list[str] | None) -> dict:
         key, value = pair.split("=", 1)
         options[key.strip()] = yaml.safe_load(value)
     return options
+
+
+@contextmanager
+def trial_progress(show: bool = True) -> Iterator[Callable[[int, int, str], None] | None]:
+    """A ``progress(done, total, what)`` callback drawing a bar (None when ``show`` is False), for
+    library loops that report their progress (FairTune's trials)."""
+    if not show:
+        yield None
+        return
+    with progress_bar() as bar:
+        task = bar.add_task("trials", total=None)
+        yield lambda done, total, what: bar.update(task, completed=done, total=total, description=what)
 
 
 def progress_bar() -> Progress:

@@ -27,6 +27,7 @@ from medequity.cli.common import (
     console,
     experiment_spec,
     fail,
+    trial_progress,
 )
 
 fairtune_app = command_group("FairTune: search which modules to fine-tune (and the LR) for validation fairness.")
@@ -78,11 +79,12 @@ def fairtune_command(
                            n_boot=n_boot, n_permutations=n_boot)
     fraction = None if subsample.lower() == "none" else ("auto" if subsample == "auto" else float(subsample))
     config = FairTuneConfig(space=space, trials=trials, objective=objective, direction=direction, lr_range=(lr_min, lr_max),
-                            subsample=fraction, seed=seed if sampler_seed is None else sampler_seed, storage=storage, study_name=study_name, show_progress=progress)
-    try:
-        result = search(spec, config)
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
-        fail(str(exc))
+                            subsample=fraction, seed=seed if sampler_seed is None else sampler_seed, storage=storage, study_name=study_name)
+    with trial_progress(progress) as on_trial:
+        try:
+            result = search(spec, config, progress=on_trial)
+        except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
+            fail(str(exc))
     console.print(f"best {result.objective.name} {result.best_value:.4f} with LR {result.best_lr:.3e}, mask {result.mask_bits} "
                   f"({len(result.study.trials)} trials in study {result.study.study_name})")
     comparison = None
@@ -92,7 +94,8 @@ def fairtune_command(
         row = test_summary(run, attribute)
         console.print("test (retrained on all training data): " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
         if compare:
-            comparison = compare_baselines(spec, FairTuneResult(result, run), lr_trials=lr_trials)
+            with trial_progress(progress) as on_trial:
+                comparison = compare_baselines(spec, FairTuneResult(result, run), lr_trials=lr_trials, progress=on_trial)
             console.print(comparison.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     paths = write_report(out, result, comparison=comparison)
     for kind, path in paths.items():

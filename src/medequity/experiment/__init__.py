@@ -1,4 +1,18 @@
-"""The experiment layer: one spec, ``prepare`` (data, split, views, backbone), ``run``, ``save``."""
+"""The experiment layer, the same for every task: a spec (:class:`ExperimentSpec`, plain data),
+``prepare(spec)`` (dataset, split, views, backbone; ``synthetic:`` pre-training resolved here),
+``run_experiment`` (train through the shared trainer, evaluate with the spec's task) and
+``save_run`` (weights, predictions, audit report, the method's own artifacts).
 
-from medequity.experiment.run import *  # noqa: F401,F403
-from medequity.experiment.run import ExperimentSpec, RunResult, load_experiment_data, rebuild_split_data, run_experiment, save_run  # noqa: F401
+Everything that trains a model — ``medequity train``, the benchmark, FairTune's search, the FairDi
+ablation, the validations, our synthetic pre-training — goes through here.
+"""
+
+from medequity.experiment.prepare import Prepared, load_experiment_data, prepare, rebuild_split_data
+from medequity.experiment.run import TrainedModel, evaluate_model, run_experiment, train_config, train_model
+from medequity.experiment.save import save_run
+from medequity.experiment.spec import SPLITS, ExperimentSpec, RunResult
+from medequity.experiment.tasks import TASKS, Task, create_task
+
+__all__ = ["SPLITS", "TASKS", "ExperimentSpec", "Prepared", "RunResult", "Task", "TrainedModel", "create_task",
+           "evaluate_model", "load_experiment_data", "prepare", "rebuild_split_data", "run_experiment", "save_run",
+           "train_config", "train_model"]

@@ -13,53 +13,52 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
-
 from medequity.models.feature_cache import DEFAULT_CACHE_DIR
 
 PRETRAIN_SEED = 1_000_003
 PREFIX = "synthetic:"
+# Bumped whenever the pre-training changes, so weights cached by an older recipe are not reused
+# (2: seeded with PRETRAIN_SEED before the backbone is built, through the experiment layer).
+RECIPE = 2
 
 
 def synthetic_checkpoint(backbone_name: str, spec: str, *, cache_dir: str | Path | None = None, n: int = 2000,
                          epochs: int = 6, backbone_options: dict | None = None) -> Path:
-    """Path of the pre-trained weights for ``spec`` = ``"synthetic:<modality>"`` (trained if absent)."""
-    from medequity.data import create_dataset
-    from medequity.data.transforms import build_transform
-    from medequity.methods import create_method
-    from medequity.models.backbones import create_backbone
-    from medequity.models.classifier import Classifier
-    from medequity.training.data import make_split_data
-    from medequity.training.trainer import TrainConfig, Trainer
+    """Path of the pre-trained weights for ``spec`` = ``"synthetic:<modality>"`` (trained if absent).
+
+    The pre-training is an ordinary experiment (:func:`~medequity.experiment.prepare.prepare` and
+    :func:`~medequity.experiment.run.train_model`): ERM, full fine-tuning, on the train and test
+    splits of the unbiased preset, validated on its val split, seeded with its own seed — so the
+    weights are the same whichever run, seed or process first asks for them.
+    """
+    from medequity.experiment.prepare import prepare
+    from medequity.experiment.run import train_model
+    from medequity.experiment.spec import ExperimentSpec
+    from medequity.utils.io import atomic_save_safetensors
 
     modality = spec[len(PREFIX):]
-    options = dict(backbone_options or {})
+    options = {k: v for k, v in (backbone_options or {}).items() if k != "checkpoint"}
     key = hashlib.sha256(json.dumps({"backbone": backbone_name, "options": options, "modality": modality, "n": n,
-                                     "epochs": epochs, "seed": PRETRAIN_SEED}, sort_keys=True).encode()).hexdigest()[:16]
+                                     "epochs": epochs, "seed": PRETRAIN_SEED, "recipe": RECIPE},
+                                    sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
     path = folder / "pretrained" / f"{backbone_name}-{modality}-{key}.safetensors"
     if path.is_file():
         return path
-    dataset = create_dataset("synthetic", preset=f"{modality}-unbiased", n=n, seed=PRETRAIN_SEED)
-    backbone = create_backbone(backbone_name, **options)
-    transform = build_transform(backbone.transform_config())
-    attribute = dataset.attributes[0]
-    names = tuple(sorted(dataset.groups(attribute).dropna().astype(str).unique()))
-    split = dataset.table["split"].astype(str).to_numpy()
-    train = make_split_data(dataset.subset(np.flatnonzero(split != "val")), attribute, transform, names)
-    val = make_split_data(dataset.subset(np.flatnonzero(split == "val")), attribute, transform, names)
-    model = Classifier(backbone.module, backbone.feature_dim)
-    config = TrainConfig(epochs=epochs, lr=2e-3, batch_size=64, patience=None, selection="auc", seed=PRETRAIN_SEED)
-    Trainer().fit(model, create_method("erm"), train, val, config)
+    preset = f"{modality}-unbiased"
+    pretraining = ExperimentSpec(dataset="synthetic", dataset_options={"preset": preset, "n": n, "seed": PRETRAIN_SEED},
+                                 attribute=_first_attribute(preset, n), model=backbone_name, model_options=options,
+                                 usage="ft", method="erm", seed=PRETRAIN_SEED, cache_dir=None if cache_dir is None else str(cache_dir),
+                                 train={"epochs": epochs, "lr": 2e-3, "batch_size": 64, "patience": None, "selection": "auc"})
+    prepared = prepare(pretraining, splits={"train": ["train", "test"], "val": ["val"]})
+    trained = train_model(prepared)
+    weights = {k: v.detach().cpu().contiguous() for k, v in trained.model.backbone.state_dict().items()}
+    metadata = {"pretrained_on": f"synthetic {preset} n={n} seed={PRETRAIN_SEED}", "epochs": str(epochs)}
+    return atomic_save_safetensors(path, weights, metadata)
 
-    from safetensors.torch import save_file
 
-    from medequity.utils.io import atomic_write_bytes
+def _first_attribute(preset: str, n: int) -> str:
+    """The preset's first sensitive attribute (any one serves: pre-training ignores groups)."""
+    from medequity.data import create_dataset
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in backbone.module.state_dict().items()}, str(tmp),
-              metadata={"pretrained_on": f"synthetic {modality}-unbiased n={n} seed={PRETRAIN_SEED}", "epochs": str(epochs)})
-    atomic_write_bytes(path, tmp.read_bytes())
-    tmp.unlink()
-    return path
+    return create_dataset("synthetic", preset=preset, n=n, seed=PRETRAIN_SEED).attributes[0]

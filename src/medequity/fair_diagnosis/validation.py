@@ -129,24 +129,13 @@ def g_test_bound(n_test: int, n_groups: int = 2, n_classes: int = 2) -> float:
 
 def build_model_and_data(preset: str, attribute: str, n: int, seed: int, overrides: dict):
     """(fine-tunable small_cnn, {split: SplitData}) for a synthetic preset, seeded."""
-    import torch
-
-    from medequity.data.transforms import build_transform
-    from medequity.models import create_backbone
-    from medequity.experiment import SPLITS, ExperimentSpec, load_experiment_data
-    from medequity.training.data import make_split_data
+    from medequity.experiment import ExperimentSpec, prepare
     from medequity.usages import UsageContext, create_usage
 
     spec = ExperimentSpec(dataset_options={"preset": preset, "n": n, "image_size": IMAGE_SIZE, "seed": seed, **overrides},
-                          attribute=attribute, usage="ft", model_options={"input_size": IMAGE_SIZE})
-    dataset = load_experiment_data(spec)
-    split = dataset.table["split"].astype(str).to_numpy()
-    names = tuple(sorted(dataset.groups(attribute).dropna().astype(str).unique()))
-    torch.manual_seed(seed)
-    backbone = create_backbone("small_cnn", input_size=IMAGE_SIZE)
-    transform = build_transform(backbone.transform_config())
-    data = {s: make_split_data(dataset.subset(np.flatnonzero(split == s)), attribute, transform, names) for s in SPLITS}
-    return create_usage("ft").build(backbone, data, UsageContext())
+                          attribute=attribute, usage="ft", model="small_cnn", model_options={"input_size": IMAGE_SIZE}, seed=seed)
+    prepared = prepare(spec)
+    return create_usage("ft").build(prepared.take_backbone(), prepared.data, UsageContext())
 
 
 def evaluate(model, method, data, config, trainer) -> dict[str, float]:

@@ -23,14 +23,19 @@ parameters), atomically.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from medequity.experiment import ExperimentSpec, Prepared, RunResult, prepare, run_experiment, train_config
+from medequity.methods import create_method
 from medequity.metrics import aggregate
 from medequity.metrics.weighted import SampleSet, evaluate
+from medequity.training.trainer import Trainer
+from medequity.usages import create_usage
 
 STEP0_VARIANTS = (("ERM", "erm", {}), ("ERM + CutMix", "cutmix", {}), ("FIS", "fis", {"c": 0.5}))
 STEP0_ROW = "FIS + CutMix (Step 0)"
@@ -66,68 +71,58 @@ def auc_summary(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, grou
     return row
 
 
-def _as_spec(spec_like):
-    from medequity.experiment import ExperimentSpec
-
-    if isinstance(spec_like, ExperimentSpec):
-        return spec_like
-    return ExperimentSpec.from_dict(dict(spec_like))
-
-
-def fairdi_ablation(spec_like, *, fairdi_params: dict[str, Any] | None = None, trainer=None,
-                    progress=None) -> pd.DataFrame:
+def fairdi_ablation(spec_like: ExperimentSpec | Prepared | dict, *, fairdi_params: dict[str, Any] | None = None,
+                    trainer: Trainer | None = None, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """FairDi Table 3 on one (dataset, attribute): a DataFrame, one row per model (see module doc).
 
-    ``spec_like``: an :class:`~medequity.experiment.ExperimentSpec` or its dict; its ``method`` is
-    ignored. It needs an image usage (``ft`` or ``peft``): CutMix edits pixels. ``fairdi_params``
-    override FairDi's defaults; the step-0 variants train with ``FairDi.stage_config(train, "step0")``.
-    ``progress(message)`` is called before each training run.
+    ``spec_like``: an :class:`~medequity.experiment.ExperimentSpec` (or its dict) or a prepared
+    experiment; its ``method`` is ignored. It needs an image usage (``ft`` or ``peft``): CutMix
+    edits pixels. ``fairdi_params`` override FairDi's defaults; the step-0 variants train with
+    ``FairDi.stage_config(train, "step0")``. ``progress(message)`` is called before each training run.
+    All rows are trained on one prepared experiment (same data, views and initial weights).
     """
-    from medequity.methods import create_method
-    from medequity.experiment import run_experiment
-    from medequity.training.trainer import TrainConfig, Trainer
-    from medequity.usages import create_usage
-
+    prepared = spec_like if isinstance(spec_like, Prepared) else prepare(spec_like)
     # metrics come from auc_summary below: the runs' own bootstrap/permutation tests are not needed
-    spec = replace(_as_spec(spec_like), n_boot=0, n_permutations=0)
+    prepared = prepared.with_spec(n_boot=0, n_permutations=0)
+    spec = prepared.spec
     if create_usage(spec.usage, **spec.usage_params).uses_features:
         raise ValueError(f"the FairDi ablation needs an image usage (ft or peft) for CutMix; got usage {spec.usage!r}")
     fairdi_params = dict(fairdi_params or {})
     trainer = trainer or Trainer()
-    user_config = TrainConfig(**{"seed": spec.seed, **spec.train})
     fairdi = create_method("fairdi", **fairdi_params)
-    step0_train = asdict(fairdi.stage_config(user_config, "step0"))
+    step0_train = asdict(fairdi.stage_config(train_config(spec), "step0"))
 
     rows = []
     for label, method, params in STEP0_VARIANTS:
         if progress is not None:
             progress(f"training {label}")
-        run = run_experiment(replace(spec, method=method, method_params=dict(params), train=dict(step0_train)), trainer=trainer)
+        run = run_experiment(prepared.with_spec(method=method, method_params=dict(params), train=dict(step0_train)), trainer=trainer)
         test = run.test_data  # the split its test predictions were made on (same rows, same order)
         scores = run.predictions.loc[run.predictions.split == "test", "score"].to_numpy()
         rows.append({"model": label, "stage": "baseline", **auc_summary(test.labels, scores, test.groups, test.group_names)})
 
     if progress is not None:
         progress("training FairDi (step 0, teachers, student)")
-    run = run_experiment(replace(spec, method="fairdi", method_params=fairdi_params), trainer=trainer)
-    frame = pd.concat([pd.DataFrame(rows), fairdi_rows(run, run.test_data, trainer, user_config)], ignore_index=True)
+    run = run_experiment(prepared.with_spec(method="fairdi", method_params=fairdi_params), trainer=trainer)
+    frame = pd.concat([pd.DataFrame(rows), fairdi_rows(run)], ignore_index=True)
     frame.attrs["fairdi_log"] = run.method_log
     return frame
 
 
-def fairdi_rows(run, test, trainer, config) -> pd.DataFrame:
-    """Step-0, teacher and student rows of a finished FairDi run (``run_experiment`` result) on ``test``."""
+def fairdi_rows(run: RunResult) -> pd.DataFrame:
+    """Step-0, teacher and student rows of a finished FairDi run on its own test split."""
     from medequity.methods.fairdi import HeadView
 
+    test, config, predictor = run.test_data, train_config(run.spec), Trainer()
     heads = run.method.variant_heads(run.model)
     models = [(STEP0_ROW, "step0", HeadView(heads["step0"]))]
     models += [(teacher_row(name), "teacher", HeadView(heads[f"teacher:{name}"])) for name in run.method.group_names]
     models += [(STUDENT_ROW, "student", run.method)]
     rows = []
     for label, stage, method in models:
-        scores = trainer.predict(run.model, method, test, config)
+        scores = predictor.predict(run.model, method, test, config)
         rows.append({"model": label, "stage": stage, **auc_summary(test.labels, scores, test.groups, test.group_names)})
-    # The rebuilt test split must be the one the run was evaluated on: same order, same scores.
+    # The student's scores must be the run's own test predictions: same split, same order.
     run_scores = run.predictions.loc[run.predictions.split == "test", "score"].to_numpy()
     if run_scores.shape != scores.shape or not np.allclose(run_scores, scores, atol=1e-5):
         raise RuntimeError("the ablation's test split does not match the FairDi run's test predictions")

@@ -85,9 +85,8 @@ def validate_fairdi(preset: str = DEFAULT_PRESET, attribute: str | None = None, 
     also trains the ERM, ERM + CutMix and FIS rows of Table 3 (three more runs per seed).
     """
     from medequity.data.synthetic import oracle_group_auc
+    from medequity.experiment import prepare, run_experiment
     from medequity.fairdi.ablation import STEP0_ROW, STUDENT_ROW, fairdi_ablation, fairdi_rows
-    from medequity.experiment import load_experiment_data, run_experiment
-    from medequity.training.trainer import TrainConfig, Trainer
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}; got {size!r}")
@@ -104,13 +103,10 @@ def validate_fairdi(preset: str = DEFAULT_PRESET, attribute: str | None = None, 
             progress(f"FairDi seed {seed}: step 0, teachers, student{' + Table 3 baselines' if table3 else ''}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # small groups warn that their metrics are unreliable
-            if table3:
-                frame = fairdi_ablation(spec, fairdi_params=fairdi_params, progress=progress)
-            else:
-                trainer = Trainer()
-                run = run_experiment(spec, trainer=trainer)
-                frame = fairdi_rows(run, run.test_data, trainer, TrainConfig(**{"seed": seed, **spec.train}))
-        oracle[seed] = {str(k): float(v) for k, v in oracle_group_auc(load_experiment_data(spec), attribute, split="test").items()}
+            prepared = prepare(spec)
+            frame = fairdi_ablation(prepared, fairdi_params=fairdi_params, progress=progress) if table3 \
+                else fairdi_rows(run_experiment(prepared))
+        oracle[seed] = {str(k): float(v) for k, v in oracle_group_auc(prepared.dataset, attribute, split="test").items()}
         frames.append(frame.assign(seed=seed))
     rows = pd.concat(frames, ignore_index=True)
     numeric = [c for c in rows.columns if c not in ("model", "stage", "seed")]

@@ -39,7 +39,8 @@ import optuna
 import pandas as pd
 
 from medequity.fairtune.space import LR_RANGE, SearchSpace, search_space
-from medequity.experiment import ExperimentSpec, RunResult, load_experiment_data, run_experiment
+from medequity.experiment import ExperimentSpec, RunResult, prepare, run_experiment, train_config, train_model
+from medequity.training.callbacks import Callback, EpochInfo, OptunaPruning
 from medequity.training.trainer import TrainConfig, Trainer
 
 # Trainer progress keys (whole-validation-set values) and the checkpoint-selection rule that keeps
@@ -144,12 +145,11 @@ class FairTuneConfig:
     reduction_factor: int = 4
     min_resource: int | str = "auto"
     others: bool = False  # train parameters outside every group too (see the ``mask`` usage)
-    show_progress: bool = True
 
     def key(self) -> dict[str, Any]:
-        """The settings that define a study (trial count, storage, display and sampler seed excluded)."""
+        """The settings that define a study (trial count, storage and sampler seed excluded)."""
         data = asdict(self)
-        for name in ("trials", "storage", "study_name", "show_progress", "seed"):
+        for name in ("trials", "storage", "study_name", "seed"):
             data.pop(name)
         data["lr_range"] = list(self.lr_range)
         return data
@@ -179,17 +179,6 @@ def balanced_subsample(groups: np.ndarray, labels: np.ndarray, fraction: float, 
 
 
 # -- one inner loop ----------------------------------------------------------------------------------
-class ScoringTrainer(Trainer):
-    """The trainer, keeping the last validation scores so any whole-set objective can be computed."""
-
-    last_scores: np.ndarray | None = None
-
-    def predict(self, model, method, data, config):
-        scores = super().predict(model, method, data, config)
-        self.last_scores = scores
-        return scores
-
-
 @dataclass
 class Candidate:
     """One finished inner loop: the objective of the kept checkpoint and per-epoch values."""
@@ -203,41 +192,52 @@ class Candidate:
     trainable_fraction: float
 
 
-class SearchSetup:
-    """Data and settings shared by all trials: built once, each trial builds a fresh model.
+class ObjectivePerEpoch(Callback):
+    """The search objective after every epoch, from the trainer's row and whole-validation scores."""
 
-    Mirrors :func:`run_experiment` (same dataset split, transform, seeded backbone initialisation)
-    so that a trial trains exactly what the final ``run_experiment`` will, on ``train`` (possibly
-    subsampled) and judged on the whole ``val``.
+    def __init__(self, objective: Objective, val, on_epoch: Callable[[dict, float], None] | None = None,
+                 trial: optuna.Trial | None = None):
+        self.objective, self.val, self.on_epoch, self.trial = objective, val, on_epoch, trial
+        self.values: list[float] = []
+        self.trainable_fraction = math.nan
+
+    def on_fit_start(self, trainer, model, method, train, val, config, stage) -> None:
+        from medequity.usages.peft_usages import trainable_summary
+
+        self.trainable_fraction = trainable_summary(model)["fraction"]
+        if self.trial is not None:
+            self.trial.set_user_attr("trainable_fraction", self.trainable_fraction)
+
+    def on_epoch_end(self, info: EpochInfo) -> None:
+        value = self.objective.value(info.row, info.val_scores, self.val)
+        self.values.append(value)
+        if self.on_epoch is not None:
+            self.on_epoch(info.row, value)
+
+
+class SearchSetup:
+    """Data and settings shared by all trials: the experiment is prepared once
+    (:func:`medequity.experiment.prepare`: same dataset split, views and seeded backbone as the
+    final ``run_experiment``), each trial trains a fresh model through
+    :func:`medequity.experiment.train_model` on ``train`` (possibly subsampled), judged on the whole ``val``.
     """
 
     def __init__(self, spec: ExperimentSpec, objective: Objective, *, subsample: float | str | None = "auto", seed: int = 0,
                  splits: Sequence[str] = ("train", "val")):
-        from medequity.data.transforms import build_transform
-        from medequity.models import create_backbone
-        from medequity.training.data import make_split_data
-        from medequity.training.trainer import seed_everything
-
         self.spec, self.objective = spec, objective
-        dataset = load_experiment_data(spec)
-        split = dataset.table["split"].astype(str).to_numpy()
-        known = dataset.groups(spec.attribute).dropna().astype(str)
-        self.group_names = tuple(sorted(known.unique()))
-        seed_everything(spec.seed)
-        backbone = create_backbone(spec.model, cache_dir=spec.cache_dir, **spec.model_options)
-        transform = build_transform(spec.transform or backbone.transform_config())
-        self.data = {name: make_split_data(dataset.subset(np.flatnonzero(split == name)), spec.attribute, transform, self.group_names)
-                     for name in dict.fromkeys(("train", "val", *splits))}
+        self.prepared = prepare(spec, splits=list(dict.fromkeys(("train", "val", *splits))))
+        self.data = dict(self.prepared.data)
+        self.group_names = self.prepared.group_names
         self.n_train_full = len(self.data["train"])
         self.fraction = subsample_fraction(self.n_train_full, subsample)
         if self.fraction is not None:
             rows = balanced_subsample(self.data["train"].groups, self.data["train"].labels, self.fraction, seed)
             self.data["train"] = self.data["train"].subset(rows)
+        backbone = self.prepared.backbone
         self.groups = tuple(backbone.module_groups()) if backbone.module_groups is not None else ()
-        self._backbone_for_space = backbone
 
     def space(self, kind: str, lr_range=LR_RANGE) -> SearchSpace:
-        return search_space(kind, self._backbone_for_space, lr_range)
+        return search_space(kind, self.prepared.backbone, lr_range)
 
     def config(self, lr: float) -> TrainConfig:
         changes = {"seed": self.spec.seed, **self.spec.train, "lr": float(lr)}
@@ -249,47 +249,24 @@ class SearchSetup:
               on_epoch: Callable[[dict, float], None] | None = None) -> Candidate:
         """Fine-tune one candidate; report the objective after every epoch and prune if told to.
 
-        Pruning raises :class:`optuna.TrialPruned` from the trainer's progress callback: the
-        exception leaves ``Trainer.fit`` at once (no further epochs) and Optuna records the trial
-        as pruned with its reported values.
+        Pruning raises :class:`optuna.TrialPruned` from the trainer's callback: the exception
+        leaves ``Trainer.fit`` at once (no further epochs) and Optuna records the trial as pruned
+        with its reported values.
         """
-        from medequity.methods import create_method
-        from medequity.models import create_backbone
-        from medequity.training.trainer import seed_everything
-        from medequity.usages import UsageContext, create_usage
-        from medequity.usages.peft_usages import trainable_summary
-
-        spec = self.spec
-        config = self.config(lr)
-        seed_everything(spec.seed)  # same initial weights as run_experiment's final training
-        backbone = create_backbone(spec.model, cache_dir=spec.cache_dir, **spec.model_options)
-        usage_obj = create_usage(usage, **usage_params)
-        context = UsageContext(cache_dir=Path(spec.cache_dir) if spec.cache_dir else None, device=str(config.resolved_device()))
-        model, data = usage_obj.build(backbone, dict(self.data), context)
-        method = create_method(spec.method, **spec.method_params)
-        values: list[float] = []
-        fraction = trainable_summary(model)["fraction"]
+        per_epoch = ObjectivePerEpoch(self.objective, self.data["val"], on_epoch, trial)
+        callbacks: list[Callback] = [per_epoch]
         if trial is not None:
-            trial.set_user_attr("trainable_fraction", fraction)
             # which process ran it, when several search one study (shared --storage)
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-
-        def report(row: dict) -> None:
-            value = self.objective.value(row, trainer.last_scores, data["val"])
-            values.append(value)
-            if on_epoch is not None:
-                on_epoch(row, value)
-            if trial is not None:
-                trial.set_user_attr("epochs_run", len(values))
-                trial.report(value, step=row["epoch"] + 1)  # step = epochs done (the pruner's resource)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after epoch {len(values)} of {row['epochs']}")
-
-        trainer = ScoringTrainer(progress=report)
-        fit = method.fit(model, data["train"], data["val"], config, trainer)
+            callbacks.append(OptunaPruning(trial, lambda info: per_epoch.values[-1]))
+        prepared = self.prepared.with_spec(usage=usage, usage_params=dict(usage_params)).with_data(**self.data)
+        # A fresh backbone after re-seeding: the same initial weights as run_experiment's final training.
+        trained = train_model(prepared, trainer=Trainer(callbacks=callbacks), config=self.config(lr))
+        values = per_epoch.values
+        fit = trained.fit
         # The value of the checkpoint the trainer kept (its selection rule matches the objective).
         value = values[fit.best_epoch] if 0 <= fit.best_epoch < len(values) else math.nan
-        return Candidate(float(value), values, len(values), model, method, fit, fraction)
+        return Candidate(float(value), values, len(values), trained.model, trained.method, fit, per_epoch.trainable_fraction)
 
 
 # -- the study ---------------------------------------------------------------------------------------
@@ -338,33 +315,30 @@ def n_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def _optimize(study: optuna.Study, objective_fn, total: int, *, show_progress: bool, label: str) -> None:
-    """Run trials until the study holds ``total`` finished ones (also across concurrent workers)."""
+TrialProgress = Callable[[int, int, str], None]  # (finished trials, trials in all, what is happening)
+
+
+def _optimize(study: optuna.Study, objective_fn, total: int, *, progress: TrialProgress | None, label: str) -> None:
+    """Run trials until the study holds ``total`` finished ones (also across concurrent workers);
+    ``progress`` hears after every trial (the command line draws a bar from it)."""
     remaining = total - n_finished(study)
     if remaining <= 0:
         return
-    stop = optuna.study.MaxTrialsCallback(total, states=FINISHED)
-    if not show_progress:
-        study.optimize(objective_fn, n_trials=remaining, callbacks=[stop])
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    callbacks: list[Callable] = [optuna.study.MaxTrialsCallback(total, states=FINISHED)]
+    if progress is not None:
+        progress(n_finished(study), total, label)
 
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task(label, total=total, completed=n_finished(study), status="")
-
-        def after_trial(study, trial):
+        def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             best = ""
             try:
                 best = f"best {study.best_value:.4f}"
             except ValueError:
                 pass
-            state = trial.state.name.lower()
             epochs = trial.user_attrs.get("epochs_run", "?")
-            progress.update(task, completed=n_finished(study), status=f"trial {trial.number} {state} after {epochs} ep. {best}")
+            progress(n_finished(study), total, f"{label}: trial {trial.number} {trial.state.name.lower()} after {epochs} ep. {best}")
 
-        study.optimize(lambda trial: objective_fn(trial), n_trials=remaining, callbacks=[stop, after_trial])
+        callbacks.append(after_trial)
+    study.optimize(objective_fn, n_trials=remaining, callbacks=callbacks)
 
 
 # -- results -----------------------------------------------------------------------------------------
@@ -426,7 +400,8 @@ def _as_spec(spec: ExperimentSpec | dict) -> ExperimentSpec:
     return spec if isinstance(spec, ExperimentSpec) else ExperimentSpec.from_dict(spec)
 
 
-def search(spec: ExperimentSpec | dict, config: FairTuneConfig | None = None, *, setup: SearchSetup | None = None) -> SearchResult:
+def search(spec: ExperimentSpec | dict, config: FairTuneConfig | None = None, *, setup: SearchSetup | None = None,
+           progress: TrialProgress | None = None) -> SearchResult:
     """FairTune's outer loop (Algorithm 1): search (ω, α) on validation ``config.objective``."""
     start = time.perf_counter()
     spec, config = _as_spec(spec), config or FairTuneConfig()
@@ -442,8 +417,7 @@ def search(spec: ExperimentSpec | dict, config: FairTuneConfig | None = None, *,
         trial.set_user_attr("mask", "".join(str(mask[g]) for g in space.searched))
         return setup.train("mask", {"mask": mask, "others": config.others}, lr, trial=trial).value
 
-    _optimize(study, objective_fn, config.trials, show_progress=config.show_progress,
-              label=f"FairTune {space.name} ({space.n_bits} bits)")
+    _optimize(study, objective_fn, config.trials, progress=progress, label=f"FairTune {space.name} ({space.n_bits} bits)")
     best = study.best_trial
     mask, lr = space.from_params(best.params)
     return SearchResult(study, space, objective, spec, config, mask, lr, float(best.value), len(setup.data["train"]),
@@ -468,7 +442,7 @@ def fairtune(spec: ExperimentSpec | dict, config: FairTuneConfig | None = None, 
 
 # -- baselines (Table 1) -----------------------------------------------------------------------------
 def tune_lr(spec: ExperimentSpec, usage: str, config: FairTuneConfig, trials: int, *, setup: SearchSetup | None = None,
-            usage_params: dict | None = None) -> tuple[float, optuna.Study]:
+            usage_params: dict | None = None, progress: TrialProgress | None = None) -> tuple[float, optuna.Study]:
     """A baseline's LR searched on the same objective, sampler, pruner and subsample as FairTune
     (§4.1: "all competitors optimise their learning rates based on L_fair")."""
     objective = Objective.parse(config.objective, config.direction)
@@ -481,7 +455,7 @@ def tune_lr(spec: ExperimentSpec, usage: str, config: FairTuneConfig, trials: in
         lr = trial.suggest_float("lr", low, high, log=True)
         return setup.train(usage, usage_params or {}, lr, trial=trial).value
 
-    _optimize(study, objective_fn, trials, show_progress=config.show_progress, label=f"LR search: {usage}")
+    _optimize(study, objective_fn, trials, progress=progress, label=f"LR search: {usage}")
     return float(study.best_params["lr"]), study
 
 
@@ -496,7 +470,7 @@ def test_summary(run: RunResult, attribute: str) -> dict[str, float]:
 
 def compare_baselines(spec: ExperimentSpec | dict, result: FairTuneResult | SearchResult, *,
                       baselines: Sequence[str] = tuple(BASELINES), lr_trials: int | None = None,
-                      trainer: Trainer | None = None) -> pd.DataFrame:
+                      trainer: Trainer | None = None, progress: TrialProgress | None = None) -> pd.DataFrame:
     """FairTune against full FT, linear readout, attention and LayerNorm tuning (Table 1) on test.
 
     Same budget: each baseline's LR is tuned with ``lr_trials`` trials (default: FairTune's trial
@@ -513,7 +487,7 @@ def compare_baselines(spec: ExperimentSpec | dict, result: FairTuneResult | Sear
     trials = config.trials if lr_trials is None else lr_trials
     rows = []
     for usage in baselines:
-        lr, study = tune_lr(spec, usage, config, trials, setup=setup)
+        lr, study = tune_lr(spec, usage, config, trials, setup=setup, progress=progress)
         baseline = run_experiment(replace(spec, usage=usage, usage_params={}, train={**spec.train, "lr": lr}), trainer=trainer)
         rows.append({"method": BASELINES.get(usage, usage), "usage": usage, "lr": lr, "val_objective": float(study.best_value),
                      "trainable_fraction": _trainable_fraction(baseline.model, spec if usage == "lp" else None),
@@ -530,7 +504,8 @@ def _trainable_fraction(model, lp_spec: ExperimentSpec | None = None) -> float:
         # Linear readout's model is the head on cached features: count the frozen encoder too.
         from medequity.models import create_backbone
 
-        encoder = create_backbone(lp_spec.model, cache_dir=lp_spec.cache_dir, **lp_spec.model_options).module
+        options = {k: v for k, v in lp_spec.model_options.items() if k != "checkpoint"}  # counting needs no weights
+        encoder = create_backbone(lp_spec.model, **options).module
         head = sum(p.numel() for p in model.parameters() if p.requires_grad)
         return float(head / (head + sum(p.numel() for p in encoder.parameters())))
     summary = getattr(model, "trainable_summary", None)
@@ -541,14 +516,13 @@ def _trainable_fraction(model, lp_spec: ExperimentSpec | None = None) -> float:
     return float(summary["fraction"])
 
 
-def split_group_aucs(run: RunResult, setup: SearchSetup, split: str = "train") -> dict[str, float]:
-    """Overall and per-group AUC of a trained run on a split of ``setup`` (FairTune Fig. 1: the
+def split_group_aucs(run: RunResult, split: str = "train") -> dict[str, float]:
+    """Overall and per-group AUC of a trained run on one of its splits (FairTune Fig. 1: the
     training set is fitted for every group; the gap appears on unseen data)."""
     from medequity.training.trainer import validation_summary
 
-    data = setup.data[split]
-    config = setup.config(run.spec.train.get("lr", 2.5e-4))
-    scores = Trainer().predict(run.model, run.method, data, config)
+    data = run.data[split]
+    scores = Trainer().predict(run.model, run.method, data, train_config(run.spec))
     summary = validation_summary(data.labels, scores, data.groups, data.n_groups)
     out = {"auc": summary["auc"], "worst_group_auc": summary["worst_group_auc"]}
     groups = [summary[f"auc_group{g}"] for g in range(data.n_groups)]
@@ -557,6 +531,6 @@ def split_group_aucs(run: RunResult, setup: SearchSetup, split: str = "train") -
     return out
 
 
-__all__ = ["BASELINES", "Candidate", "FairTuneConfig", "FairTuneResult", "Objective", "ScoringTrainer", "SearchResult",
+__all__ = ["BASELINES", "Candidate", "FairTuneConfig", "FairTuneResult", "Objective", "ObjectivePerEpoch", "SearchResult",
            "SearchSetup", "balanced_subsample", "compare_baselines", "fairtune", "open_study", "search", "split_group_aucs",
            "study_history", "study_name_for", "test_summary", "tune_lr", "whole_set_metric"]

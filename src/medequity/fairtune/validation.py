@@ -73,8 +73,8 @@ def validate_fairtune_fig1(*, size: str = "full", seeds=None, epochs: int | None
                            attribute: str = "race", max_train_gap: float = 0.02, margin: float = 0.05, cache_dir=None,
                            progress: Callable[[str], None] | None = None) -> ValidationResult:
     """Fig. 1 on each seed: train and test per-group AUCs of the final fully fine-tuned model."""
-    from medequity.fairtune import Objective, SearchSetup, split_group_aucs
     from medequity.experiment import run_experiment
+    from medequity.fairtune.search import split_group_aucs
 
     chosen = _sizes(size, seeds=seeds, epochs=epochs)
     start = time.perf_counter()
@@ -86,9 +86,8 @@ def validate_fairtune_fig1(*, size: str = "full", seeds=None, epochs: int | None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             run = run_experiment(spec)
-            setup = SearchSetup(spec, Objective.parse("val_worst_group_auc"), subsample=None, splits=("train", "val", "test"))
             for split in ("train", "test"):
-                rows.append({"seed": seed, "split": split, "epoch": run.best_epoch, **split_group_aucs(run, setup, split)})
+                rows.append({"seed": seed, "split": split, "epoch": run.best_epoch, **split_group_aucs(run, split)})
     table = pd.DataFrame(rows)
     by_split = {split: table[table.split == split].set_index("seed") for split in ("train", "test")}
     # Every seed must show the pattern: the claims take the least favourable seed.
@@ -102,14 +101,14 @@ def validate_fairtune_fig1(*, size: str = "full", seeds=None, epochs: int | None
     ]
     settings = {"preset": preset, "attribute": attribute, "size": size, **chosen, "seeds": list(chosen["seeds"]),
                 "model": "small_cnn", "checkpoint": spec.model_options["checkpoint"], "lr": 1e-2,
-                "n_train": int(len(setup.data["train"])), "max_train_gap": max_train_gap, "margin": margin}
+                "n_train": int(len(run.data["train"])), "max_train_gap": max_train_gap, "margin": margin}
     return ValidationResult("fairtune_fig1", preset, claims, table, settings, time.perf_counter() - start,
                             notes=["table: train and test AUCs of the final epoch, one row per (seed, split)"])
 
 
 def validate_fairtune_mask(*, size: str = "full", seed: int = 0, trials: int | None = None, epochs: int | None = None,
                            model: str = "small_cnn", preset: str | None = None, attribute: str | None = None,
-                           tol: float = 0.0, cache_dir=None, show_progress: bool = False,
+                           tol: float = 0.0, cache_dir=None, trial_progress: Callable[[int, int, str], None] | None = None,
                            progress: Callable[[str], None] | None = None) -> ValidationResult:
     """FairTune's searched mask vs full fine-tuning, both LR-tuned on validation worst-group AUC."""
     from medequity.fairtune import FairTuneConfig, Objective, SearchSetup, search, tune_lr
@@ -126,7 +125,7 @@ def validate_fairtune_mask(*, size: str = "full", seed: int = 0, trials: int | N
     if model == "vit":
         spec = replace(spec, model="vit_tiny_patch16_224", model_options={**TINY_VIT, **spec.model_options})
         space = "full"
-    config = FairTuneConfig(space=space, trials=chosen["trials"], subsample=None, seed=seed, show_progress=show_progress)
+    config = FairTuneConfig(space=space, trials=chosen["trials"], subsample=None, seed=seed)
     objective = Objective.parse(config.objective)
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -134,10 +133,10 @@ def validate_fairtune_mask(*, size: str = "full", seed: int = 0, trials: int | N
         setup = SearchSetup(spec, objective, subsample=None)
         if progress is not None:
             progress(f"tuning full fine-tuning's LR ({chosen['trials']} trials)")
-        ft_lr, ft_study = tune_lr(spec, "ft", config, chosen["trials"], setup=setup)
+        ft_lr, ft_study = tune_lr(spec, "ft", config, chosen["trials"], setup=setup, progress=trial_progress)
         if progress is not None:
             progress(f"FairTune search over the {space!r} space ({chosen['trials']} trials)")
-        result = search(spec, config, setup=setup)
+        result = search(spec, config, setup=setup, progress=trial_progress)
     history = result.history
     table = pd.DataFrame([
         {"model": "Full FT", "mask": "all", "lr": ft_lr, "val_worst_group_auc": float(ft_study.best_value)},

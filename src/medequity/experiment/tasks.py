@@ -1,0 +1,105 @@
+"""Tasks: what a model predicts and how its predictions are tabled and measured.
+
+The task is a field of :class:`~medequity.experiment.spec.ExperimentSpec`; it selects the
+predictions table and the metrics, and nothing else in the experiment layer branches on it. A new
+task (segmentation next: masks, Dice/IoU per group) is one class registered here by name.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from medequity.data import GROUP_PREFIX
+from medequity.metrics import GroupMetricResult, GroupMetricWarning, group_metrics
+from medequity.metrics.causal import ADF_SUMMARY, adf_with_interval
+from medequity.metrics.groups import encode_groups
+from medequity.registry import Registry
+from medequity.training.data import SplitData
+
+SUMMARY_COLUMNS = ["attribute", "metric", "summary", "value", "ci_low", "ci_high", "p_value"]
+
+
+class Task:
+    """How one kind of prediction is tabled and evaluated."""
+
+    name: ClassVar[str] = "base"
+
+    def predictions_table(self, split: str, data: SplitData, score: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def evaluate(self, test: pd.DataFrame, attributes, *, n_boot: int, n_permutations: int,
+                 seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, GroupMetricResult]]:
+        """(metrics, summaries, per-attribute results) of a test predictions table."""
+        raise NotImplementedError
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+def create_task(name: str) -> Task:
+    return TASKS.create(name)
+
+
+@TASKS.register("classification")
+class Classification(Task):
+    """Binary classification: a score P(y=1) and a decision per sample; per-group AUC, threshold
+    metrics, gaps with bootstrap CIs and permutation tests, and ADF (Fair Diagnosis)."""
+
+    name = "classification"
+
+    def predictions_table(self, split: str, data: SplitData, score: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
+        table = data.table
+        frame = pd.DataFrame({"split": split, "sample_id": table["sample_id"].astype(str).to_numpy(),
+                              "label": data.labels, "score": score, "pred": pred.astype(np.int8)})
+        for column in table.columns:
+            if column.startswith(GROUP_PREFIX):
+                frame[column] = table[column].astype(object).to_numpy()
+        return frame
+
+    def evaluate(self, test: pd.DataFrame, attributes, *, n_boot: int, n_permutations: int,
+                 seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, GroupMetricResult]]:
+        results = evaluate_predictions(test, attributes, n_boot=n_boot, n_permutations=n_permutations, seed=seed)
+        metrics, summaries = tidy_results(results)
+        summaries = pd.concat([summaries, adf_summaries(test, list(results), n_boot=n_boot, seed=seed)], ignore_index=True)
+        return metrics, summaries, results
+
+
+def evaluate_predictions(test: pd.DataFrame, attributes, *, n_boot: int, n_permutations: int,
+                         seed: int) -> dict[str, GroupMetricResult]:
+    """Per-group metrics with bootstrap CIs and gap tests of a test predictions table, per attribute.
+
+    Called the way :func:`medequity.audit.audit` calls :func:`group_metrics` (its defaults, the
+    table's hard predictions), so :func:`~medequity.experiment.save.save_run` can hand these
+    results to the audit as they are.
+    """
+    return {attribute: group_metrics(test["label"].to_numpy(), test["score"].to_numpy(), y_pred=test["pred"].to_numpy(),
+                                     sensitive_features=test[GROUP_PREFIX + attribute].rename(attribute), n_boot=n_boot,
+                                     n_permutations=n_permutations, random_state=seed)
+            for attribute in attributes}
+
+
+def adf_summaries(test: pd.DataFrame, attributes, *, n_boot: int, seed: int) -> pd.DataFrame:
+    """ADF = I(S;Ŷ|Y) of the test decisions per attribute, with its bootstrap CI, as summary rows
+    (metric ``adf``): Fair Diagnosis' causal fairness, reported for every run so benchmarks can
+    compare methods on it (the audit report computes the same)."""
+    rows = []
+    y, pred = test["label"].to_numpy(), test["pred"].to_numpy(dtype=np.int64)
+    for attribute in attributes:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GroupMetricWarning)  # group_metrics has already said it
+            groups = encode_groups(test[GROUP_PREFIX + attribute].rename(attribute), len(test), require_two=False)
+        adf = adf_with_interval(y, pred, groups, n_boot=n_boot, random_state=seed)
+        rows.append({"attribute": attribute, "metric": "adf", "summary": ADF_SUMMARY, "value": adf["value"],
+                     "ci_low": adf["ci_low"], "ci_high": adf["ci_high"], "p_value": np.nan})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def tidy_results(results: dict[str, GroupMetricResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metrics, summaries): the tidy tables of a run, one block per attribute."""
+    metrics = [result.to_frame().assign(attribute=attribute) for attribute, result in results.items()]
+    summaries = [result.summaries().assign(attribute=attribute) for attribute, result in results.items()]
+    return pd.concat(metrics, ignore_index=True), pd.concat(summaries, ignore_index=True)
