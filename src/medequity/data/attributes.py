@@ -53,7 +53,13 @@ import numpy as np
 import pandas as pd
 
 from medequity.data.base import GROUP_PREFIX
-from medequity.metrics.groups import INTERSECTION_SEP, intersection_name, is_intersection, split_intersection
+from medequity.metrics.groups import (
+    INTERSECTION_SEP,
+    canonical_attribute,
+    intersection_name,
+    is_intersection,
+    split_intersection,
+)
 
 # Numeric code maps as the datasets document them (the "one coding": loaders use these constants).
 PAPILA_SEX_CODES = {0: "male", 1: "female"}  # PAPILA clinical data: gender 0 male, 1 female
@@ -499,13 +505,14 @@ def with_intersections(dataset, names: Iterable[str]):
     """
     from dataclasses import replace
 
-    missing = [name for name in dict.fromkeys(names) if is_intersection(name) and not dataset.has_attribute(name)]
+    missing: dict[str, str] = {}  # one new column per intersection, however often and spelled
+    for name in names:
+        if is_intersection(name) and not dataset.has_attribute(name):
+            missing.setdefault(canonical_attribute(name), name)
     if not missing:
         return dataset
     table = dataset.table.copy()
-    for name in missing:
-        if GROUP_PREFIX + name in table.columns:  # two spellings of one intersection in ``names``
-            continue
+    for name in missing.values():
         parts = split_intersection(name)
         unknown = [part for part in parts if part not in dataset.attributes]
         if unknown:

@@ -35,6 +35,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from medequity.methods.base import Method, register_method
+from medequity.metrics.summary import group_aucs
 
 
 def gauss_newton_diagonal(model: torch.nn.Module, x: torch.Tensor, chunk_size: int = 32) -> dict[str, torch.Tensor]:
@@ -53,16 +54,10 @@ def gauss_newton_diagonal(model: torch.nn.Module, x: torch.Tensor, chunk_size: i
         return {n: torch.einsum("i,i...->...", weight, g.pow(2)) / len(x) for n, g in per_sample.items()}
 
 
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
-
-
 def _worst_group_auc(labels, scores, groups, n_groups) -> float:
-    aucs = [_auc(labels[groups == g], scores[groups == g]) for g in range(n_groups)]
-    aucs = [a for a in aucs if np.isfinite(a)]
-    return min(aucs) if aucs else float("nan")
+    """Lowest AUC over the groups where it is defined (one-class groups skipped)."""
+    aucs = group_aucs(labels, scores, groups, n_groups)
+    return float(np.nanmin(aucs)) if np.isfinite(aucs).any() else float("nan")
 
 
 @register_method
@@ -75,8 +70,7 @@ class FairPrune(Method):
 
     def choose_groups(self, labels, scores, groups, group_names) -> tuple[int, int]:
         """(privileged, unprivileged) codes: named by the user, else best and worst validation AUC."""
-        aucs = {g: _auc(labels[groups == g], scores[groups == g]) for g in range(len(group_names))}
-        aucs = {g: a for g, a in aucs.items() if np.isfinite(a)}
+        aucs = {g: float(a) for g, a in enumerate(group_aucs(labels, scores, groups, len(group_names))) if np.isfinite(a)}
         names = list(group_names)
         privileged = names.index(self.params["privileged"]) if self.params["privileged"] is not None else max(aucs, key=aucs.get)
         unprivileged = names.index(self.params["unprivileged"]) if self.params["unprivileged"] is not None else min(aucs, key=aucs.get)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medequity.data.attributes import BRSET_SEX_CODES, add_group_columns
-from medequity.data.base import MedicalDataset, register_dataset
+from medequity.data.base import GROUP_PREFIX, MedicalDataset, register_dataset
 from medequity.data.loaders._common import find_file, image_paths_from_ids, index_images
 from medequity.data.table import binary_labels, finish_table, read_table, require_columns
 
@@ -65,7 +65,7 @@ def load_brset(
     table = add_group_columns(
         table, {"sex": {"codes": BRSET_SEX_CODES}, "age": {"threshold": age_threshold, "rule": age_rule}}
     )
-    columns = ["sample_id", "patient_id", "label", "path", "sex", "age", "exam_eye", "group:sex", "group:age"]
+    columns = ["sample_id", "patient_id", "label", "path", "sex", "age", "exam_eye", GROUP_PREFIX + "sex", GROUP_PREFIX + "age"]
     return MedicalDataset(
         name="brset",
         table=finish_table(table[[c for c in columns if c in table.columns]]),

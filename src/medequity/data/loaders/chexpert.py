@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from medequity.data.attributes import add_group_columns
-from medequity.data.base import DatasetFormatError, MedicalDataset, register_dataset
+from medequity.data.base import GROUP_PREFIX, DatasetFormatError, MedicalDataset, register_dataset
 from medequity.data.loaders._common import find_optional_file
 from medequity.data.table import finish_table, read_table, require_columns, resolve_paths
 
@@ -130,7 +130,7 @@ def load_chexpert(
     table = add_group_columns(table, attributes)
     front = ["sample_id", "patient_id", "label", "path", "csv", "sex", "age"]
     front += [c for c in ("race", "ETHNICITY", "Frontal/Lateral", "AP/PA") if c in table.columns]
-    rest = [c for c in table.columns if c.startswith(("label:", "group:"))]
+    rest = [c for c in table.columns if c.startswith(("label:", GROUP_PREFIX))]
     return MedicalDataset(
         name="chexpert",
         table=finish_table(table[front + rest]),

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medequity.data.attributes import add_group_columns, medfair_skin_type
-from medequity.data.base import MedicalDataset, register_dataset
+from medequity.data.base import GROUP_PREFIX, MedicalDataset, register_dataset
 from medequity.data.loaders._common import find_file, image_paths_from_ids, index_images
 from medequity.data.table import finish_table, read_table, require_columns
 
@@ -56,7 +56,7 @@ def load_fitzpatrick17k(root: str | Path, *, drop_unknown: bool = True, on_missi
     )
     table = add_group_columns(table, {"skin_type": {"kind": "skin_type", "column": "fitzpatrick_scale"}})
     keep = ["sample_id", "patient_id", "label", "path", "fitzpatrick_scale", "skin_type",
-            "three_partition_label", "nine_partition_label", "label_name", "group:skin_type"]
+            "three_partition_label", "nine_partition_label", "label_name", GROUP_PREFIX + "skin_type"]
     return MedicalDataset(
         name="fitzpatrick17k",
         table=finish_table(table[[c for c in keep if c in table.columns]]),

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from medequity.data.attributes import add_group_columns
-from medequity.data.base import MedicalDataset, register_dataset
+from medequity.data.base import GROUP_PREFIX, MedicalDataset, register_dataset
 from medequity.data.loaders._common import find_file, image_paths_from_ids, index_images
 from medequity.data.table import finish_table, read_table, require_columns
 
@@ -78,7 +78,7 @@ def load_ham10000(
     table = add_group_columns(table, {"sex": None, "age": {"threshold": age_threshold, "rule": age_rule}})
     columns = ["sample_id", "patient_id", "label", "path", *(["mask_path"] if masks else []),
                "sex", "age", "dx", "dx_type", "localization"]
-    columns = [c for c in columns if c in table.columns] + ["group:sex", "group:age"]
+    columns = [c for c in columns if c in table.columns] + [GROUP_PREFIX + "sex", GROUP_PREFIX + "age"]
     return MedicalDataset(
         name="ham10000",
         table=finish_table(table[columns]),

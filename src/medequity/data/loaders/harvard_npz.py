@@ -51,7 +51,7 @@ from medequity.data.attributes import (
     HARVARD_SEX_CODES,
     add_group_columns,
 )
-from medequity.data.base import DatasetFormatError, MedicalDataset, register_dataset, safe_join
+from medequity.data.base import GROUP_PREFIX, DatasetFormatError, MedicalDataset, register_dataset, safe_join
 from medequity.data.table import SPLIT_ALIASES, finish_table
 
 # attribute -> (npz keys that may hold it, code map)
@@ -183,7 +183,7 @@ def load_harvard_npz(
     table = add_group_columns(table, attributes)
     front = ["sample_id", "patient_id", "label", "path", *(["split"] if "split" in table.columns else [])]
     front += [c for c in ATTRIBUTE_KEYS if c in table.columns]
-    rest = [c for c in table.columns if c.startswith("group:")]
+    rest = [c for c in table.columns if c.startswith(GROUP_PREFIX)]
     chosen_key = image_keys.pop()
     return NpzDataset(
         name=name,

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from medequity.data.attributes import add_group_columns, canonical_race
-from medequity.data.base import DatasetFormatError, MedicalDataset, register_dataset
+from medequity.data.base import GROUP_PREFIX, DatasetFormatError, MedicalDataset, register_dataset
 from medequity.data.loaders._common import check_plain_ids, find_file
 from medequity.data.loaders.chexpert import FINDINGS, with_finding_labels
 from medequity.data.table import finish_table, normalise_split_names, read_table, require_columns, resolve_paths
@@ -114,7 +114,7 @@ def load_mimic_cxr(
     )
     front = ["sample_id", "patient_id", "label", "path", "split", "study_id", "sex", "age", "race"]
     front += [c for c in ("ViewPosition",) if c in table.columns]
-    rest = [c for c in table.columns if c.startswith(("label:", "group:"))]
+    rest = [c for c in table.columns if c.startswith(("label:", GROUP_PREFIX))]
     return MedicalDataset(
         name="mimic_cxr",
         table=finish_table(table[front + rest]),

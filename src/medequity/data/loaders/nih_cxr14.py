@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from medequity.data.attributes import add_group_columns
-from medequity.data.base import DatasetFormatError, MedicalDataset, register_dataset
+from medequity.data.base import GROUP_PREFIX, DatasetFormatError, MedicalDataset, register_dataset
 from medequity.data.loaders._common import find_file, image_paths_from_ids, index_images
 from medequity.data.table import finish_table, read_table, require_columns
 
@@ -97,7 +97,7 @@ def load_nih_cxr14(
     front = ["sample_id", "patient_id", "label", "path", *(["split"] if "split" in table.columns else []),
              "sex", "age", "Finding Labels", "View Position"]
     front = [c for c in front if c in table.columns]
-    rest = [c for c in table.columns if c.startswith(("label:", "group:"))]
+    rest = [c for c in table.columns if c.startswith(("label:", GROUP_PREFIX))]
     if table.empty:
         raise DatasetFormatError(f"{source}: no rows left after dropping rows without sex or age")
     return MedicalDataset(

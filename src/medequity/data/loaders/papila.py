@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from medequity.data.attributes import PAPILA_SEX_CODES, add_group_columns
-from medequity.data.base import DatasetFormatError, MedicalDataset, register_dataset
+from medequity.data.base import GROUP_PREFIX, DatasetFormatError, MedicalDataset, register_dataset
 from medequity.data.table import finish_table, read_table, require_columns, resolve_paths
 
 COLUMNS = ("ID", "Age", "Gender", "Diagnosis")
@@ -102,7 +102,7 @@ def load_papila(root: str | Path, *, exclude_suspect: bool = True, age_threshold
     table = add_group_columns(
         table, {"sex": {"codes": PAPILA_SEX_CODES}, "age": {"threshold": age_threshold, "rule": age_rule}}
     )
-    columns = ["sample_id", "patient_id", "label", "path", "eye", "sex", "age", "diagnosis", "group:sex", "group:age"]
+    columns = ["sample_id", "patient_id", "label", "path", "eye", "sex", "age", "diagnosis", GROUP_PREFIX + "sex", GROUP_PREFIX + "age"]
     return MedicalDataset(
         name="papila",
         table=finish_table(table[columns]),
