@@ -94,6 +94,28 @@ def test_stage_one_trains_the_classifier_when_not_pretrained(make_split, tiny_fe
     assert "classifier" in fit.stages
 
 
+def test_stages_run_through_the_trainer_with_the_adversarial_history(make_split, tiny_features):
+    x, y, s = tiny_features(n=128, seed=3)
+    train = make_split(x, y, s)
+    model = _feature_model(x.shape[1])
+    method = create_method("fair_diagnosis", pretrained_classifier=True, adversarial_epochs=3,
+                           jsd_pretrain_epochs=2, lr_generator=2e-3)
+    rows = []
+    fit = method.fit(model, train, train, TrainConfig(epochs=1, batch_size=64, device="cpu", patience=0),
+                     Trainer(progress=rows.append))
+    assert list(fit.history["stage"]) == ["jsd", "jsd", "adversarial", "adversarial", "adversarial"]
+    jsd, adversarial = fit.history[fit.history.stage == "jsd"], fit.history[fit.history.stage == "adversarial"]
+    assert list(jsd["jsd"]) == method.log["jsd"] and list(jsd["train_loss"]) == [-v for v in method.log["jsd"]]
+    # one row per adversarial epoch (no early stopping), train_loss = g_loss, d_acc column, g's lr
+    assert list(adversarial["train_loss"]) == method.log["g_loss"] and list(adversarial["d_acc"]) == method.log["d_acc"]
+    assert list(adversarial["val_auc"]) == method.log["val_auc"] and set(adversarial["lr"]) == {2e-3}
+    # the last generator is kept and reported on the user's selection criterion
+    assert fit.best_epoch == 2 and fit.selection == "worst_group_auc"
+    assert fit.best_value == adversarial["val_worst_group_auc"].iloc[-1]
+    assert [row["best_epoch"] for row in rows if row["stage"] == "adversarial"] == [0, 1, 2]
+    assert set(fit.stages) == {"jsd"}
+
+
 def test_discriminator_is_conditioned_on_y_and_faap_is_not(make_split, tiny_features):
     x, y, s = tiny_features(n=64)
     train = make_split(x, y, s)

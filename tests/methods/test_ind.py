@@ -68,6 +68,20 @@ def test_heads_differ_after_training(make_split):
     assert w[0, 0] > 2 * abs(w[0, 1]) and w[1, 1] > 2 * abs(w[1, 0])
 
 
+def test_the_trainers_predict_scores_each_sample_by_its_own_group_head(make_split, tiny_features):
+    """needs_groups_at_inference: the trainer passes each sample's group to InD's logits (a method
+    without the flag gets None)."""
+    method, model, split, (x, _, s) = _setup(make_split, tiny_features)
+    s[:5] = -1
+    split = make_split(x.numpy(), split.labels, s.numpy())
+    scores = Trainer().predict(model, method, split, TrainConfig(device="cpu"))
+    with torch.no_grad():
+        heads = method.extra["heads"](model.features(x))
+    own = torch.where(s >= 0, heads.gather(1, s.clamp(min=0).unsqueeze(1)).squeeze(1), heads.mean(1))
+    np.testing.assert_allclose(scores, torch.sigmoid(own).numpy(), rtol=1e-6)
+    assert not np.allclose(scores, torch.sigmoid(heads[:, 0]).numpy())  # not one head for everyone
+
+
 def test_inference_group_sum_and_unknown_fallback(make_split, tiny_features):
     method, model, _, (x, _, _) = _setup(make_split, tiny_features)
     model.eval()

@@ -48,10 +48,17 @@ Design choices the paper leaves open (documented here, configurable):
   with sp the softplus, E' a shuffled batch of embeddings and T_ω a small critic. The paper
   maximises over θ and ω; here f_θ is the deployed, frozen model, so g and ω are trained.
 
+Stages, each one ``trainer.fit`` (so progress, callbacks and checkpoints work as for any method):
+"classifier" (ERM; skipped with ``pretrained_classifier=True``), "jsd" (only when
+``jsd_pretrain_epochs > 0``; its history rows have ``train_loss`` = −bound and a ``jsd`` column)
+and "adversarial" (``train_loss`` = mean g_loss, plus a ``d_acc`` column; no early stopping, the
+last generator kept). ``FitResult.stages`` holds the stages before "adversarial", whose selection
+is the FitResult itself (best epoch = the last, value = the last epoch's validation criterion).
+
 ``self.log``: per adversarial epoch ``d_loss``, ``d_acc`` (discriminator on training batches,
-before each generator step), ``g_loss``, ``g_fool`` (d_Y's CE, maximised), ``g_entropy``,
-``g_utility`` (frozen classifier's BCE on x̃), ``mask_abs`` (mean |x̃ − x|), ``val_auc``; and
-``jsd`` per pre-training epoch.
+before each generator step; correct / known over the epoch), ``g_loss``, ``g_fool`` (d_Y's CE,
+maximised), ``g_entropy``, ``g_utility`` (frozen classifier's BCE on x̃), ``mask_abs`` (mean
+|x̃ − x|), ``val_auc``; and ``jsd`` per pre-training epoch.
 """
 
 from __future__ import annotations
