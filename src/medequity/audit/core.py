@@ -22,7 +22,7 @@ from medequity.audit.inputs import AuditData, load_audit_data
 from medequity.metrics import GroupMetricResult, GroupMetricWarning, group_metrics
 from medequity.metrics._validation import warn_group
 from medequity.metrics.causal import ADF_SUMMARY, adf_with_interval
-from medequity.metrics.groups import INTERSECTION_SEP, encode_groups
+from medequity.metrics.groups import encode_groups, intersection_name
 from medequity.metrics.thresholds import resolve_threshold
 from medequity.provenance import provenance
 from medequity.utils.io import atomic_write_text
@@ -249,7 +249,7 @@ def audit(
             adf_values = {}
             for attribute_set in [(a,) for a in data.attributes] + crosses:
                 features = frame[list(attribute_set)]
-                name = INTERSECTION_SEP.join(attribute_set)
+                name = intersection_name(attribute_set)
                 if name in precomputed:
                     result = precomputed[name]
                     for message in result.warnings:  # reported as if computed here, in the same order
@@ -284,7 +284,7 @@ def audit(
         "scores": data.scores,
         "prediction": data.prediction,
         "attributes": data.attributes,
-        "intersections": [INTERSECTION_SEP.join(c) for c in crosses],
+        "intersections": [intersection_name(c) for c in crosses],
         "binning": [r.describe() for r in data.bins],
         "threshold_setting": str(threshold),
         "validation": None if validation is None else (str(validation) if not isinstance(validation, pd.DataFrame) else "validation table"),
