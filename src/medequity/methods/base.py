@@ -161,10 +161,10 @@ class Method:
         """Anything beyond ``extra`` that a saved model needs (e.g. fitted thresholds)."""
         return {}
 
-    def explain(self, model: nn.Module, data: SplitData) -> Any | None:
+    def explain(self, model: nn.Module, data: SplitData, *, seed: int = 0) -> Any | None:
         """Extra artifacts of a trained method on a split (e.g. Fair Diagnosis's masks), or None.
 
         Returns plain explanation results (data, not rendered figures); the report layer renders
-        them and the experiment's ``save`` stores them. Default: None (nothing beyond the standard
-        outputs)."""
+        them and the experiment's ``save`` stores them. ``seed`` drives any random choice (e.g.
+        which images to explain). Default: None (nothing beyond the standard outputs)."""
         return None
