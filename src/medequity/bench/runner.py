@@ -23,6 +23,7 @@ import pandas as pd
 
 from medequity.bench.spec import BenchSpec, Cell, Evaluation, load_spec
 from medequity.bench.store import Results, ResultsStore, frame_to_parquet, now
+from medequity.data.base import GROUP_PREFIX
 from medequity.experiment import RunResult, run_experiment
 from medequity.training.trainer import Trainer
 
@@ -228,9 +229,9 @@ def representation(model, test_data, predictions: pd.DataFrame, evaluation: Eval
     from medequity.metrics.representation import attribute_probe_auc, embed_2d
 
     test = predictions[predictions.split == "test"].reset_index(drop=True)
-    attribute_columns = [c for c in test.columns if c.startswith("group:")]
+    attribute_columns = [c for c in test.columns if c.startswith(GROUP_PREFIX)]
     if evaluation.attributes:
-        attribute_columns = [c for c in attribute_columns if c.removeprefix("group:") in evaluation.attributes]
+        attribute_columns = [c for c in attribute_columns if c.removeprefix(GROUP_PREFIX) in evaluation.attributes]
     empty = pd.DataFrame(columns=["sample_id", "x", "y", "label", *attribute_columns])
     if test_data is None or not hasattr(model, "features"):
         return empty, {"error": "the trained model has no features() or its test split was not seen"}
@@ -239,7 +240,7 @@ def representation(model, test_data, predictions: pd.DataFrame, evaluation: Eval
 
     info: dict[str, Any] = {"probe_auc": {}, "probe_errors": {}}
     for column in attribute_columns:
-        attribute = column.removeprefix("group:")
+        attribute = column.removeprefix(GROUP_PREFIX)
         try:
             # A small logistic regression: BLAS threads only contend (several times slower on shared cores).
             with threadpool_limits(limits=1):
