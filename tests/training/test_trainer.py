@@ -242,7 +242,7 @@ def test_a_method_with_two_optimisers_its_modes_and_columns(data):
     assert list(fit.history.columns[:6]) == ["stage", "epoch", "train_loss", "lr", "seconds", "shift"]
     assert list(fit.history["lr"]) == [0.1, 0.1, 0.1]  # the first optimiser's, no scheduler
     assert list(fit.history["shift"]) == method.log["mean_shift"] and len(method.log["mean_shift"]) == 3
-    assert float(method.extra["shift"].bias) != 0.0
+    assert float(method.extra["shift"].bias.detach()) != 0.0
 
 
 def test_the_default_single_optimiser_keeps_the_cosine_schedule(data):
