@@ -64,15 +64,16 @@ def test_reading_is_lazy(png_dataset, read_counter):
     assert read_counter == []  # construction reads nothing
     view[3]
     assert len(read_counter) == 1 and read_counter[0].name == "img3.png"
-    batches = iterate_batches(view, batch_size=2, progress=False)
+    batches = iterate_batches(view, batch_size=2)
     assert len(read_counter) == 1  # a generator: nothing read until iterated
     next(batches)
     assert len(read_counter) == 3
 
 
-def test_iterate_batches_covers_the_dataset_in_order_with_progress(png_dataset, read_counter, capsys):
+def test_iterate_batches_covers_the_dataset_in_order_with_progress(png_dataset, read_counter):
     view = TorchImageDataset(png_dataset, transform=build_transform({"name": "2d", "resize": 16, "crop": 12}))
-    batches = list(iterate_batches(view, batch_size=2, description="Extracting"))
+    heard = []
+    batches = list(iterate_batches(view, batch_size=2, description="Extracting", progress=lambda *a: heard.append(a)))
     assert [len(b["sample_id"]) for b in batches] == [2, 2, 1]
     assert batches[0]["image"].shape == (2, 3, 12, 12)
     assert batches[0]["groups"].shape == (2, 2)
@@ -80,7 +81,7 @@ def test_iterate_batches_covers_the_dataset_in_order_with_progress(png_dataset, 
     assert sum((b["sample_id"] for b in batches), []) == ["s0", "s1", "s2", "s3", "s4"]
     assert torch.cat([b["label"] for b in batches]).tolist() == [1, 0, 1, 0, -1]
     assert len(read_counter) == 5  # each image read once
-    assert "Extracting" in capsys.readouterr().out
+    assert heard == [(2, 5, "Extracting"), (4, 5, "Extracting"), (5, 5, "Extracting")]
 
 
 def test_group_coding_is_shared_across_subsets(png_dataset):

@@ -77,7 +77,7 @@ def audit_command(
 ) -> None:
     """Audit a model's predictions: per-group metrics with CIs, gaps with tests, ADF, plots."""
     from medequity.audit import AuditInputError, audit
-    from medequity.report.terminal import print_audit_summary
+    from medequity.cli.terminal import print_audit_summary
 
     if example:
         from medequity.audit.example import simulated_cohort

@@ -3,7 +3,7 @@
 ``TorchImageDataset`` reads one image per ``__getitem__`` (through ``MedicalDataset.load_image``),
 so a DataLoader streams a dataset of any size; nothing is read at construction. Group codes are
 integers per attribute with ``-1`` for unknown (<NA>), in a coding that a train/val/test split
-shares (see ``group_categories``). ``iterate_batches`` walks a whole dataset with a rich progress
+shares (see ``group_categories``). ``iterate_batches`` walks a whole dataset reporting to a progress callback
 bar and an ETA, for feature extraction.
 """
 
@@ -122,37 +122,18 @@ def iterate_batches(
     *,
     num_workers: int = 0,
     description: str = "Reading images",
-    progress: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Yield collated batches over the whole ``dataset`` in order, with a progress bar and ETA.
+    """Yield collated batches over the whole ``dataset`` in order.
 
     Batches are dicts like the samples, with ``image`` (B, ...), ``label`` (B,), ``groups``
-    (B, n_attributes), ``index`` (B,) and ``sample_id`` (a list). ``progress=False`` is silent.
+    (B, n_attributes), ``index`` (B,) and ``sample_id`` (a list). ``progress(done, total,
+    description)`` hears after every batch (the command line draws a bar with ETA from it).
     """
     loader = make_data_loader(dataset, batch_size, num_workers=num_workers)
-    if not progress:
-        yield from loader
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("samples"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns) as bar:
-        task = bar.add_task(description, total=len(dataset))
-        for batch in loader:
-            yield batch
-            bar.advance(task, len(batch["index"]) if isinstance(batch, Mapping) else batch_size)
+    done, total = 0, len(dataset)
+    for batch in loader:
+        yield batch
+        if progress is not None:
+            done += len(batch["index"]) if isinstance(batch, Mapping) else batch_size
+            progress(min(done, total), total, description)

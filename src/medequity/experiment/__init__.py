@@ -7,8 +7,10 @@ Everything that trains a model — ``medequity train``, the benchmark, FairTune'
 ablation, the validations, our synthetic pre-training — goes through here.
 """
 
-from medequity.experiment.prepare import Prepared, load_experiment_data, prepare, rebuild_split_data
-from medequity.experiment.run import TrainedModel, evaluate_model, run_experiment, train_config, train_model
+from medequity.experiment.prepare import prepare, rebuild_split_data
+from medequity.experiment.run import evaluate_model, run_experiment
+from medequity.experiment.train import TrainedModel, train_config, train_model
+from medequity.experiment.views import Prepared, load_experiment_data
 from medequity.experiment.save import save_run
 from medequity.experiment.spec import SPLITS, ExperimentSpec, RunResult
 from medequity.experiment.tasks import TASKS, Task, create_task

@@ -13,7 +13,11 @@ import hashlib
 import json
 from pathlib import Path
 
+from medequity.experiment.spec import ExperimentSpec
+from medequity.experiment.train import train_model
+from medequity.experiment.views import build_prepared
 from medequity.models.feature_cache import DEFAULT_CACHE_DIR
+from medequity.utils.io import atomic_save_safetensors
 
 PRETRAIN_SEED = 1_000_003
 PREFIX = "synthetic:"
@@ -31,10 +35,6 @@ def synthetic_checkpoint(backbone_name: str, spec: str, *, cache_dir: str | Path
     splits of the unbiased preset, validated on its val split, seeded with its own seed — so the
     weights are the same whichever run, seed or process first asks for them.
     """
-    from medequity.experiment.prepare import prepare
-    from medequity.experiment.run import train_model
-    from medequity.experiment.spec import ExperimentSpec
-    from medequity.utils.io import atomic_save_safetensors
 
     modality = spec[len(PREFIX):]
     options = {k: v for k, v in (backbone_options or {}).items() if k != "checkpoint"}
@@ -50,7 +50,7 @@ def synthetic_checkpoint(backbone_name: str, spec: str, *, cache_dir: str | Path
                                  attribute=_first_attribute(preset, n), model=backbone_name, model_options=options,
                                  usage="ft", method="erm", seed=PRETRAIN_SEED, cache_dir=None if cache_dir is None else str(cache_dir),
                                  train={"epochs": epochs, "lr": 2e-3, "batch_size": 64, "patience": None, "selection": "auc"})
-    prepared = prepare(pretraining, splits={"train": ["train", "test"], "val": ["val"]})
+    prepared = build_prepared(pretraining, options, splits={"train": ["train", "test"], "val": ["val"]})
     trained = train_model(prepared)
     weights = {k: v.detach().cpu().contiguous() for k, v in trained.model.backbone.state_dict().items()}
     metadata = {"pretrained_on": f"synthetic {preset} n={n} seed={PRETRAIN_SEED}", "epochs": str(epochs)}

@@ -3,6 +3,8 @@ shaded), beside the numbers behind it (per-group AUCs, or the causal metrics per
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import io
 from pathlib import Path
 
@@ -10,7 +12,9 @@ import numpy as np
 import pandas as pd
 
 from medequity.report.plots import group_colors, new_figure
-from medequity.validation.result import ValidationResult
+
+if TYPE_CHECKING:
+    from medequity.validation.result import ValidationResult
 
 PASS_COLOR, FAIL_COLOR = "#009E73", "#D55E00"
 
