@@ -27,13 +27,13 @@ def test_train_saves_model_predictions_and_a_report_of_the_methods_own_decisions
                  "report.json", "groups.csv", "gaps.csv"):
         assert (out / name).stat().st_size > 0, name
     run = json.loads((out / "run.json").read_text())
-    assert run["spec"]["attribute"] == "sex&age" and run["spec"]["model_options"] == {"input_size": 32, "width": 8}
+    assert run["spec"]["attribute"] == "sex & age" and run["spec"]["model_options"] == {"input_size": 32, "width": 8}
     predictions = pd.read_parquet(out / "predictions.parquet")
-    assert {"group:sex&age", "group:sex", "group:age"} <= set(predictions.columns)
+    assert {"group:sex & age", "group:sex", "group:age"} <= set(predictions.columns)
     report = json.loads((out / "report.json").read_text())
     assert "post-processed decisions" in report["settings"]["decisions"]
     groups = pd.read_csv(out / "groups.csv")
-    assert "female & >60" in set(groups[groups.attribute == "sex&age"].group)  # the intersection is audited
+    assert "female & >60" in set(groups[groups.attribute == "sex & age"].group)  # the intersection is audited
 
 
 def test_train_rejects_an_unknown_method_and_names_the_known_ones(tmp_path):

@@ -329,6 +329,6 @@ def test_intersectional_attribute_gives_one_teacher_per_intersection(run_tiny_ex
     assert set(result.history["stage"]) == {"step0", "student", *(f"teacher-{g}" for g in range(4))}
     test = result.predictions[result.predictions.split == "test"]
     expected = (test["group:sex"].astype(str) + " & " + test["group:age"].astype(str)).to_numpy()
-    np.testing.assert_array_equal(test["group:sex&age"].astype(str).to_numpy(), expected)
-    groups = set(result.metrics[result.metrics.attribute == "sex&age"].group)
+    np.testing.assert_array_equal(test["group:sex & age"].astype(str).to_numpy(), expected)
+    groups = set(result.metrics[result.metrics.attribute == "sex & age"].group)
     assert set(teachers) <= groups

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from medequity.metrics import GroupMetricResult
+from medequity.metrics.groups import canonical_attribute
 
 SPLITS = ("train", "val", "test")
 
@@ -38,6 +39,12 @@ class ExperimentSpec:
     n_permutations: int = 200
     eval_attributes: list[str] | None = None  # default: every attribute of the dataset
     cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        # One spelling of an intersection ("sex&age" and "sex & age" name the same attribute).
+        self.attribute = canonical_attribute(self.attribute)
+        if self.eval_attributes is not None:
+            self.eval_attributes = [canonical_attribute(name) for name in self.eval_attributes]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

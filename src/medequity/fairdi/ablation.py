@@ -32,8 +32,7 @@ import numpy as np
 import pandas as pd
 from medequity.experiment import ExperimentSpec, Prepared, RunResult, prepare, run_experiment, train_config
 from medequity.methods import create_method
-from medequity.metrics import aggregate
-from medequity.metrics.weighted import SampleSet, evaluate
+from medequity.metrics.summary import group_auc_summary
 from medequity.training.trainer import Trainer
 from medequity.usages import create_usage
 
@@ -47,28 +46,17 @@ def teacher_row(group: str) -> str:
 
 
 def auc_summary(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, group_names) -> dict[str, float]:
-    """Overall and per-group AUC with gap, worst group, ES-AUC (mean_abs_dev, eq. 4), MeanPSD, MaxPSD.
+    """Table 3's columns: overall and per-group AUC, worst group, gap, ES-AUC (mean_abs_dev form,
+    FairDi eq. 4), MeanPSD (eq. 5), MaxPSD (eq. 6) and the test size, from the one per-group summary
+    (:func:`medequity.metrics.summary.group_auc_summary`).
 
     ``groups`` are integer codes into ``group_names`` (−1 = unknown: in the overall AUC only).
     A group with one class has AUC NaN, and so has every summary of it.
     """
-    labels, scores, groups = np.asarray(labels), np.asarray(scores), np.asarray(groups)
-
-    def auc(index):
-        return float(evaluate("auc", SampleSet(labels[index], scores[index], None))[0])
-
-    overall = auc(np.arange(len(labels)))
-    values = np.array([auc(np.flatnonzero(groups == g)) for g in range(len(group_names))])
-    row = {"overall_auc": overall, **{f"auc:{name}": float(v) for name, v in zip(group_names, values)}}
-    if len(values) >= 2:
-        row.update(worst_group_auc=float(aggregate.worst_group(values)), auc_gap=float(aggregate.gap(values)),
-                   es_auc=float(aggregate.equity_scaled(overall, values, disparity="mean_abs_dev")),
-                   mean_psd=float(aggregate.mean_psd(overall, values)), max_psd=float(aggregate.max_psd(overall, values)))
-    else:  # one group: no disparity to measure
-        row.update(worst_group_auc=float(values.min()) if len(values) else np.nan, auc_gap=np.nan, es_auc=np.nan,
-                   mean_psd=np.nan, max_psd=np.nan)
-    row["n_test"] = int(len(labels))
-    return row
+    summary = group_auc_summary(labels, scores, groups, tuple(group_names), warn=False)
+    return {"overall_auc": summary["auc"], **{f"auc:{name}": summary[f"auc:{name}"] for name in group_names},
+            "worst_group_auc": summary["worst_group_auc"], "auc_gap": summary["auc_gap"], "es_auc": summary["es_auc_mad"],
+            "mean_psd": summary["mean_psd"], "max_psd": summary["max_psd"], "n_test": int(summary["n"])}
 
 
 def fairdi_ablation(spec_like: ExperimentSpec | Prepared | dict, *, fairdi_params: dict[str, Any] | None = None,

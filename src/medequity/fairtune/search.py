@@ -40,6 +40,7 @@ import pandas as pd
 
 from medequity.fairtune.space import LR_RANGE, SearchSpace, search_space
 from medequity.experiment import ExperimentSpec, RunResult, prepare, run_experiment, train_config, train_model
+from medequity.metrics.summary import group_auc_summary
 from medequity.training.callbacks import Callback, EpochInfo, OptunaPruning
 from medequity.training.trainer import TrainConfig, Trainer
 
@@ -519,15 +520,11 @@ def _trainable_fraction(model, lp_spec: ExperimentSpec | None = None) -> float:
 def split_group_aucs(run: RunResult, split: str = "train") -> dict[str, float]:
     """Overall and per-group AUC of a trained run on one of its splits (FairTune Fig. 1: the
     training set is fitted for every group; the gap appears on unseen data)."""
-    from medequity.training.trainer import validation_summary
-
     data = run.data[split]
     scores = Trainer().predict(run.model, run.method, data, train_config(run.spec))
-    summary = validation_summary(data.labels, scores, data.groups, data.n_groups)
-    out = {"auc": summary["auc"], "worst_group_auc": summary["worst_group_auc"]}
-    groups = [summary[f"auc_group{g}"] for g in range(data.n_groups)]
-    out["auc_gap"] = float(np.nanmax(groups) - np.nanmin(groups))
-    out.update({f"auc[{name}]": value for name, value in zip(data.group_names, groups)})
+    summary = group_auc_summary(data.labels, scores, data.groups, data.group_names, undefined="skip", warn=False)
+    out = {"auc": summary["auc"], "worst_group_auc": summary["worst_group_auc"], "auc_gap": summary["auc_gap"]}
+    out.update({f"auc[{name}]": summary[f"auc:{name}"] for name in data.group_names})
     return out
 
 
