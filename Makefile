@@ -24,7 +24,11 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(VENV)/bin/medequity demo --out $(DEMO_OUT)
 
+# ruff (lint, import order), mypy (the typed interfaces), then the tests — the import-layer
+# contract is tests/test_architecture.py.
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -n 2 -q tests
 
 benchmark: $(STAMP)
