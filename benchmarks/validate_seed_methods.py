@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from medequity.fair_diagnosis.validation import PRESETS as FAIR_DIAGNOSIS_PRESETS
 from medequity.fair_diagnosis.validation import validate_fair_diagnosis
 from medequity.fairdi.validation import validate_fairdi
 from medequity.fairtune.validation import validate_fairtune_fig1, validate_fairtune_mask
-from medequity.fair_diagnosis.validation import PRESETS as FAIR_DIAGNOSIS_PRESETS
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,8 @@ def test_known_biases_are_found(demo_report):
     gaps = report.gaps_frame().set_index(["attribute", "metric", "summary"])
     # sex: weaker signal in women -> AUC gap, significant
     assert gaps.loc[("sex", "auc", "gap"), "p_value"] < 0.01
-    assert results["sex"].values["auc"][1 + results["sex"].groups.index("F")] < results["sex"].values["auc"][1 + results["sex"].groups.index("M")]
+    assert (results["sex"].values["auc"][1 + results["sex"].groups.index("F")]
+            < results["sex"].values["auc"][1 + results["sex"].groups.index("M")])
     # race: under-scoring of Black patients -> under-diagnosis (higher FNR), significant
     race = results["race"]
     fnr = dict(zip(race.groups, race.values["fnr"][1:]))

@@ -115,7 +115,8 @@ def test_add_group_columns_and_intersection():
     assert as_list(out["group:site"]) == ["a", "b", None, "a"]
     assert as_list(out["group:sex & age"]) == ["female & >60", "male & <=60", None, "female & <=60"]
     assert as_list(intersect(out, ["sex", "age"])) == as_list(out["group:sex & age"])
-    renamed = add_group_columns(pd.DataFrame({"PatientSex": [1, 2]}), {"sex": {"kind": "sex", "column": "PatientSex", "codes": BRSET_SEX_CODES}})
+    renamed = add_group_columns(pd.DataFrame({"PatientSex": [1, 2]}),
+                                {"sex": {"kind": "sex", "column": "PatientSex", "codes": BRSET_SEX_CODES}})
     assert as_list(renamed["group:sex"]) == ["male", "female"]
     with pytest.raises(KeyError, match="nope"):
         add_group_columns(table, ["nope"])

@@ -45,7 +45,8 @@ def test_group_rows(ds):
 
 def test_skew_and_unknown_counts(ds):
     facts = build_data_card(ds).attributes
-    assert facts["sex"] == {"groups": ["female", "male"], "n_unknown": 1, "majority": "female", "minority": "male", "skew": pytest.approx(4 / 3)}
+    assert facts["sex"] == {"groups": ["female", "male"], "n_unknown": 1, "majority": "female", "minority": "male",
+                            "skew": pytest.approx(4 / 3)}
     assert facts["age"]["skew"] == pytest.approx(5 / 3) and facts["age"]["n_unknown"] == 0
 
 

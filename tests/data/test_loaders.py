@@ -76,17 +76,20 @@ def test_ham10000_malformed(tmp_path):
     with pytest.raises(DatasetFormatError, match=r"HAM10000_metadata.csv: 1 images not found.*row 2: ISIC_0026769"):
         create_dataset("ham10000", root)
     rows = [r if i != 2 else ("HAM_0002730", "../../etc/passwd", "mel", "histo", 60.0, "female", "back") for i, r in enumerate(HAM_ROWS)]
-    pd.DataFrame(rows, columns=["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]).to_csv(root / "HAM10000_metadata.csv", index=False)
+    pd.DataFrame(rows, columns=["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]).to_csv(
+        root / "HAM10000_metadata.csv", index=False)
     with pytest.raises(DatasetFormatError, match=r"row 2: column 'image_id' value '../../etc/passwd' is not a plain image name"):
         create_dataset("ham10000", root)
-    pd.DataFrame(HAM_ROWS, columns=["lesion_id", "image_id", "diagnosis", "dx_type", "age", "sex", "localization"]).to_csv(root / "HAM10000_metadata.csv", index=False)
+    pd.DataFrame(HAM_ROWS, columns=["lesion_id", "image_id", "diagnosis", "dx_type", "age", "sex", "localization"]).to_csv(
+        root / "HAM10000_metadata.csv", index=False)
     with pytest.raises(DatasetFormatError, match=r"HAM10000_metadata.csv: missing column 'dx'.*available columns"):
         create_dataset("ham10000", root)
 
 
 # --- Fitzpatrick17k ---------------------------------------------------------------------------------
 
-FITZ_COLUMNS = ["md5hash", "fitzpatrick_scale", "fitzpatrick_centaur", "label", "nine_partition_label", "three_partition_label", "qc", "url", "url_alphanum"]
+FITZ_COLUMNS = ["md5hash", "fitzpatrick_scale", "fitzpatrick_centaur", "label", "nine_partition_label", "three_partition_label", "qc",
+                "url", "url_alphanum"]
 FITZ_ROWS = [
     ("5e82a45bc5d78bd24ae9202d194423f8", 3, 3, "drug induced pigmentary changes", "inflammatory", "non-neoplastic", None, "http://x", "x"),
     ("fa2911a9b13b6f8af79cb700937cc14f", 1, 1, "photodermatoses", "inflammatory", "non-neoplastic", None, "http://x", "x"),
@@ -275,7 +278,8 @@ def test_chexpert_without_demo_has_no_race(tmp_path):
 def test_chexpert_malformed(tmp_path):
     root = make_chexpert(tmp_path)
     (root / "CheXpert-v1.0-small" / "train/patient00003/study1/view1_frontal.jpg").unlink()
-    with pytest.raises(DatasetFormatError, match=r"train.csv: 1 of 5 files in column 'Path'.*row 3: CheXpert-v1.0-small/train/patient00003"):
+    with pytest.raises(DatasetFormatError,
+                       match=r"train.csv: 1 of 5 files in column 'Path'.*row 3: CheXpert-v1.0-small/train/patient00003"):
         create_dataset("chexpert", root)
     bad = [dict(r) for r in CHEXPERT_TRAIN]
     bad[1]["Path"] = "CheXpert-v1.0-small/../../../etc/patient00002.jpg"
@@ -352,7 +356,8 @@ def test_mimic_cxr_malformed(tmp_path):
     with pytest.raises(DatasetFormatError, match=r"metadata.csv.gz: 1 of 4 files.*row 2: files/p10/p10000764/s57375967/2a2277a9"):
         create_dataset("mimic_cxr", root)
     make_mimic(root, MIMIC_META.assign(dicom_id=["../../../../../../etc/passwd"] + MIMIC_META["dicom_id"].tolist()[1:]))
-    with pytest.raises(DatasetFormatError, match=r"metadata.csv.gz: row 0: column 'dicom_id' value '../../../../../../etc/passwd' is not a plain id"):
+    with pytest.raises(DatasetFormatError,
+                       match=r"metadata.csv.gz: row 0: column 'dicom_id' value '../../../../../../etc/passwd' is not a plain id"):
         create_dataset("mimic_cxr", root)
     make_mimic(root)
     MIMIC_PATIENTS.drop(columns="anchor_age").to_csv(root / "hosp" / "patients.csv", index=False)
@@ -428,10 +433,14 @@ def write_npz(path, **keys):
 def test_fairvlmed10k(tmp_path):
     image = np.arange(16, dtype=np.uint8).reshape(4, 4)
     common = dict(slo_fundus=image, md=-1.5, note=np.array("clinical note"))
-    write_npz(tmp_path / "Training" / "data_00001.npz", age=72.5, gender=0, race=2, ethnicity=0, language=0, maritalstatus=0, glaucoma=1, **common)
-    write_npz(tmp_path / "Training" / "data_00002.npz", age=45.0, gender=1, race=1, ethnicity=1, language=1, maritalstatus=3, glaucoma=0, **common)
-    write_npz(tmp_path / "Validation" / "data_00003.npz", age=60.0, gender=1, race=0, ethnicity=-1, language=-1, maritalstatus=-1, glaucoma=0, **common)
-    write_npz(tmp_path / "Test" / "data_00004.npz", age=80.0, gender=-1, race=2, ethnicity=0, language=2, maritalstatus=1, glaucoma=1, **common)
+    write_npz(tmp_path / "Training" / "data_00001.npz",
+              age=72.5, gender=0, race=2, ethnicity=0, language=0, maritalstatus=0, glaucoma=1, **common)
+    write_npz(tmp_path / "Training" / "data_00002.npz",
+              age=45.0, gender=1, race=1, ethnicity=1, language=1, maritalstatus=3, glaucoma=0, **common)
+    write_npz(tmp_path / "Validation" / "data_00003.npz",
+              age=60.0, gender=1, race=0, ethnicity=-1, language=-1, maritalstatus=-1, glaucoma=0, **common)
+    write_npz(tmp_path / "Test" / "data_00004.npz",
+              age=80.0, gender=-1, race=2, ethnicity=0, language=2, maritalstatus=1, glaucoma=1, **common)
     ds = create_dataset("fairvlmed10k", tmp_path)
     t = ds.table.set_index("sample_id")
     assert t["label"].tolist() == [1, 0, 0, 1]
@@ -451,7 +460,8 @@ def test_harvard_gf3300_male_key_and_strings(tmp_path):
     rnflt = np.ones((4, 4), dtype=np.float32)
     write_npz(tmp_path / "train" / "data_0001.npz", rnflt=rnflt, glaucoma=1, age=65, male=1, race=1, hispanic=0)
     write_npz(tmp_path / "test" / "data_0002.npz", rnflt=rnflt, glaucoma=0, age=50, male=0, race=0, hispanic=1)
-    write_npz(tmp_path / "test" / "data_0003.npz", rnflt=rnflt, glaucoma=0, age=50, male=np.array("female"), race=np.array("White"), hispanic=0)
+    write_npz(tmp_path / "test" / "data_0003.npz",
+              rnflt=rnflt, glaucoma=0, age=50, male=np.array("female"), race=np.array("White"), hispanic=0)
     ds = create_dataset("harvard_gf3300", tmp_path)
     t = ds.table.set_index("sample_id")
     assert t["group:sex"].tolist() == ["male", "female", "female"]
@@ -462,8 +472,10 @@ def test_harvard_gf3300_male_key_and_strings(tmp_path):
 
 def test_fairseg_masks_and_raw_race(tmp_path):
     mask = np.array([[0, -1], [-2, 0]], dtype=np.int8)
-    write_npz(tmp_path / "Training" / "data_00001.npz", slo_fundus=np.zeros((2, 2), np.uint8), disc_cup_mask=mask, age=30, gender=1, race=0, ethnicity=0, language=0, maritalstatus=1)
-    write_npz(tmp_path / "Test" / "data_09001.npz", slo_fundus=np.zeros((2, 2), np.uint8), disc_cup_mask=mask, age=70, gender=0, race=1, ethnicity=0, language=0, maritalstatus=1)
+    write_npz(tmp_path / "Training" / "data_00001.npz", slo_fundus=np.zeros((2, 2), np.uint8), disc_cup_mask=mask,
+              age=30, gender=1, race=0, ethnicity=0, language=0, maritalstatus=1)
+    write_npz(tmp_path / "Test" / "data_09001.npz", slo_fundus=np.zeros((2, 2), np.uint8), disc_cup_mask=mask,
+              age=70, gender=0, race=1, ethnicity=0, language=0, maritalstatus=1)
     ds = create_dataset("fairseg", tmp_path, race_scheme="raw")
     assert ds.task == "segmentation"
     assert ds.table["label"].isna().all()
@@ -476,7 +488,8 @@ def test_harvard_npz_malformed(tmp_path):
     with pytest.raises(DatasetFormatError, match=r"data_00001.npz: key 'glaucoma' is 3, not 0 or 1"):
         create_dataset("fairvlmed10k", tmp_path)
     write_npz(tmp_path / "Training" / "data_00001.npz", image=np.zeros((2, 2)), glaucoma=1, age=30)
-    with pytest.raises(DatasetFormatError, match=r"data_00001.npz: no image key slo_fundus or fundus_slo or rnflt; keys: \['age', 'glaucoma', 'image'\]"):
+    with pytest.raises(DatasetFormatError,
+                       match=r"data_00001.npz: no image key slo_fundus or fundus_slo or rnflt; keys: \['age', 'glaucoma', 'image'\]"):
         create_dataset("fairvlmed10k", tmp_path)
     (tmp_path / "Training" / "data_00001.npz").unlink()
     outside = tmp_path.parent / f"{tmp_path.name}_outside.npz"

@@ -41,7 +41,7 @@ N_PERMUTATIONS = 200
 # --- helpers: features, a simple model, fairness quantities from counts ---------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def preset_data(preset: str, n: int = N):
     """A preset's data with the test split layout, built once per module (tests only read it)."""
     return make_synthetic(preset, n=n, seed=SEED, split_fractions=SPLIT)

@@ -86,7 +86,8 @@ def test_path_escaping_root_is_refused(user_data, tmp_path_factory):
     outside = tmp_path_factory.mktemp("outside")
     write_image(outside / "secret.png")
     table.loc[1, "file"] = f"../{outside.name}/secret.png"
-    with pytest.raises(DatasetFormatError, match=r"'../outside\d*/secret.png' \(table, row 1, column 'file'\) points outside the dataset root"):
+    with pytest.raises(DatasetFormatError,
+                       match=r"'../outside\d*/secret.png' \(table, row 1, column 'file'\) points outside the dataset root"):
         create_dataset("table", root, table=table, path_column="file", label_column="y")
     table.loc[1, "file"] = str(outside / "secret.png")  # an absolute path is refused too
     with pytest.raises(DatasetFormatError, match=r"row 1, column 'file'\) points outside the dataset root"):

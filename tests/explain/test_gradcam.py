@@ -61,12 +61,15 @@ def test_overlap_extremes():
     a = rng.random((16, 16))
     same = cam_overlap(a, a)
     assert same["iou"] == pytest.approx(1.0) and same["pearson"] == pytest.approx(1.0)
-    left = np.zeros((16, 16)); left[:, :4] = 1.0  # hot regions of 25% each, disjoint
-    right = np.zeros((16, 16)); right[:, -4:] = 1.0
+    left = np.zeros((16, 16))
+    left[:, :4] = 1.0  # hot regions of 25% each, disjoint
+    right = np.zeros((16, 16))
+    right[:, -4:] = 1.0
     disjoint = cam_overlap(left, right, top=0.25)
     assert disjoint["iou"] == 0.0
     assert disjoint["pearson"] < 0
-    half = np.zeros((16, 16)); half[:, 2:6] = 1.0  # shares half its hot pixels with `left`
+    half = np.zeros((16, 16))
+    half[:, 2:6] = 1.0  # shares half its hot pixels with `left`
     assert cam_overlap(left, half, top=0.25)["iou"] == pytest.approx(32 / 96)
 
 
@@ -92,12 +95,13 @@ def test_plot_cams_returns_a_three_column_figure():
 
 def test_yhat_and_shat_maps_of_a_fair_diagnosis_model_on_the_same_images():
     """Ŷ and Ŝ maps come from the same layer of f_θ (discriminator='encoder'); both are valid maps."""
+    import pandas as pd
+
+    from medequity.explain import sensitive_cam
     from medequity.methods import create_method
     from medequity.models import create_backbone
     from medequity.models.classifier import Classifier
-    from medequity.explain import sensitive_cam
     from medequity.training.data import ArrayItems, SplitData
-    import pandas as pd
 
     torch.manual_seed(0)
     x = torch.randn(8, 3, 32, 32)

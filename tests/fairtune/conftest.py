@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from medequity.experiment import ExperimentSpec
 
 TINY_VIT = {"input_size": 32, "depth": 2, "embed_dim": 32, "num_heads": 2, "patch_size": 8}

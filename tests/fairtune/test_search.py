@@ -3,17 +3,17 @@ the searched LR carried into the final training, attribute-balanced subsampling.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
 
-from types import SimpleNamespace
-
-from medequity.training.callbacks import RecordFits
 from medequity.fairtune import FairTuneConfig, Objective, SearchSetup, balanced_subsample, fairtune, search
 from medequity.fairtune.search import open_study
 from medequity.metrics import group_metrics
+from medequity.training.callbacks import RecordFits
 from medequity.training.trainer import Trainer
 
 from .conftest import tiny_spec

@@ -17,8 +17,8 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss, mutual_info_scor
 from medequity.metrics import (
     GroupMetricWarning,
     adf,
-    binary_cross_entropy,
     best_f1_threshold,
+    binary_cross_entropy,
     demographic_parity_difference,
     dice_per_sample,
     ece_bin_index,

@@ -126,7 +126,8 @@ def test_open_clip_checkpoints_restore_image_and_text_towers(tmp_path, fmt):
         path = tmp_path / "clip_folder"
         path.mkdir()
         save_file(weights, str(path / "open_clip_model.safetensors"))
-        (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CONFIG, "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3}}))
+        (path / "open_clip_config.json").write_text(
+            json.dumps({"model_cfg": TINY_CLIP_CONFIG, "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3}}))
         loaded = create_backbone(f"open_clip:local-dir:{path}")
         assert loaded.mean == (0.5, 0.5, 0.5)
     fresh_image, fresh_text = clip_outputs(tiny_clip(seed=2))

@@ -82,7 +82,7 @@ def test_mask_groups_follow_fairtunes_per_block_layout():
 @pytest.mark.parametrize("mask", ["010001", [0, 1, 0, 0, 0, 1], {"blocks.0.mlp": 1, "blocks.1.norm": 1}])
 def test_mask_trains_the_selected_groups(mask):
     model, usage_obj = build("mask", mask=mask)
-    expected = {f"blocks.0.mlp.{l}.{k}" for l in ("fc1", "fc2") for k in ("weight", "bias")}
+    expected = {f"blocks.0.mlp.{layer}.{k}" for layer in ("fc1", "fc2") for k in ("weight", "bias")}
     expected |= block(1, "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias")
     assert trainable(model) == expected | HEAD
     assert usage_obj.mask == dict(zip(GROUP_ORDER, [False, True, False, False, False, True]))

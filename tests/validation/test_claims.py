@@ -11,9 +11,9 @@ from scipy.stats import chi2
 from typer.testing import CliRunner
 
 from medequity.cli import app
-from medequity.validation import Claim, ValidationResult
 from medequity.fair_diagnosis.validation import g_test_bound, mechanism, validate_fair_diagnosis
 from medequity.fairdi.validation import validate_fairdi
+from medequity.validation import Claim, ValidationResult
 
 
 def _result(*claims) -> ValidationResult:

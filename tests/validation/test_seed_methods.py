@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from medequity.fairdi.ablation import STEP0_ROW, STUDENT_ROW
 from medequity.fair_diagnosis.validation import g_test_bound, validate_fair_diagnosis
+from medequity.fairdi.ablation import STEP0_ROW, STUDENT_ROW
 from medequity.fairdi.validation import validate_fairdi
 from medequity.fairtune.validation import validate_fairtune_fig1, validate_fairtune_mask
 

@@ -12,7 +12,7 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -209,7 +209,8 @@ def audit(
     val_data = None
     if validation is not None:
         val_data = load_audit_data(
-            validation, label=data.label, score=list(data.scores.values()) if len(data.scores) > 1 else next(iter(data.scores.values()), None),
+            validation, label=data.label,
+            score=list(data.scores.values()) if len(data.scores) > 1 else next(iter(data.scores.values()), None),
             prediction=data.prediction, attributes=list(data.attributes), bins=data.bins, positive_label=positive_label,
             metadata=metadata, id_column=id_column,
         )
@@ -297,7 +298,7 @@ def audit(
         "missing_attribute_values": missing,
         "ece_bins": ece_bins,
         "random_state": random_state,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "provenance": provenance(),
     }
     return AuditReport(settings=settings, tasks=tasks, data=data, warnings=messages)

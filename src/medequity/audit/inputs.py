@@ -222,7 +222,7 @@ def _task_classes(labels: pd.Series, scores: dict[str, str], positive_label, lab
             if positive_label not in set(values.tolist()):
                 raise AuditInputError(f"{source}: positive label {positive_label!r} not among {label!r} values {sorted(map(str, values))}")
             return {task: positive_label}
-        if set(values.tolist()) <= {0, 1, True, False}:
+        if set(values.tolist()) <= {0, 1}:
             return {task: 1}
         raise AuditInputError(
             f"{source}: label column {label!r} is not binary 0/1 (values {sorted(map(str, values))[:10]}); "

@@ -39,8 +39,8 @@ from typing import Any
 
 import yaml
 
-from medequity.metrics.selection import RULES
 from medequity.experiment import ExperimentSpec
+from medequity.metrics.selection import RULES
 
 TOP_LEVEL_KEYS = ("name", "description", "datasets", "models", "usages", "methods", "attributes", "seeds", "train",
                   "evaluation", "selection", "split", "cache_dir")

@@ -6,14 +6,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from medequity import __version__
 from medequity.cli.common import (
-    command_group,
     CheckpointOpt,
     DatasetOpt,
     DatasetOptionsOpt,
     ModelOptionsOpt,
     RootOpt,
+    command_group,
     console,
     experiment_spec,
     fail,
@@ -53,18 +54,24 @@ def _main(version: Annotated[bool, typer.Option("--version", help="Print the ver
 @app.command("audit")
 def audit_command(
     predictions: Annotated[Path | None, typer.Argument(help="CSV or Parquet of predictions: label, score(s), group columns.")] = None,
-    example: Annotated[bool, typer.Option("--example", help="Audit the built-in simulated cohort (a classifier with known biases).")] = False,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.html, report.json, groups.csv, gaps.csv.")] = Path("reports/audit"),
+    example: Annotated[bool, typer.Option(
+        "--example", help="Audit the built-in simulated cohort (a classifier with known biases).")] = False,
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Folder for report.html, report.json, groups.csv, gaps.csv.")] = Path("reports/audit"),
     metadata: Annotated[Path | None, typer.Option(help="Metadata table joined on --id (CSV/Parquet).")] = None,
     id_column: Annotated[str | None, typer.Option("--id", help="Id column shared by predictions and metadata.")] = None,
     label: Annotated[str | None, typer.Option(help="Label column (detected if omitted).")] = None,
-    score: Annotated[list[str] | None, typer.Option(help="Score column (probability of the positive class); repeat for per-class scores.")] = None,
+    score: Annotated[list[str] | None, typer.Option(
+        help="Score column (probability of the positive class); repeat for per-class scores.")] = None,
     score_prefix: Annotated[str | None, typer.Option(help="Per-class score columns share this prefix, e.g. 'p_' for p_mel, p_nv.")] = None,
-    prediction: Annotated[str | None, typer.Option(help="Hard-prediction column: the model's own decisions (threshold metrics use it, AUC the score).")] = None,
+    prediction: Annotated[str | None, typer.Option(
+        help="Hard-prediction column: the model's own decisions (threshold metrics use it, AUC the score).")] = None,
     positive_label: Annotated[str | None, typer.Option(help="Label value of the positive class when labels are not 0/1.")] = None,
     attribute: Annotated[list[str] | None, typer.Option("--attribute", "-a", help="Sensitive attribute column (repeat).")] = None,
-    bin_rule: Annotated[list[str] | None, typer.Option("--bin", help="Bin a continuous attribute: 'age=>60', 'age=>=60', 'age=40,60,80', 'age=q4'.")] = None,
-    intersect: Annotated[list[str] | None, typer.Option(help="Intersection to audit, e.g. 'sex,age' (repeat); 'all' for every pair.")] = None,
+    bin_rule: Annotated[list[str] | None, typer.Option(
+        "--bin", help="Bin a continuous attribute: 'age=>60', 'age=>=60', 'age=40,60,80', 'age=q4'.")] = None,
+    intersect: Annotated[list[str] | None, typer.Option(
+        help="Intersection to audit, e.g. 'sex,age' (repeat); 'all' for every pair.")] = None,
     threshold: Annotated[str, typer.Option(help="Decision threshold: a number, 'best_f1' or 'youden'.")] = "0.5",
     validation: Annotated[Path | None, typer.Option(help="Validation predictions: threshold rules are fitted there (honest).")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for CIs (0 = none).")] = 1000,
@@ -130,8 +137,8 @@ def demo_command(
     """Run the default benchmark on synthetic data with a known bias, print the leaderboard, write the report."""
     from importlib.resources import files
 
-    from medequity.cli.bench import run_command
     from medequity.bench.report import write_bench_report
+    from medequity.cli.bench import run_command
 
     spec = Path(str(files("medequity.bench") / "specs" / "demo.yaml"))
     console.print(
@@ -162,14 +169,15 @@ def train_command(
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 20,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 2.5e-4,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
-    selection: Annotated[str, typer.Option(help="Validation criterion: worst_group_auc, auc, es_auc, neg_loss, or last (keep the final epoch).")] = "worst_group_auc",
+    selection: Annotated[str, typer.Option(
+        help="Validation criterion: worst_group_auc, auc, es_auc, neg_loss, or last (keep the final epoch).")] = "worst_group_auc",
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for the test report.")] = 500,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature/weights cache folder.")] = None,
 ) -> None:
     """Train one model with one mitigation method; save it with its predictions and fairness report."""
-    from medequity.methods import METHODS
     from medequity.experiment import run_experiment, save_run
+    from medequity.methods import METHODS
     from medequity.training.trainer import Trainer
 
     if method not in METHODS:
@@ -203,7 +211,8 @@ def train_command(
 def data_card_command(
     dataset: Annotated[str, typer.Argument(help="Registered dataset name (e.g. ham10000, synthetic, table).")],
     root: Annotated[Path | None, typer.Option(help="Dataset folder as distributed.")] = None,
-    option: Annotated[list[str] | None, typer.Option("--option", help="Loader option key=value (repeat), e.g. preset=cxr-sex-prevalence.")] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", help="Loader option key=value (repeat), e.g. preset=cxr-sex-prevalence.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for card.json and card.csv.")] = None,
 ) -> None:
     """Print (and write) a dataset's data card: group sizes, prevalence per group, skew, missing values."""

@@ -67,7 +67,8 @@ def ablation_command(
     model_option: ModelOptionsOpt = None,
     checkpoint: CheckpointOpt = None,
     usage: Annotated[str, typer.Option(help="ft (the paper) or peft: CutMix needs images.")] = "ft",
-    param: Annotated[list[str] | None, typer.Option("--param", help="FairDi parameter key=value (repeat), e.g. tau=2 or step0_epochs=10.")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="FairDi parameter key=value (repeat), e.g. tau=2 or step0_epochs=10.")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs per stage unless a *_epochs parameter says otherwise (the paper: 30).")] = 30,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed (split, initialisation, batches).")] = 0,

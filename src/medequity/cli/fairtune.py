@@ -18,12 +18,12 @@ from typing import Annotated
 import typer
 
 from medequity.cli.common import (
-    command_group,
     CheckpointOpt,
     DatasetOpt,
     DatasetOptionsOpt,
     ModelOptionsOpt,
     RootOpt,
+    command_group,
     console,
     experiment_spec,
     fail,
@@ -40,17 +40,21 @@ def _group() -> None:
 
 @fairtune_app.command("search")
 def fairtune_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for best.json, history.csv, figures and report.html.")] = Path("runs/fairtune"),
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Folder for best.json, history.csv, figures and report.html.")] = Path("runs/fairtune"),
     dataset: DatasetOpt = "synthetic",
     root: RootOpt = None,
     option: DatasetOptionsOpt = None,
-    attribute: Annotated[str, typer.Option(help="Sensitive attribute whose groups the objective compares ('sex&age': intersections).")] = "sex",
-    model: Annotated[str, typer.Option(help="Backbone (a timm ViT for the 36-bit space; any timm model for 'groups').")] = "vit_tiny_patch16_224",
+    attribute: Annotated[str, typer.Option(
+        help="Sensitive attribute whose groups the objective compares ('sex&age': intersections).")] = "sex",
+    model: Annotated[str, typer.Option(
+        help="Backbone (a timm ViT for the 36-bit space; any timm model for 'groups').")] = "vit_tiny_patch16_224",
     model_option: ModelOptionsOpt = None,
     checkpoint: CheckpointOpt = None,
     space: Annotated[str, typer.Option(help="full (36 bits for ViT-B), attn or ln (12 bits), groups (any model).")] = "full",
     trials: Annotated[int, typer.Option(help="Total finished trials in the study (the paper: 40-100).")] = 40,
-    objective: Annotated[str, typer.Option(help="val_worst_group_auc, val_auc, val_es_auc, val_neg_loss, or metric:summary (auc:gap).")] = "val_worst_group_auc",
+    objective: Annotated[str, typer.Option(
+        help="val_worst_group_auc, val_auc, val_es_auc, val_neg_loss, or metric:summary (auc:gap).")] = "val_worst_group_auc",
     direction: Annotated[str | None, typer.Option(help="maximize/minimize (default: from the objective).")] = None,
     lr_min: Annotated[float, typer.Option(help="Smallest LR (log-uniform).")] = 1e-5,
     lr_max: Annotated[float, typer.Option(help="Largest LR (log-uniform).")] = 1e-3,
@@ -58,7 +62,8 @@ def fairtune_command(
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
     subsample: Annotated[str, typer.Option(help="Training fraction for the search: auto (10% when large), none, or 0-1.")] = "auto",
     seed: Annotated[int, typer.Option(help="Experiment seed (initial weights, subsample, training).")] = 0,
-    sampler_seed: Annotated[int | None, typer.Option(help="TPE sampler seed (default --seed); give each worker of one study its own.")] = None,
+    sampler_seed: Annotated[int | None, typer.Option(
+        help="TPE sampler seed (default --seed); give each worker of one study its own.")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL, e.g. sqlite:///fairtune.db (resumable, shared).")] = None,
     study_name: Annotated[str | None, typer.Option(help="Study name (default: derived from the settings).")] = None,
     retrain: Annotated[bool, typer.Option(help="Retrain the best mask on all training data and test it.")] = True,
@@ -69,9 +74,9 @@ def fairtune_command(
     progress: Annotated[bool, typer.Option(help="Show a progress bar with ETA.")] = True,
 ) -> None:
     """Search a FairTune mask and LR on validation fairness; retrain, test, compare and report."""
+    from medequity.experiment import run_experiment, save_run
     from medequity.fairtune.plots import write_report
     from medequity.fairtune.search import FairTuneConfig, FairTuneResult, compare_baselines, search, test_summary
-    from medequity.experiment import run_experiment, save_run
 
     spec = experiment_spec(dataset=dataset, root=root, option=option, model=model, model_option=model_option,
                            checkpoint=checkpoint, attribute=attribute, usage="mask", seed=seed,

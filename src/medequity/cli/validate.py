@@ -79,8 +79,8 @@ def fairdi_command(
 
     _threads(threads)
     try:
-        result = validate_fairdi(preset, attribute, size=_size(quick), seeds=seed or None, n=n, epochs=epochs, image_size=image_size, tol=tol,
-                                 fairdi_params=parse_options(param), table3=table3, progress=console.log)
+        result = validate_fairdi(preset, attribute, size=_size(quick), seeds=seed or None, n=n, epochs=epochs, image_size=image_size,
+                                 tol=tol, fairdi_params=parse_options(param), table3=table3, progress=console.log)
     except (KeyError, ValueError) as error:
         fail(str(error))
     _report([("fairdi", result)], out)
@@ -119,8 +119,12 @@ def fairtune_command(
 def fair_diagnosis_command(
     out: Annotated[Path, typer.Option("--out", "-o", help=OUT_HELP)] = Path("runs/validate"),
     quick: Annotated[bool, typer.Option("--quick", help=QUICK_HELP)] = False,
-    preset: Annotated[list[str] | None, typer.Option("--preset", help="Preset (repeat); default: cxr-sex-shortcut, cxr-sex-prevalence and cxr-sex-shortcut-prevalence (both paths).")] = None,
-    variant: Annotated[list[str] | None, typer.Option("--variant", help="Also train Fair Diagnosis with: image (image-space discriminator), jsd (JSD pre-training).")] = None,
+    preset: Annotated[list[str] | None, typer.Option(
+        "--preset",
+        help="Preset (repeat); default: cxr-sex-shortcut, cxr-sex-prevalence and cxr-sex-shortcut-prevalence (both paths).")] = None,
+    variant: Annotated[list[str] | None, typer.Option(
+        "--variant",
+        help="Also train Fair Diagnosis with: image (image-space discriminator), jsd (JSD pre-training).")] = None,
     no_baselines: Annotated[bool, typer.Option("--no-baselines", help="Skip AD and FAAP (vanilla and Fair Diagnosis only).")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     lr_generator: Annotated[float, typer.Option(help="Generator LR (the paper: 1e-4; see the docs for why 5e-3).")] = 5e-3,

@@ -1,5 +1,12 @@
 """Datasets: the common sample model, real loaders, the table loader, synthetic data, splits."""
 
+# Importing registers the "nifti-volumes" dataset (volumes.py imports neither torch nor nibabel).
+# Importing the loaders registers "table" and every real dataset (ham10000, chexpert, ...).
+from medequity.data import (
+    loaders,  # noqa: E402,F401
+    volumes,  # noqa: E402,F401
+)
+from medequity.data.attributes import add_group_columns, intersect  # noqa: E402
 from medequity.data.base import (
     DATASETS,
     GROUP_PREFIX,
@@ -10,13 +17,6 @@ from medequity.data.base import (
     register_dataset,
     safe_join,
 )
-
-# Importing registers the "nifti-volumes" dataset (volumes.py imports neither torch nor nibabel).
-from medequity.data import volumes  # noqa: E402,F401
-
-# Importing the loaders registers "table" and every real dataset (ham10000, chexpert, ...).
-from medequity.data import loaders  # noqa: E402,F401
-from medequity.data.attributes import add_group_columns, intersect  # noqa: E402
 from medequity.data.card import DataCard, build_data_card  # noqa: E402
 from medequity.data.splits import (  # noqa: E402
     apply_splits,
@@ -25,7 +25,6 @@ from medequity.data.splits import (  # noqa: E402
     make_splits,
     save_splits,
 )
-from medequity.data.table import load_table  # noqa: E402
 
 # Importing registers the "synthetic" dataset (seeded images with known bias knobs).
 from medequity.data.synthetic import (  # noqa: E402
@@ -34,6 +33,7 @@ from medequity.data.synthetic import (  # noqa: E402
     make_synthetic,
     oracle_group_auc,
 )
+from medequity.data.table import load_table  # noqa: E402
 
 __all__ = [
     "DATASETS",

@@ -9,11 +9,11 @@ ablation, the validations, our synthetic pre-training — goes through here.
 
 from medequity.experiment.prepare import prepare, rebuild_split_data
 from medequity.experiment.run import evaluate_model, run_experiment
-from medequity.experiment.train import TrainedModel, train_config, train_model
-from medequity.experiment.views import Prepared, load_experiment_data
 from medequity.experiment.save import save_run
 from medequity.experiment.spec import SPLITS, ExperimentSpec, RunResult
 from medequity.experiment.tasks import TASKS, Task, create_task
+from medequity.experiment.train import TrainedModel, train_config, train_model
+from medequity.experiment.views import Prepared, load_experiment_data
 
 __all__ = ["SPLITS", "TASKS", "ExperimentSpec", "Prepared", "RunResult", "Task", "TrainedModel", "create_task",
            "evaluate_model", "load_experiment_data", "prepare", "rebuild_split_data", "run_experiment", "save_run",

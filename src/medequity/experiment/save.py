@@ -49,7 +49,8 @@ def save_run(result: RunResult, out_dir: str | Path, *, n_boot: int | None = Non
                    attributes=[c[len(GROUP_PREFIX):] for c in attributes], threshold=result.threshold["value"], n_boot=n_boot,
                    n_permutations=result.spec.n_permutations, random_state=result.spec.seed,
                    precomputed=result.group_results if reuse else None)
-    report.settings["source"] = f"test predictions of {result.spec.method} ({result.spec.usage}, {result.spec.model}) on {result.spec.dataset}"
+    report.settings["source"] = (f"test predictions of {result.spec.method} ({result.spec.usage}, {result.spec.model}) "
+                                 f"on {result.spec.dataset}")
     if post_processed:
         report.settings["decisions"] = f"{result.spec.method}'s own post-processed decisions (not one threshold on the scores)"
     paths.update({f"report_{k}": v for k, v in report.save(out).items()})

@@ -74,7 +74,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -230,10 +230,13 @@ def validate_fair_diagnosis(preset: str = "cxr-sex-shortcut", attribute: str = "
                                 after["DP"], ">=", min_dp, source))
     else:
         claims = [
-            Claim("adf_zero_vanilla", f"vanilla's ADF (×1e-3) is ≈ 0: below the G-test bound at N={n_test}", before["ADF"], "<=", zero, source),
-            Claim("adf_zero_masked", f"Fair Diagnosis' ADF (×1e-3) stays ≈ 0 (G-test bound at N={n_test})", after["ADF"], "<=", zero, source),
+            Claim("adf_zero_vanilla", f"vanilla's ADF (×1e-3) is ≈ 0: below the G-test bound at N={n_test}",
+                  before["ADF"], "<=", zero, source),
+            Claim("adf_zero_masked", f"Fair Diagnosis' ADF (×1e-3) stays ≈ 0 (G-test bound at N={n_test})",
+                  after["ADF"], "<=", zero, source),
             Claim("dp_vanilla", "vanilla's demographic parity difference (×1e-2) is not 0", before["DP"], ">=", min_dp, source),
-            Claim("dp_masked", "Fair Diagnosis leaves the indirect path: its DP (×1e-2) is not 0 either", after["DP"], ">=", min_dp, source),
+            Claim("dp_masked", "Fair Diagnosis leaves the indirect path: its DP (×1e-2) is not 0 either",
+                  after["DP"], ">=", min_dp, source),
         ]
     settings = {"preset": preset, "attribute": attribute, "mechanism": kind, "size": size, "seed": seed, "n": n,
                 "n_test": n_test, "epochs": epochs, "dataset_overrides": overrides, "gan_params": gan,

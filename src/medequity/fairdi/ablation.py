@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from medequity.experiment import ExperimentSpec, Prepared, RunResult, prepare, run_experiment, train_config
 from medequity.methods import create_method
 from medequity.metrics.summary import group_auc_summary

@@ -31,15 +31,14 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
 
-from medequity.fairtune.space import LR_RANGE, SearchSpace, search_space
 from medequity.experiment import ExperimentSpec, RunResult, prepare, run_experiment, train_config, train_model
+from medequity.fairtune.space import LR_RANGE, SearchSpace, search_space
 from medequity.metrics.summary import group_auc_summary
 from medequity.training.callbacks import Callback, EpochInfo, OptunaPruning
 from medequity.training.trainer import TrainConfig, Trainer

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import pandas as pd
 
@@ -142,7 +142,8 @@ def validate_fairtune_mask(*, size: str = "full", seed: int = 0, trials: int | N
         {"model": "Full FT", "mask": "all", "lr": ft_lr, "val_worst_group_auc": float(ft_study.best_value)},
         {"model": "FairTune", "mask": result.mask_bits, "lr": result.best_lr, "val_worst_group_auc": float(result.best_value)},
     ])
-    claims = [Claim("mask_vs_full_ft", "the chosen mask's validation worst-group AUC is at least full fine-tuning's (same budget), within tol",
+    claims = [Claim("mask_vs_full_ft",
+                    "the chosen mask's validation worst-group AUC is at least full fine-tuning's (same budget), within tol",
                     float(result.best_value), ">=", float(ft_study.best_value) - tol, SOURCE_MASK)]
     settings = {"preset": preset, "attribute": attribute, "size": size, "seed": seed, **chosen, "model": spec.model,
                 "model_options": spec.model_options, "space": space, "searched_groups": list(result.space.searched),

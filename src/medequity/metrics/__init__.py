@@ -69,9 +69,24 @@ from medequity.metrics.parity import (
 from medequity.metrics.ranking import RankComparison, compare_methods, nemenyi_critical_difference
 from medequity.metrics.representation import attribute_probe_auc, embed_2d
 from medequity.metrics.segmentation import dice_per_sample, iou_per_sample, segmentation_group_metrics
-from medequity.metrics.summary import group_aucs, group_auc_summary
 from medequity.metrics.selection import distance_to_utopia, pareto_front, select_model
+from medequity.metrics.summary import group_auc_summary, group_aucs
 from medequity.metrics.thresholds import Threshold, best_f1_threshold, resolve_threshold, youden_threshold
 from medequity.metrics.weighted import METRICS, MetricSpec, get_metric
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "DEFAULT_METRICS", "GROUP_PREFIX", "GroupMetricResult", "GroupMetricWarning", "Groups",
+    "INTERSECTION_SEP", "METRICS", "MetricSpec", "PairedComparison", "RankComparison", "Threshold",
+    "UNKNOWN_CODE", "accuracy_parity_difference", "adf", "attribute_probe_auc", "auc_gap", "auc_max_psd",
+    "auc_mean_psd", "auc_skewness", "bce_gap", "best_f1_threshold", "binary_cross_entropy",
+    "calibration_curve", "canonical_attribute", "compare_methods", "demographic_parity_difference",
+    "demographic_parity_ratio", "dice_per_sample", "distance_to_utopia", "ece_bin_index", "ece_gap",
+    "embed_2d", "encode_groups", "equal_opportunity_difference", "equalized_odds_difference",
+    "equalized_odds_half_sum", "equity_scaled", "equity_scaled_auc", "expected_calibration_error",
+    "fairmedfm_equalized_odds", "gap", "gap_to_overall", "get_metric", "group_auc_summary", "group_aucs",
+    "group_disparity", "group_metrics", "group_names", "group_values", "intersection_name", "iou_per_sample",
+    "is_intersection", "max_psd", "mean_psd", "nemenyi_critical_difference", "paired_bootstrap",
+    "pareto_front", "ratio", "resolve_threshold", "same_attribute", "segmentation_group_metrics",
+    "select_model", "skewness", "split_intersection", "summarize", "underdiagnosis_rates", "worst_group",
+    "worst_group_auc", "youden_threshold",
+]

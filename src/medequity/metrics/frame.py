@@ -92,7 +92,7 @@ class _Evaluator:
 
     def _ece(self, data: SampleSet, member: np.ndarray) -> float:
         """ECE of the samples in ``member``, binned on their own scores (as the point estimate)."""
-        score, y = data.score[member], data.y[member]
+        score, y = data.require("score")[member], data.require("y")[member]
         index = ece_bin_index(score, self.n_bins, self.ece_bins)
         return float(np.abs(np.bincount(index, weights=score - y, minlength=self.n_bins)).sum() / score.size)
 
@@ -200,9 +200,9 @@ class GroupMetricResult:
                 r = self.replicates[metric]
                 reps = aggregate.summarize(r[:, 0], r[:, 1:], higher_is_better=higher)
             for summary, value in point.items():
-                low = high = np.nan
+                low = high = np.float64(np.nan)
                 if reps is not None:
-                    low, high = percentile_interval(reps[summary], self.ci)
+                    low, high = (np.float64(bound) for bound in percentile_interval(reps[summary], self.ci))
                 p_value = np.nan
                 if summary == "gap" and metric in self.permutation_gaps and np.isfinite(value):
                     null = self.permutation_gaps[metric]

@@ -216,7 +216,8 @@ def encode_groups(
     codes = np.full(len(frame), -1, dtype=np.int64)
     keep = ~missing_mask
     kept_values = combined[keep]
-    names, kept_codes = np.unique(kept_values.astype(str), return_inverse=True) if keep.any() else (np.array([]), np.array([], dtype=np.int64))
+    names, kept_codes = (np.unique(kept_values.astype(str), return_inverse=True) if keep.any()
+                         else (np.array([]), np.array([], dtype=np.int64)))
     codes[keep] = kept_codes
     n_missing = int(missing_mask.sum())
     if n_missing:

@@ -16,10 +16,9 @@ RULES = ("overall", "worst_group", "pareto", "dto", "constrained")
 def pareto_front(group_values: np.ndarray) -> np.ndarray:
     """Boolean mask of candidates not dominated on the per-group values (higher is better)."""
     values = np.asarray(group_values, dtype=np.float64)
-    better_eq = (values[None, :, :] >= values[:, None, :]).all(axis=2)  # [i, j]: j >= i everywhere
-    strictly = (values[None, :, :] > values[:, None, :]).any(axis=2)
-    dominated = (better_eq & strictly).any(axis=1)
-    return ~dominated
+    better_eq = np.all(values[None, :, :] >= values[:, None, :], axis=2)  # [i, j]: j >= i everywhere
+    strictly = np.any(values[None, :, :] > values[:, None, :], axis=2)
+    return ~np.any(better_eq & strictly, axis=1)
 
 
 def distance_to_utopia(group_values: np.ndarray) -> np.ndarray:

@@ -35,6 +35,13 @@ class SampleSet:
     ece_bins: np.ndarray | None = None  # bin index of each sample, fixed on the evaluated set
     n_bins: int = 10
 
+    def require(self, name: str) -> np.ndarray:
+        """The array ``name`` (``y``, ``score``, ``pred``, ``values``, ``ece_bins``) a metric needs."""
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"this metric needs {name!r}, which was not given")
+        return value
+
 
 @dataclass(frozen=True)
 class MetricSpec:
@@ -104,7 +111,7 @@ def _as_slice_if_contiguous(index: np.ndarray) -> np.ndarray | slice:
 
 
 def _prepare_auc(data: SampleSet) -> _AucPlan:
-    y, score = data.y, data.score
+    y, score = data.require("y"), data.require("score")
     neg_idx = np.flatnonzero(y == 0)
     neg_idx = neg_idx[np.argsort(score[neg_idx], kind="stable")]
     pos_idx = np.flatnonzero(y == 1)
@@ -154,8 +161,8 @@ register_metric(
 
 def _confusion_rate(numerator_cell: Callable, denominator_cell: Callable):
     def prepare(data: SampleSet):
-        y = data.y.astype(bool)
-        pred = data.pred.astype(bool)
+        y = data.require("y").astype(bool)
+        pred = data.require("pred").astype(bool)
         return (numerator_cell(y, pred).astype(np.float64), denominator_cell(y, pred).astype(np.float64))
 
     def compute(plan, W: np.ndarray) -> np.ndarray:
@@ -196,7 +203,7 @@ def binary_cross_entropy_terms(y: np.ndarray, score: np.ndarray) -> np.ndarray:
 
 
 def _prepare_bce(data: SampleSet) -> np.ndarray:
-    return binary_cross_entropy_terms(data.y, data.score)
+    return binary_cross_entropy_terms(data.require("y"), data.require("score"))
 
 
 def _compute_bce(losses: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -211,9 +218,10 @@ register_metric(
 
 def _prepare_ece(data: SampleSet) -> np.ndarray:
     # Columns: per bin the score sum, the positive count and the sample count.
-    onehot = np.zeros((data.score.size, data.n_bins))
-    onehot[np.arange(data.score.size), data.ece_bins] = 1.0
-    return np.hstack([onehot * data.score[:, None], onehot * data.y[:, None], onehot])
+    score, y = data.require("score"), data.require("y")
+    onehot = np.zeros((score.size, data.n_bins))
+    onehot[np.arange(score.size), data.require("ece_bins")] = 1.0
+    return np.hstack([onehot * score[:, None], onehot * y[:, None], onehot])
 
 
 def _compute_ece(table: np.ndarray, W: np.ndarray) -> np.ndarray:

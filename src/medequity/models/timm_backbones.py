@@ -43,7 +43,7 @@ def timm_module_groups(module: nn.Module) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     blocks = getattr(module, "blocks", None)
     if blocks is not None:
-        for i, block in enumerate(blocks):
+        for i in range(len(blocks)):
             groups[f"blocks.{i}.attn"] = [f"blocks.{i}.attn."]
             groups[f"blocks.{i}.mlp"] = [f"blocks.{i}.mlp."]
             groups[f"blocks.{i}.norm"] = [f"blocks.{i}.norm1.", f"blocks.{i}.norm2."]

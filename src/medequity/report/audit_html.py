@@ -215,7 +215,8 @@ def _headline(task, name: str, result, n_permutations) -> list[dict]:
         both = tpr_reps is not None and fpr_reps is not None
         low, high = _interval(np.maximum(tpr_reps, fpr_reps) if both else None, result.ci)
         half = 0.5 * (tpr_gap + fpr_gap)
-        extra = [f"½ΔTPR + ½ΔFPR: {format_value(half)} {format_ci(*_interval(0.5 * (tpr_reps + fpr_reps) if both else None, result.ci))}".strip()]
+        extra = [(f"½ΔTPR + ½ΔFPR: {format_value(half)} "
+                  f"{format_ci(*_interval(0.5 * (tpr_reps + fpr_reps) if both else None, result.ci))}").strip()]
         if ("tnr", "gap") in s:
             extra.append(f"FairMedFM EqOdds 1 − (ΔTPR+ΔTNR)/2: {format_value(1 - 0.5 * (tpr_gap + s[('tnr', 'gap')].value))}")
         cards.append({"title": "EOdds", **_stat(max(tpr_gap, fpr_gap) if _finite(tpr_gap) and _finite(fpr_gap) else np.nan,
@@ -402,7 +403,7 @@ def build_context(report, *, fmt: str = "png") -> dict:
     n_perm = report.settings.get("n_permutations")
     sections = []
     index = 0
-    for t_index, task in enumerate(report.tasks.values()):
+    for task in report.tasks.values():
         for name, result in task.results.items():
             figures, note = _plots(report, task, name, result, fmt)
             sections.append({

@@ -3,10 +3,9 @@ shaded), beside the numbers behind it (per-group AUCs, or the causal metrics per
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd

@@ -48,7 +48,8 @@ def subject_race(admissions: pd.DataFrame, race_column: str) -> pd.DataFrame:
     """One race per subject: most frequent known value, ties broken by the latest admission."""
     known = admissions.assign(category=admissions[race_column].map(canonical_race))
     known = known[known["category"].notna()]
-    when = pd.to_datetime(known["admittime"], errors="coerce") if "admittime" in known.columns else pd.Series(range(len(known)), index=known.index)
+    when = (pd.to_datetime(known["admittime"], errors="coerce") if "admittime" in known.columns
+            else pd.Series(range(len(known)), index=known.index))
     known = known.assign(when=when)
     stats = known.groupby(["subject_id", race_column], as_index=False).agg(count=("when", "size"), last=("when", "max"))
     stats = stats.sort_values(["subject_id", "count", "last"], ascending=[True, False, False])
@@ -99,7 +100,8 @@ def load_mimic_cxr(
     table = table.assign(
         sample_id=table["dicom_id"].astype(str),
         patient_id=subject,
-        path="files/p" + subject.str[:2] + "/p" + subject + "/s" + table["study_id"].astype("Int64").astype(str) + "/" + table["dicom_id"].astype(str) + ".jpg",
+        path=("files/p" + subject.str[:2] + "/p" + subject + "/s" + table["study_id"].astype("Int64").astype(str)
+              + "/" + table["dicom_id"].astype(str) + ".jpg"),
         sex=table["gender"],
         age=pd.to_numeric(table["anchor_age"], errors="coerce"),
     )

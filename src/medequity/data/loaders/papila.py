@@ -81,7 +81,8 @@ def load_papila(root: str | Path, *, exclude_suspect: bool = True, age_threshold
     if unknown.any():
         row = table[unknown].iloc[0]
         raise DatasetFormatError(
-            f"{row['source_file']}: row {row['sheet_row']}: patient {row['ID']}: column 'Diagnosis' value {row['Diagnosis']!r} is not 0, 1 or 2"
+            f"{row['source_file']}: row {row['sheet_row']}: patient {row['ID']}: "
+            f"column 'Diagnosis' value {row['Diagnosis']!r} is not 0, 1 or 2"
         )
     if exclude_suspect:
         keep = diagnosis != 2
