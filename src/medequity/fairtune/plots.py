@@ -10,17 +10,19 @@
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from medequity.report.audit_html import TEMPLATES
 from medequity.report.plots import NEUTRAL_COLOR, OKABE_ITO, OVERALL_COLOR, fig_to_data_uri, new_figure
 
 PARTS = ("attn", "mlp", "norm")
@@ -174,38 +176,25 @@ def write_report(out_dir: str | Path, result, *, comparison: pd.DataFrame | None
     return paths
 
 
-def _table_html(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="t", na_rep="—")
+def _table_html(frame: pd.DataFrame) -> Markup:
+    # pandas escapes the cells; Markup tells the template not to escape the table twice
+    return Markup(frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="t", na_rep="—"))
 
 
 def _html(result, history, images, comparison, fig_one) -> str:
+    """The report page: ``report/templates/fairtune.html`` (extends the shared base)."""
     info = result.to_dict()
     states = history["state"].value_counts().to_dict() if len(history) else {}
-    lines = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>FairTune report</title>",
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-        "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd}"
-        "code{background:#f4f4f4;padding:1px 4px}</style></head><body>",
-        "<h1>FairTune: PEFT mask search for fairness</h1>",
-        f"<p>Dataset <code>{html.escape(str(result.spec.dataset))}</code> {html.escape(json.dumps(result.spec.dataset_options))}, "
-        f"attribute <code>{html.escape(result.spec.attribute)}</code>, model <code>{html.escape(result.spec.model)}</code>. "
-        f"Objective <code>{html.escape(result.objective.name)}</code> ({result.objective.direction}) on the whole validation set; "
-        f"space <code>{result.space.name}</code> ({result.space.n_bits} bits) + log-uniform LR in "
-        f"[{result.space.lr_range[0]:g}, {result.space.lr_range[1]:g}]; TPE (seed {result.config.seed}) + successive halving "
-        f"(reduction factor {result.config.reduction_factor}, min resource {result.config.min_resource}).</p>",
-        f"<p>Trials: {len(history)} ({', '.join(f'{k.lower()} {v}' for k, v in states.items())}); search on "
-        f"{info['n_train_search']} of {info['n_train_full']} training samples. Study <code>{html.escape(info['study_name'])}</code>.</p>",
-        f"<h2>Best mask</h2><p>Objective {result.best_value:.4f}, LR {result.best_lr:.3e}, bits "
-        f"<code>{info['mask_bits']}</code> (order: {html.escape(', '.join(result.space.searched))}).</p>",
-        f"<img src='{images['mask']}' alt='mask'>",
-        "<h2>Convergence</h2>", f"<img src='{images['convergence']}' alt='convergence'>",
-    ]
-    if comparison is not None:
-        lines += ["<h2>Test comparison (Table 1 columns)</h2>",
-                  "<p>Each baseline's LR tuned on the same validation objective with the same budget, then retrained on all "
-                  "training data; metrics on the test split.</p>", _table_html(comparison),
-                  f"<img src='{images['comparison_plot']}' alt='comparison'>"]
-    if fig_one is not None:
-        lines += ["<h2>Train vs test group AUCs (FairTune Fig. 1)</h2>", _table_html(fig_one)]
-    lines += ["<h2>Trials</h2>", _table_html(history), "</body></html>"]
-    return "\n".join(lines)
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return environment.get_template("fairtune.html").render(
+        title="FairTune report", dataset=str(result.spec.dataset), dataset_options=json.dumps(result.spec.dataset_options),
+        attribute=result.spec.attribute, model=result.spec.model, objective=result.objective.name,
+        direction=result.objective.direction, space=result.space.name, n_bits=result.space.n_bits,
+        lr_low=f"{result.space.lr_range[0]:g}", lr_high=f"{result.space.lr_range[1]:g}", sampler_seed=result.config.seed,
+        reduction_factor=result.config.reduction_factor, min_resource=result.config.min_resource, n_trials=len(history),
+        states=", ".join(f"{k.lower()} {v}" for k, v in states.items()), n_train_search=info["n_train_search"],
+        n_train_full=info["n_train_full"], study_name=info["study_name"], best_value=f"{result.best_value:.4f}",
+        best_lr=f"{result.best_lr:.3e}", mask_bits=info["mask_bits"], searched=", ".join(result.space.searched),
+        images=images, comparison=_table_html(comparison) if comparison is not None else None,
+        fig_one=_table_html(fig_one) if fig_one is not None else None, history=_table_html(history))
