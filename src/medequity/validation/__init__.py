@@ -2,8 +2,9 @@
 
 The claim scaffolding (:class:`Claim`, :class:`ValidationResult`, their files and plot) shared
 by each paper feature's validation (:mod:`medequity.fairdi.validation`,
-:mod:`medequity.fairtune.validation`, :mod:`medequity.fair_diagnosis.validation`). Each of those trains a method as its
-paper describes, on a synthetic preset chosen so the paper's claim can be checked, and returns a :class:`ValidationResult`: the claims (observed value, bound,
+:mod:`medequity.fairtune.validation`, :mod:`medequity.fair_diagnosis.validation`).
+Each of those trains a method as its paper describes, on a synthetic preset chosen so the paper's
+claim can be checked, and returns a :class:`ValidationResult`: the claims (observed value, bound,
 tolerance, pass/fail), the numbers behind them and the settings. ``size="quick"`` is the version
 the test suite runs; ``size="full"`` the benchmark (minutes on a CPU). From the command line:
 
