@@ -9,6 +9,8 @@ import typer
 
 from medequity import __version__
 from medequity.cli.common import (
+    BatchSizeOpt,
+    CacheDirOpt,
     CheckpointOpt,
     DatasetOpt,
     DatasetOptionsOpt,
@@ -168,12 +170,12 @@ def train_command(
     param: Annotated[list[str] | None, typer.Option("--param", help="Method hyper-parameter key=value (repeat).")] = None,
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 20,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 2.5e-4,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    batch_size: BatchSizeOpt = 128,
     selection: Annotated[str, typer.Option(
         help="Validation criterion: worst_group_auc, auc, es_auc, neg_loss, or last (keep the final epoch).")] = "worst_group_auc",
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for the test report.")] = 500,
-    cache_dir: Annotated[Path | None, typer.Option(help="Feature/weights cache folder.")] = None,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Train one model with one mitigation method; save it with its predictions and fairness report."""
     from medequity.experiment import run_experiment, save_run

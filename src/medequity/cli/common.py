@@ -62,6 +62,9 @@ DatasetOptionsOpt = Annotated[list[str] | None, typer.Option(
     "--option", help="Dataset option key=value (repeat), e.g. preset=cxr-sex-prevalence or n=2000.")]
 ModelOptionsOpt = Annotated[list[str] | None, typer.Option(
     "--model-option", help="Backbone option key=value (repeat), e.g. input_size=64 or depth=4.")]
+BatchSizeOpt = Annotated[int, typer.Option(help="Batch size.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda.")]
+CacheDirOpt = Annotated[str | None, typer.Option(help="Cache folder (features, pre-trained weights).")]
 CheckpointOpt = Annotated[str | None, typer.Option(
     help="Pre-trained weights: a local file/folder (safetensors or weights_only torch) or synthetic:<modality>.")]
 

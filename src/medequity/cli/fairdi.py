@@ -12,9 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from medequity.cli.common import (
+    BatchSizeOpt,
+    CacheDirOpt,
     CheckpointOpt,
     DatasetOpt,
     DatasetOptionsOpt,
+    DeviceOpt,
     ModelOptionsOpt,
     RootOpt,
     command_group,
@@ -70,10 +73,10 @@ def ablation_command(
     param: Annotated[list[str] | None, typer.Option(
         "--param", help="FairDi parameter key=value (repeat), e.g. tau=2 or step0_epochs=10.")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs per stage unless a *_epochs parameter says otherwise (the paper: 30).")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    batch_size: BatchSizeOpt = 128,
     seed: Annotated[int, typer.Option(help="Seed (split, initialisation, batches).")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
-    cache_dir: Annotated[str | None, typer.Option(help="Cache folder (features, data).")] = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Train ERM, ERM+CutMix, FIS and FairDi; report Table 3 (AUCs, gap, ES-AUC, MeanPSD, MaxPSD) on test."""
     fairdi_params = parse_options(param)

@@ -18,9 +18,11 @@ from typing import Annotated
 import typer
 
 from medequity.cli.common import (
+    BatchSizeOpt,
     CheckpointOpt,
     DatasetOpt,
     DatasetOptionsOpt,
+    DeviceOpt,
     ModelOptionsOpt,
     RootOpt,
     command_group,
@@ -59,7 +61,7 @@ def fairtune_command(
     lr_min: Annotated[float, typer.Option(help="Smallest LR (log-uniform).")] = 1e-5,
     lr_max: Annotated[float, typer.Option(help="Largest LR (log-uniform).")] = 1e-3,
     epochs: Annotated[int, typer.Option(help="Inner-loop epochs per trial (the paper: 30).")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    batch_size: BatchSizeOpt = 128,
     subsample: Annotated[str, typer.Option(help="Training fraction for the search: auto (10% when large), none, or 0-1.")] = "auto",
     seed: Annotated[int, typer.Option(help="Experiment seed (initial weights, subsample, training).")] = 0,
     sampler_seed: Annotated[int | None, typer.Option(
@@ -70,7 +72,7 @@ def fairtune_command(
     compare: Annotated[bool, typer.Option(help="Also run full FT, linear readout, attention and LayerNorm tuning.")] = False,
     lr_trials: Annotated[int | None, typer.Option(help="LR trials per baseline (default: --trials).")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for the test metrics.")] = 200,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    device: DeviceOpt = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar with ETA.")] = True,
 ) -> None:
     """Search a FairTune mask and LR on validation fairness; retrain, test, compare and report."""
