@@ -89,6 +89,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,10 @@ from torch import nn
 
 from medequity.methods.base import Method, create_method, register_method
 from medequity.methods.fis import fis_weights
+
+if TYPE_CHECKING:
+    from medequity.training.data import SplitData
+    from medequity.training.trainer import FitResult, TrainConfig, Trainer
 
 KD_FORMS = ("eq3", "hinton")
 UNKNOWN_GROUP = ("mean_teacher", "ce_only")
@@ -361,7 +366,7 @@ class FairDi(Method):
         return heads
 
     # --- the three stages -------------------------------------------------------------------------------
-    def fit(self, model, train, val, config, trainer):
+    def fit(self, model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig, trainer: Trainer) -> FitResult:
         from medequity.models.classifier import Classifier
         from medequity.models.feature_cache import compute_features
         from medequity.training.data import ArrayItems

@@ -32,12 +32,18 @@ linear probing on cached features).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from medequity.methods.base import Method, register_method
+
+if TYPE_CHECKING:
+    from medequity.training.data import SplitData
+    from medequity.training.trainer import FitResult, TrainConfig, Trainer
 
 
 def fair_supervised_contrastive_loss(z: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
@@ -90,7 +96,7 @@ class FSCL(Method):
         probe_logits = model.head(features.detach()).squeeze(-1)
         return contrastive + F.binary_cross_entropy_with_logits(probe_logits, batch["y"])
 
-    def fit(self, model, train, val, config, trainer):
+    def fit(self, model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig, trainer: Trainer) -> FitResult:
         from medequity.training.trainer import FitResult
 
         backbone = [p for p in model.backbone.parameters() if p.requires_grad]

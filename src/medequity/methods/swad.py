@@ -32,12 +32,18 @@ is kept and ``log["swad_averaged_steps"]`` is 0.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from medequity.methods.base import Method, register_method
+
+if TYPE_CHECKING:
+    from medequity.training.data import SplitData
+    from medequity.training.trainer import FitResult, TrainConfig, Trainer
 
 
 def binary_cross_entropy(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -145,7 +151,7 @@ class SWAD(Method):
         self._steps = 0
         self._next_epoch = 0
 
-    def fit(self, model, train, val, config, trainer):
+    def fit(self, model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig, trainer: Trainer) -> FitResult:
         self._val_labels = np.asarray(val.labels, dtype=np.float64)
         return trainer.fit(model, self, train, val, config)
 

@@ -3,6 +3,13 @@
 AdamW, cosine schedule, batch 128, weight decay 0.05, LR 2.5e-4 (FairMedFM's LP search); early
 stopping and checkpoint selection on a validation criterion computed on the *whole* validation set
 (worst-group AUC by default — MEDFAIR showed selection decides results, so the rule is recorded).
+
+Every epoch of every method runs in :meth:`Trainer.fit`; a method plugs in through the hooks of
+:class:`TrainableMethod` (implemented by :class:`medequity.methods.base.Method`: its optimisers by
+name, their schedulers, the train/eval mode of an epoch, one step with all optimisers, per-epoch
+history columns). Multi-stage methods call ``fit`` once per stage. Observers are callbacks
+(:mod:`medequity.training.callbacks`), not subclasses. This module imports no method and nothing
+above the training layer.
 """
 
 from __future__ import annotations
