@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from medequity.methods import create_method
-from medequity.methods.fair_diagnosis import mean_entropy
 from medequity.models.classifier import Classifier
 from medequity.training.trainer import TrainConfig, Trainer
 

@@ -41,11 +41,12 @@ def test_kl_matches_hand_computation():
     p = 1 / (1 + math.exp(-zs))  # student, τ = 1 (eq. 3 as printed)
     q = 1 / (1 + math.exp(-zt / tau))  # teacher softened by τ
     expected = p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
-    got = distillation_kl(torch.tensor([zs], dtype=torch.float64), torch.tensor([[zt]], dtype=torch.float64), torch.tensor([0]), tau=tau, form="eq3")
+    student, teacher = torch.tensor([zs], dtype=torch.float64), torch.tensor([[zt]], dtype=torch.float64)
+    got = distillation_kl(student, teacher, torch.tensor([0]), tau=tau, form="eq3")
     assert float(got) == pytest.approx(expected, rel=1e-6)
     ps = 1 / (1 + math.exp(-zs / tau))  # Hinton: both softened, KL(teacher ‖ student)
     expected_hinton = q * math.log(q / ps) + (1 - q) * math.log((1 - q) / (1 - ps))
-    got = distillation_kl(torch.tensor([zs], dtype=torch.float64), torch.tensor([[zt]], dtype=torch.float64), torch.tensor([0]), tau=tau, form="hinton")
+    got = distillation_kl(student, teacher, torch.tensor([0]), tau=tau, form="hinton")
     assert float(got) == pytest.approx(expected_hinton, rel=1e-6)
 
 

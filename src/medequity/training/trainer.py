@@ -121,11 +121,17 @@ class TrainableMethod(Protocol):
     """What the trainer needs of a method: the hooks of :class:`medequity.methods.base.Method`
     (documented there). Structural, so the training layer never imports ``medequity.methods``."""
 
-    name: str
     extra: nn.ModuleDict
     log: dict[str, list]
-    needs_groups_at_inference: bool
-    keep_last_epoch: bool
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs_groups_at_inference(self) -> bool: ...
+
+    @property
+    def keep_last_epoch(self) -> bool: ...
 
     def setup(self, model: nn.Module, train: SplitData, config: TrainConfig) -> None: ...
 
@@ -280,6 +286,7 @@ class Trainer:
                 callback.on_epoch_end(info)
             if config.patience is not None and stale > config.patience:
                 break
+        assert best_state is not None  # epochs >= 1: the first epoch always sets it
         model.load_state_dict(best_state[0])
         method.extra.load_state_dict(best_state[1])
         method.finalize(model, train, val, lambda m, d: self.predict(m, method, d, config))
