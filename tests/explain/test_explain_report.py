@@ -87,12 +87,12 @@ def test_write_function_is_seeded_and_returns_the_html(saved_run, tmp_path):
 def test_explanations_use_the_runs_test_split_and_rebuild_it_only_when_absent(saved_run, tmp_path, monkeypatch):
     from dataclasses import replace
 
-    import medequity.experiment as pipeline
+    import medequity.fair_diagnosis.explanations as explanations
 
     result, _ = saved_run
     rebuilt = []
-    original = pipeline.rebuild_split_data
-    monkeypatch.setattr(pipeline, "rebuild_split_data", lambda spec: rebuilt.append(spec) or original(spec))
+    original = explanations.rebuild_split_data
+    monkeypatch.setattr(explanations, "rebuild_split_data", lambda spec: rebuilt.append(spec) or original(spec))
     write_fair_diagnosis_explanations(result, tmp_path / "kept", n_images=4)
     assert rebuilt == []  # the split run_experiment built and evaluated on
     write_fair_diagnosis_explanations(replace(result, data={}), tmp_path / "rebuilt", n_images=4)

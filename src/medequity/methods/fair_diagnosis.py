@@ -74,6 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medequity.explain.adversarial_mask import MaskExplanation, explain_adversarial_mask
 from medequity.methods.base import Method, create_method, register_method
 
 if TYPE_CHECKING:
@@ -275,6 +276,11 @@ class AdversarialMask(Method):
         self.extra.to(device)
 
     # --- the pieces of eqs. 7–12 -------------------------------------------------------------------
+    def explain(self, model: nn.Module, data: SplitData, *, seed: int = 0) -> MaskExplanation | None:
+        """Grad-CAM of Ŷ on x and x̃ and of Ŝ on x̃ with their overlap, on a few test images
+        balanced over group × label (Fair Diagnosis §4.5, Fig. 4); None for feature inputs."""
+        return explain_adversarial_mask(model, self, data, seed=seed)
+
     def perturb(self, x: torch.Tensor) -> torch.Tensor:
         """x̃ = clip(x + η·tanh(g(x))) to the training inputs' range (identity before ``build``)."""
         if "generator" not in self.extra:

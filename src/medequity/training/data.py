@@ -19,7 +19,6 @@ from medequity.data.base import MedicalDataset
 from medequity.data.torch_dataset import TorchImageDataset
 from medequity.metrics.groups import Groups
 
-
 IN_MEMORY_LIMIT_BYTES = 2 << 30  # larger feature arrays stay memory-mapped and are read per item
 
 

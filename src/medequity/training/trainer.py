@@ -29,8 +29,9 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from medequity.metrics.weighted import SampleSet, evaluate
+from medequity.metrics.summary import group_auc_summary
 from medequity.training.callbacks import Callback, EpochInfo, ProgressCallback
+from medequity.utils.io import atomic_save_safetensors
 
 if TYPE_CHECKING:
     from medequity.training.data import SplitData
@@ -177,25 +178,16 @@ def predict_scores(model: nn.Module, method: TrainableMethod, data: SplitData, *
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def validation_summary(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_groups: int) -> dict[str, float]:
-    """Overall AUC, per-group AUCs, worst-group AUC, ES-AUC (std form) and BCE on a whole split."""
-    from medequity.metrics import aggregate
-
-    def auc(index):
-        return float(evaluate("auc", SampleSet(labels[index], scores[index], None))[0])
-
-    everyone = np.arange(len(labels))
-    overall = auc(everyone)
-    group_aucs = np.array([auc(np.flatnonzero(groups == g)) for g in range(n_groups)])
-    clipped = np.clip(scores, 1e-7, 1 - 1e-7)
-    loss = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
-    summary = {"auc": overall, "bce": loss, "neg_loss": -loss}
-    defined = group_aucs[np.isfinite(group_aucs)]
-    summary["worst_group_auc"] = float(defined.min()) if defined.size else float("nan")
-    summary["es_auc"] = float(aggregate.equity_scaled(overall, defined)) if defined.size >= 2 else float("nan")
-    for g, value in enumerate(group_aucs):
-        summary[f"auc_group{g}"] = float(value)
-    return summary
+def validation_summary(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, group_names: Sequence[str] | int) -> dict[str, float]:
+    """Overall AUC, per-group AUCs (``auc_group{g}``), worst-group AUC, ES-AUC (std form), BCE and
+    its negative on a whole split: the trainer's view of
+    :func:`medequity.metrics.summary.group_auc_summary` (groups without an AUC are skipped)."""
+    names = tuple(str(g) for g in range(group_names)) if isinstance(group_names, int) else tuple(group_names)
+    summary = group_auc_summary(labels, scores, groups, names, undefined="skip", warn=False)
+    out = {"auc": summary["auc"], "bce": summary["bce"], "neg_loss": -summary["bce"],
+           "worst_group_auc": summary["worst_group_auc"], "es_auc": summary["es_auc_std"]}
+    out.update({f"auc_group{g}": summary[f"auc:{name}"] for g, name in enumerate(names)})
+    return out
 
 
 class Trainer:
@@ -268,7 +260,7 @@ class Trainer:
                     scheduler.step()
             columns = dict(method.epoch_metrics(steps))
             val_scores = self.predict(model, method, val, config)
-            summary = validation_summary(val.labels, val_scores, val.groups, val.n_groups)
+            summary = validation_summary(val.labels, val_scores, val.groups, val.group_names)
             method.on_epoch_end(model, epoch, val_scores, summary)
             value = summary["auc" if config.selection == "last" else config.selection]
             improved = keep_last or (np.isfinite(value) and value > best_value)
@@ -303,15 +295,6 @@ class Trainer:
 
 def save_checkpoint(path: Path, model: nn.Module, method: TrainableMethod) -> Path:
     """Model and method weights as safetensors (loadable without executing code), written atomically."""
-    from safetensors.torch import save_file
-
-    from medequity.utils.io import atomic_write_bytes
-
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"method.{k}": v.detach().cpu().contiguous() for k, v in method.extra.state_dict().items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"method": method.name})
-    atomic_write_bytes(path, tmp.read_bytes())
-    tmp.unlink()
-    return path
+    return atomic_save_safetensors(path, tensors, metadata={"method": method.name})
