@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medequity.models.clip import clip_bundle
 from medequity.usages.base import Usage, UsageContext, register_usage
 from medequity.usages.linear_probe import feature_splits
 from medequity.usages.peft_usages import trainable_summary
@@ -101,6 +100,8 @@ def class_prompts(params: dict) -> list[list[str]]:
 
 def text_prototypes(backbone, prompts: list[list[str]], device: str = "cpu") -> torch.Tensor:
     """(2, D) class prototypes: mean of each class's unit-norm prompt embeddings, renormalised."""
+    from medequity.models.clip import clip_bundle  # open_clip is optional and slow to import
+
     bundle = clip_bundle(backbone)
     return torch.stack([F.normalize(bundle.encode_text(p, device=device).mean(0), dim=-1) for p in prompts])
 
@@ -113,6 +114,8 @@ class _CLIPUsage(Usage):
         prototypes = text_prototypes(backbone, self.prompts, device=context.device)
         scale = self.params["logit_scale"]
         if scale is None:
+            from medequity.models.clip import clip_bundle
+
             scale = clip_bundle(backbone).logit_scale
         return PrototypeHead(prototypes, scale, trainable=trainable)
 
