@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	# sam2 ships as source: built against the torch above (no isolated build env, which would fetch
+	# another torch), CPU only.
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-build-isolation setuptools wheel sam2==1.1.0
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
