@@ -12,36 +12,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import pandas as pd
-
 from medequity.experiment.prepare import prepare
 from medequity.experiment.spec import ExperimentSpec, RunResult
 from medequity.experiment.tasks import create_task
 from medequity.experiment.train import TrainedModel, train_model
 from medequity.experiment.views import Prepared
-from medequity.metrics.thresholds import resolve_threshold
 from medequity.training.trainer import Trainer
 
 
 def evaluate_model(trained: TrainedModel) -> RunResult:
-    """Score val and test, fit the threshold on val, table the predictions and measure the test split."""
-    spec, data, method, trainer = trained.prepared.spec, trained.data, trained.method, trained.trainer
+    """The task's predictions on val and test and its metrics on the test split."""
+    spec, data, method = trained.prepared.spec, trained.data, trained.method
     start = time.perf_counter()
     task = create_task(spec.task)
-    scores = {name: trainer.predict(trained.model, method, data[name], trained.config) for name in ("val", "test")}
-    post = {name: method.postprocess(scores[name], data[name].groups) for name in ("val", "test")}
-    threshold = resolve_threshold(spec.threshold) if isinstance(spec.threshold, (int, float)) else \
-        resolve_threshold(spec.threshold, y_val=data["val"].labels, score_val=post["val"][0])
-    frames = []
-    for name in ("val", "test"):
-        score, pred = post[name]
-        frames.append(task.predictions_table(name, data[name], score, threshold.predict(score) if pred is None else pred))
-    predictions = pd.concat(frames, ignore_index=True)
+    predictions, decision = task.predict(trained)
     test = predictions[predictions.split == "test"]
     metrics, summaries, results = task.evaluate(test, spec.eval_attributes or trained.prepared.dataset.attributes,
                                                 n_boot=spec.n_boot, n_permutations=spec.n_permutations, seed=spec.seed)
     seconds = trained.seconds + time.perf_counter() - start
-    return RunResult(spec, predictions, metrics, summaries, trained.fit.history, threshold.to_dict(), trained.fit.best_epoch,
+    return RunResult(spec, predictions, metrics, summaries, trained.fit.history, decision, trained.fit.best_epoch,
                      seconds, dict(method.log), trained.model, method, results, data)
 
 

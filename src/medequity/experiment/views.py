@@ -22,10 +22,9 @@ from medequity.data import create_dataset
 from medequity.data.attributes import with_intersections
 from medequity.data.base import MedicalDataset
 from medequity.data.splits import get_splits
-from medequity.data.transforms import build_transform
 from medequity.experiment.spec import SPLITS, ExperimentSpec
-from medequity.models import Backbone, create_backbone
-from medequity.training.data import SplitData, make_split_data
+from medequity.experiment.tasks import create_task
+from medequity.training.data import SplitData
 from medequity.training.trainer import seed_everything
 
 
@@ -54,17 +53,17 @@ class Prepared:
     spec: ExperimentSpec  # as given (``synthetic:`` checkpoints unresolved: the record names them)
     dataset: MedicalDataset
     group_names: tuple[str, ...]
-    backbone: Backbone  # the first backbone (its transform, module groups); see take_backbone
+    backbone: Any  # the first backbone (a Backbone, or a Segmenter for segmentation) (its transform, module groups); see take_backbone
     transform: Any
     data: dict[str, SplitData]
     model_options: dict[str, Any] = field(default_factory=dict)  # with the checkpoint resolved to a path
     _fresh: bool = True
 
-    def build_backbone(self) -> Backbone:
+    def build_backbone(self) -> Any:
         """A new backbone of the spec (weights loaded), created from the current RNG state."""
-        return create_backbone(self.spec.model, **self.model_options)
+        return create_task(self.spec.task).build_backbone(self.spec, self.model_options)
 
-    def take_backbone(self) -> Backbone:
+    def take_backbone(self) -> Any:
         """The backbone for the next run: the prepared one the first time; then a new one after
         re-seeding with ``spec.seed`` (the same initial weights every time)."""
         if self._fresh:
@@ -76,7 +75,7 @@ class Prepared:
     def with_spec(self, **changes: Any) -> Prepared:
         """The same data and views for a spec that differs in what ``prepare`` does not read
         (method, usage, training settings, evaluation)."""
-        read = {"dataset", "dataset_options", "root", "attribute", "model", "model_options", "transform", "split_file",
+        read = {"dataset", "dataset_options", "root", "attribute", "task", "model", "model_options", "transform", "split_file",
                 "split_seed", "cache_dir"}
         if read & set(changes):
             raise ValueError(f"{sorted(read & set(changes))} change the prepared data or backbone: call prepare() again")
@@ -101,7 +100,7 @@ def build_prepared(spec: ExperimentSpec, model_options: dict[str, Any],
     for view, part in parts.items():
         if len(part) == 0:
             raise ValueError(f"split {view!r} of {spec.dataset!r} is empty")
-    backbone = create_backbone(spec.model, **model_options)
-    transform = build_transform(spec.transform or backbone.transform_config())
-    data = {view: make_split_data(part, spec.attribute, transform, names) for view, part in parts.items()}
+    task = create_task(spec.task)
+    backbone = task.build_backbone(spec, model_options)
+    transform, data = task.make_views(spec, parts, backbone, names)
     return Prepared(spec, dataset, names, backbone, transform, data, dict(model_options))

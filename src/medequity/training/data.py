@@ -112,3 +112,34 @@ def make_split_data(dataset: MedicalDataset, attribute: str, transform, group_na
     transform_config = transform.config() if hasattr(transform, "config") else repr(transform)
     return SplitData(items, labels, codes, group_names, dataset.table, dataset_fingerprint(dataset),
                      extra={"transform": transform_config})
+
+
+class SegmentationItems(Dataset):
+    """A segmentation split read lazily, one sample at a time: ``{"image", "mask", "group",
+    "index", "sample_id"}`` with the image and its integer label mask as NumPy arrays at their
+    original size (each model family preprocesses with its own profile)."""
+
+    def __init__(self, dataset: MedicalDataset, groups: np.ndarray):
+        self.dataset, self.groups = dataset, groups
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        image = np.asarray(self.dataset.load_image(i))
+        mask = np.asarray(self.dataset.load_mask(i))
+        spatial = image.shape[:2] if image.ndim == 3 and image.shape[-1] in (1, 3) and mask.ndim == 2 else image.shape
+        if tuple(mask.shape) != tuple(spatial):
+            raise ValueError(f"sample {self.dataset.table.at[i, 'sample_id']!r}: mask shape {mask.shape} does not match "
+                             f"image shape {image.shape}")
+        return {"image": image, "mask": mask.astype(np.int64, copy=False), "group": int(self.groups[i]), "index": i,
+                "sample_id": str(self.dataset.table.at[i, "sample_id"])}
+
+
+def make_segmentation_split(dataset: MedicalDataset, attribute: str, group_names: tuple[str, ...]) -> SplitData:
+    """The view of a segmentation split: lazy (image, mask) items, group codes, the rows' table.
+    ``labels`` say whether the sample's mask has any foreground."""
+    codes = Groups.from_names(dataset.groups(attribute), group_names, attribute=attribute).codes
+    labels = dataset.table["label"].to_numpy(dtype=np.int64) if "label" in dataset.table else np.ones(len(dataset), np.int64)
+    return SplitData(SegmentationItems(dataset, codes), labels, codes, group_names, dataset.table, dataset_fingerprint(dataset),
+                     extra={"classes": list(dataset.info.get("classes", [])), "task": "segmentation"})

@@ -1,47 +1,27 @@
-"""Tasks: what a model predicts and how its predictions are tabled and measured.
-
-The task is a field of :class:`~medequity.experiment.spec.ExperimentSpec`; it selects the
-predictions table and the metrics, and nothing else in the experiment layer branches on it. A new
-task (segmentation next: masks, Dice/IoU per group) is one class registered here by name.
-"""
+"""Binary classification: a score P(y=1) and a decision per sample."""
 
 from __future__ import annotations
 
 import warnings
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from medequity.data import GROUP_PREFIX
+from medequity.data.base import MedicalDataset
+from medequity.data.transforms import build_transform
+from medequity.experiment.spec import ExperimentSpec
+from medequity.experiment.tasks.base import SUMMARY_COLUMNS, TASKS, Task
 from medequity.metrics import GroupMetricResult, GroupMetricWarning, group_metrics
 from medequity.metrics.causal import ADF_SUMMARY, adf_with_interval
 from medequity.metrics.groups import encode_groups
-from medequity.registry import Registry
-from medequity.training.data import SplitData
+from medequity.metrics.thresholds import resolve_threshold
+from medequity.models import Backbone, create_backbone
+from medequity.training.data import SplitData, make_split_data
 
-SUMMARY_COLUMNS = ["attribute", "metric", "summary", "value", "ci_low", "ci_high", "p_value"]
-
-
-class Task:
-    """How one kind of prediction is tabled and evaluated."""
-
-    name: ClassVar[str] = "base"
-
-    def predictions_table(self, split: str, data: SplitData, score: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
-        raise NotImplementedError
-
-    def evaluate(self, test: pd.DataFrame, attributes, *, n_boot: int, n_permutations: int,
-                 seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, GroupMetricResult]]:
-        """(metrics, summaries, per-attribute results) of a test predictions table."""
-        raise NotImplementedError
-
-
-TASKS: Registry[Task] = Registry("task")
-
-
-def create_task(name: str) -> Task:
-    return TASKS.create(name)
+if TYPE_CHECKING:
+    from medequity.experiment.train import TrainedModel
 
 
 @TASKS.register("classification")
@@ -50,6 +30,27 @@ class Classification(Task):
     metrics, gaps with bootstrap CIs and permutation tests, and ADF (Fair Diagnosis)."""
 
     name = "classification"
+
+    def build_backbone(self, spec: ExperimentSpec, model_options: dict[str, Any]) -> Backbone:
+        return create_backbone(spec.model, **model_options)
+
+    def make_views(self, spec: ExperimentSpec, parts: dict[str, MedicalDataset], backbone: Backbone,
+                   group_names: tuple[str, ...]) -> tuple[Any, dict[str, SplitData]]:
+        transform = build_transform(spec.transform or backbone.transform_config())
+        return transform, {view: make_split_data(part, spec.attribute, transform, group_names) for view, part in parts.items()}
+
+    def predict(self, trained: TrainedModel) -> tuple[pd.DataFrame, dict]:
+        """Scores on val and test, the method's post-processing, decisions at the threshold fitted on val."""
+        spec, data, method, trainer = trained.prepared.spec, trained.data, trained.method, trained.trainer
+        scores = {name: trainer.predict(trained.model, method, data[name], trained.config) for name in ("val", "test")}
+        post = {name: method.postprocess(scores[name], data[name].groups) for name in ("val", "test")}
+        threshold = resolve_threshold(spec.threshold) if isinstance(spec.threshold, (int, float)) else \
+            resolve_threshold(spec.threshold, y_val=data["val"].labels, score_val=post["val"][0])
+        frames = []
+        for name in ("val", "test"):
+            score, pred = post[name]
+            frames.append(self.predictions_table(name, data[name], score, threshold.predict(score) if pred is None else pred))
+        return pd.concat(frames, ignore_index=True), threshold.to_dict()
 
     def predictions_table(self, split: str, data: SplitData, score: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
         table = data.table
