@@ -55,3 +55,10 @@ TASKS: Registry[Task] = Registry("task")
 
 def create_task(name: str) -> Task:
     return TASKS.create(name)
+
+
+def tidy_results(results: dict[str, GroupMetricResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metrics, summaries): the tidy tables of a run, one block per attribute."""
+    metrics = [result.to_frame().assign(attribute=attribute) for attribute, result in results.items()]
+    summaries = [result.summaries().assign(attribute=attribute) for attribute, result in results.items()]
+    return pd.concat(metrics, ignore_index=True), pd.concat(summaries, ignore_index=True)

@@ -12,7 +12,7 @@ from medequity.data import GROUP_PREFIX
 from medequity.data.base import MedicalDataset
 from medequity.data.transforms import build_transform
 from medequity.experiment.spec import ExperimentSpec
-from medequity.experiment.tasks.base import SUMMARY_COLUMNS, TASKS, Task
+from medequity.experiment.tasks.base import SUMMARY_COLUMNS, TASKS, Task, tidy_results
 from medequity.metrics import GroupMetricResult, GroupMetricWarning, group_metrics
 from medequity.metrics.causal import ADF_SUMMARY, adf_with_interval
 from medequity.metrics.groups import encode_groups
@@ -97,10 +97,3 @@ def adf_summaries(test: pd.DataFrame, attributes, *, n_boot: int, seed: int) -> 
         rows.append({"attribute": attribute, "metric": "adf", "summary": ADF_SUMMARY, "value": adf["value"],
                      "ci_low": adf["ci_low"], "ci_high": adf["ci_high"], "p_value": np.nan})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-
-
-def tidy_results(results: dict[str, GroupMetricResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(metrics, summaries): the tidy tables of a run, one block per attribute."""
-    metrics = [result.to_frame().assign(attribute=attribute) for attribute, result in results.items()]
-    summaries = [result.summaries().assign(attribute=attribute) for attribute, result in results.items()]
-    return pd.concat(metrics, ignore_index=True), pd.concat(summaries, ignore_index=True)

@@ -1,0 +1,83 @@
+"""Segmentation: a mask per (sample, class); per-sample Dice and IoU, summarised per group.
+
+The model is a :class:`~medequity.models.segmenter.Segmenter` (``create_segmenter``), the views are
+lazy (image, mask) items at the original size, the predictions table has one row per (sample,
+foreground class) — empty classes are kept as ``skipped`` rows and counted, never scored — and the
+metrics are the per-group means of each sample's Dice and IoU (mean over its classes) with
+bootstrap CIs, gaps with permutation tests, skewness and the equity-scaled forms (FairMedFM DSC_ES,
+FairSeg ES-Dice) from :func:`medequity.metrics.group_metrics`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from medequity.data import GROUP_PREFIX
+from medequity.data.base import MedicalDataset
+from medequity.experiment.spec import ExperimentSpec
+from medequity.experiment.tasks.base import TASKS, Task, tidy_results
+from medequity.metrics import GroupMetricResult, group_metrics
+from medequity.models.segmenter import Segmenter, create_segmenter
+from medequity.training.data import SplitData, make_segmentation_split
+
+if TYPE_CHECKING:
+    from medequity.experiment.train import TrainedModel
+
+SEGMENTATION_METRICS = ("dice", "iou")
+
+
+@TASKS.register("segmentation")
+class Segmentation(Task):
+    name = "segmentation"
+
+    def build_backbone(self, spec: ExperimentSpec, model_options: dict[str, Any]) -> Segmenter:
+        return create_segmenter(spec.model, **model_options)
+
+    def make_views(self, spec: ExperimentSpec, parts: dict[str, MedicalDataset], backbone: Segmenter,
+                   group_names: tuple[str, ...]) -> tuple[Any, dict[str, SplitData]]:
+        return backbone.profile, {view: make_segmentation_split(part, spec.attribute, group_names) for view, part in parts.items()}
+
+    def predict(self, trained: TrainedModel) -> tuple[pd.DataFrame, dict]:
+        model, spec = trained.model, trained.prepared.spec
+        if not hasattr(model, "segment"):
+            raise ValueError(f"usage {spec.usage!r} does not segment; segmentation usages: seg_zs")
+        frames = []
+        for name in ("val", "test"):
+            data = trained.data[name]
+            rows = pd.DataFrame(list(model.segment(data, seed=spec.seed)))
+            if rows.empty:
+                raise ValueError(f"split {name!r} has no sample with a foreground class to segment")
+            index = rows.pop("index").to_numpy()
+            rows.insert(0, "split", name)
+            for column in data.table.columns:
+                if column.startswith(GROUP_PREFIX):
+                    rows[column] = data.table[column].astype(object).to_numpy()[index]
+            frames.append(rows)
+        return pd.concat(frames, ignore_index=True), {"rule": "logit > 0", "value": 0.0, **model.record()}
+
+    def evaluate(self, test: pd.DataFrame, attributes, *, n_boot: int, n_permutations: int,
+                 seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, GroupMetricResult]]:
+        scored = test[~test["skipped"].astype(bool)]
+        per_sample = scored.groupby("sample_id", sort=False).agg(
+            {**{m: "mean" for m in SEGMENTATION_METRICS}, **{c: "first" for c in scored.columns if c.startswith(GROUP_PREFIX)}})
+        skipped = test[test["skipped"].astype(bool)]
+        results, extra = {}, {}
+        for attribute in attributes:
+            groups = per_sample[GROUP_PREFIX + attribute].rename(attribute)
+            by_metric = {m: group_metrics(sample_values=per_sample[m].to_numpy(), sensitive_features=groups, metrics=(m,),
+                                          n_boot=n_boot, n_permutations=n_permutations, random_state=seed)
+                         for m in SEGMENTATION_METRICS}
+            for result in by_metric.values():
+                result.extra_settings.update({
+                    "n_skipped_empty_classes": int(len(skipped)),
+                    "skipped_per_group": {str(k): int(v) for k, v in skipped[GROUP_PREFIX + attribute].value_counts().items()}})
+            results[attribute] = by_metric["dice"]  # the headline; IoU's result rides in the tables
+            extra[attribute] = by_metric["iou"]
+        metrics, summaries = tidy_results(results)
+        more_metrics, more_summaries = tidy_results(extra)
+        metrics = pd.concat([metrics, more_metrics], ignore_index=True)
+        summaries = pd.concat([summaries, more_summaries], ignore_index=True)
+        return metrics, summaries, results
+
