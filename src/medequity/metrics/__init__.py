@@ -68,9 +68,24 @@ from medequity.metrics.parity import (
 )
 from medequity.metrics.ranking import RankComparison, compare_methods, nemenyi_critical_difference
 from medequity.metrics.representation import attribute_probe_auc, embed_2d
-from medequity.metrics.segmentation import dice_per_sample, iou_per_sample, segmentation_group_metrics
+from medequity.metrics.segmentation import (
+    SEGMENTATION_METRICS,
+    CDRResult,
+    OverlapResult,
+    PatientValues,
+    SegmentationGroupResult,
+    cup_to_disc_ratio_error,
+    dice_per_sample,
+    iou_per_sample,
+    patient_means,
+    segmentation_disparities,
+    segmentation_group_metrics,
+    segmentation_group_metrics_from_values,
+    vertical_cup_to_disc_ratio,
+)
 from medequity.metrics.selection import distance_to_utopia, pareto_front, select_model
 from medequity.metrics.summary import group_auc_summary, group_aucs
+from medequity.metrics.surface import SurfaceResult, hd95_per_sample, nsd_per_sample, surface_distances
 from medequity.metrics.thresholds import Threshold, best_f1_threshold, resolve_threshold, youden_threshold
 from medequity.metrics.weighted import METRICS, MetricSpec, get_metric
 
@@ -89,4 +104,8 @@ __all__ = [
     "pareto_front", "ratio", "resolve_threshold", "same_attribute", "segmentation_group_metrics",
     "select_model", "skewness", "split_intersection", "summarize", "underdiagnosis_rates", "worst_group",
     "worst_group_auc", "youden_threshold",
+    # segmentation
+    "CDRResult", "OverlapResult", "PatientValues", "SEGMENTATION_METRICS", "SegmentationGroupResult", "SurfaceResult",
+    "cup_to_disc_ratio_error", "hd95_per_sample", "nsd_per_sample", "patient_means", "segmentation_disparities",
+    "segmentation_group_metrics_from_values", "surface_distances", "vertical_cup_to_disc_ratio",
 ]
