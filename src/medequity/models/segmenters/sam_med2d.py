@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medequity.models.segmenter import SAM_PIXEL_MEAN, SAM_PIXEL_STD, PreprocessProfile, Segmenter, register_segmenter
-from medequity.models.segmenters.tiny_vit_sam import SAM_DECODER, LayerNorm2d, build_sam_with_encoder, sam_decode
+from medequity.models.segmenters.tiny_vit_sam import SAM_DECODER, LayerNorm2d, build_sam_with_encoder, sam_family_segmenter
 
 SAM_MED2D_PROFILE = PreprocessProfile("sam_med2d", 256, mean=SAM_PIXEL_MEAN, std=SAM_PIXEL_STD, minmax=False, pad=False)
 
@@ -229,11 +229,8 @@ def _sam_med2d_segmenter(name: str, *, adapter: bool, options: dict[str, Any]) -
     profile = SAM_MED2D_PROFILE if enc["img_size"] == SAM_MED2D_PROFILE.input_size else PreprocessProfile(
         "sam_med2d", enc["img_size"], mean=SAM_PIXEL_MEAN, std=SAM_PIXEL_STD, pad=False)
 
-    def decode(embedding: torch.Tensor, **prompts: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return sam_decode(sam, embedding, **prompts)
-
     config = {"family": name, "encoder": "vit_b" if enc == VIT_B_256 else "vit", "adapter": adapter, **enc, **dec}
-    return Segmenter(name, sam, profile, promptable=True, config=config, encode_fn=sam.image_encoder, decode_fn=decode)
+    return sam_family_segmenter(name, sam, profile, config)
 
 
 @register_segmenter("sam_med2d")

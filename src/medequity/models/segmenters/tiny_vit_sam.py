@@ -357,6 +357,24 @@ def sam_decode(sam: nn.Module, embedding: torch.Tensor, *, points: torch.Tensor 
     return logits, iou
 
 
+def sam_family_segmenter(name: str, sam: nn.Module, profile: PreprocessProfile, config: dict[str, Any], *,
+                         multimask_only: bool = False) -> Segmenter:
+    """A :class:`Segmenter` over a segment-anything ``Sam``-structured module: ``encode`` checks for
+    preprocessed (B, 3, S, S) inputs and runs ``sam.image_encoder``; ``decode`` is :func:`sam_decode`."""
+    size = profile.input_size
+
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
+            raise ValueError(f"{name} encodes preprocessed (B, 3, {size}, {size}) images; got {tuple(images.shape)}")
+        return sam.image_encoder(images)
+
+    def decode(embedding: torch.Tensor, **prompts: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return sam_decode(sam, embedding, multimask_only=multimask_only, **prompts)
+
+    config = {**config, "profile": profile.to_dict(), "mask_threshold": 0.0, "low_res_size": 4 * (size // 16)}
+    return Segmenter(name, sam, profile, promptable=True, config=config, encode_fn=encode, decode_fn=decode)
+
+
 def _tiny_vit_segmenter(name: str, *, multimask_only: bool, options: dict[str, Any]) -> Segmenter:
     encoder_keys = set(VIT_T)
     unknown = set(options) - encoder_keys - set(SAM_DECODER)
@@ -371,12 +389,9 @@ def _tiny_vit_segmenter(name: str, *, multimask_only: bool, options: dict[str, A
     sam.eval()
     profile = SAM_PROFILE if enc["img_size"] == SAM_PROFILE.input_size else PreprocessProfile("sam", enc["img_size"])
 
-    def decode(embedding: torch.Tensor, **prompts: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return sam_decode(sam, embedding, multimask_only=multimask_only, **prompts)
-
     config = {"family": name, "encoder": "tiny_vit_5m" if enc == VIT_T else "tiny_vit", **enc, **dec,
               "multimask_only": multimask_only}
-    return Segmenter(name, sam, profile, promptable=True, config=config, encode_fn=sam.image_encoder, decode_fn=decode)
+    return sam_family_segmenter(name, sam, profile, config, multimask_only=multimask_only)
 
 
 @register_segmenter("mobile_sam")
