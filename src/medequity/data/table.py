@@ -2,7 +2,9 @@
 
 Most users describe their data with a CSV or Parquet table: one row per image, a path column
 (relative to a root folder), a label column, attribute columns, and optionally patient-id and
-mask-path columns. Errors here are written for that user: a column typo lists the columns that
+mask-path columns. With a mask column the dataset is a segmentation dataset (2D PNG/JPEG/NumPy or
+3D NIfTI/``.mha`` images and masks, read by suffix; masks coded as class indices by ``classes=``
+and ``mask_values=``). Errors here are written for that user: a column typo lists the columns that
 exist (with a difflib suggestion), a missing image names its row and path, a non-binary label
 names the values found, and a path that leaves the root is refused.
 """
@@ -175,7 +177,7 @@ def load_table(
     table: str | Path | pd.DataFrame = "metadata.csv",
     *,
     path_column: str = "path",
-    label_column: str = "label",
+    label_column: str | None = "label",
     attributes: Iterable[str] | Mapping[str, Any] = (),
     patient_column: str | None = None,
     mask_column: str | None = None,
@@ -185,6 +187,9 @@ def load_table(
     intersections: Iterable[Sequence[str]] = (),
     check_files: bool = True,
     name: str = "table",
+    classes: Sequence[str] | None = None,
+    mask_values: Any = None,
+    mask_other: str = "error",
 ) -> MedicalDataset:
     """Load any dataset described by a CSV/Parquet table.
 
@@ -193,7 +198,19 @@ def load_table(
     ``{"sex": None, "age": {"threshold": 65}}``). Without ``patient_column`` every sample is its
     own patient (say so in a patient column when that is not true: splits depend on it).
     ``split_column`` values are normalised to train/val/test.
+
+    Segmentation (``mask_column`` given; ``label_column=None`` when there is no image label):
+    images and masks may be PNG/JPEG/TIFF, ``.npy``, NIfTI or ``.mha``/``.nrrd`` (read by suffix,
+    lazily). ``classes`` names the classes from 0 (background); ``mask_values`` says how stored
+    values become class indices: ``"binary"`` (> 0 is class 1; 0/255 PNG masks), a mapping
+    ``{stored: class}`` (e.g. ``{0: 0, 128: 1, 255: 2}``; other values an error naming the file,
+    or background with ``mask_other="background"``) or ``None`` (stored values are the class
+    indices, checked against ``classes``). Without ``classes`` masks come back as stored integers.
     """
+    if mask_values == "binary" and classes is None:
+        classes = ["background", "foreground"]
+    if classes is not None and mask_column is None:
+        raise ValueError("classes/mask_values describe masks: give mask_column too")
     root = Path(root)
     positive_values = list(positive_values) if positive_values is not None else None  # may be a generator
     if isinstance(table, pd.DataFrame):
@@ -205,7 +222,7 @@ def load_table(
         raise DatasetFormatError(f"{source}: the table has no rows")
 
     attribute_columns = _attribute_columns(attributes)
-    wanted = [path_column, label_column, *attribute_columns]
+    wanted = [path_column, *([label_column] if label_column is not None else []), *attribute_columns]
     wanted += [c for c in (patient_column, mask_column, sample_id_column, split_column) if c is not None]
     require_columns(frame, dict.fromkeys(wanted), source)
 
@@ -216,7 +233,12 @@ def load_table(
     out = pd.DataFrame(index=frame.index)
     out["sample_id"] = frame[sample_id_column].astype(str) if sample_id_column else frame[path_column].astype(str)
     out["patient_id"] = frame[patient_column].astype(str) if patient_column else out["sample_id"]
-    out["label"] = binary_labels(frame[label_column], source, label_column, positive_values)
+    if label_column is None:
+        if mask_column is None:
+            raise ValueError("label_column=None is for segmentation tables: give mask_column")
+        out["label"] = pd.Series(pd.NA, index=frame.index, dtype="Int64")
+    else:
+        out["label"] = binary_labels(frame[label_column], source, label_column, positive_values)
     out["path"] = frame[path_column].astype(str)
     if mask_column is not None:
         out["mask_path"] = frame[mask_column].astype(str)
@@ -230,6 +252,13 @@ def load_table(
         "label_rule": f"{label_column} in {sorted(map(str, positive_values))}" if positive_values is not None else label_column,
         "patient_id": patient_column or "none given: each sample is its own patient",
     }
+    if mask_column is not None:
+        from medequity.data.loaders._seg import SegmentationDataset
+
+        if classes is not None and (not classes or classes[0] != "background"):
+            raise ValueError(f"classes must start with 'background', got {list(classes)}")
+        info.update(classes=None if classes is None else list(classes), mask_values=mask_values, mask_other=mask_other)
+        return SegmentationDataset(name=name, table=finish_table(out), root=root, task="segmentation", info=info)
     return MedicalDataset(
         name=name,
         table=finish_table(out),

@@ -54,6 +54,7 @@ from medequity.data.base import (
 )
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+KITS23_CLASSES = ["background", "kidney", "tumor", "cyst"]  # segmentation.nii.gz values 0..3 (KiTS23 README)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "covid-ct-md": {
@@ -83,6 +84,19 @@ class VolumeDataset(MedicalDataset):
 
     def read_file(self, path: Path, *, mask: bool = False) -> np.ndarray:
         return read_volume(path, mask=mask)
+
+    def load_mask(self, index: int) -> np.ndarray:
+        """The label volume; with ``info["classes"]`` (KiTS23) its values are checked to be class
+        indices ``0..C`` (or coded through ``info["mask_values"]``), the error naming the file."""
+        mask = super().load_mask(index)
+        if self.masks is not None or self.info.get("classes") is None:
+            return mask
+        from medequity.data.loaders._seg import encode_mask
+
+        where = f"{self.table.at[index, 'mask_path']} (row {index})"
+        return encode_mask(
+            mask, self.info.get("mask_values"), self.info["classes"], other=self.info.get("mask_other", "error"), where=where
+        )
 
 
 def read_volume(path: str | Path, *, mask: bool = False, canonical: bool = True) -> np.ndarray:
@@ -254,7 +268,9 @@ def load_kits23_volumes(
 
     Attributes (FairMedFM B.2): sex from ``gender`` (male/female), BMI class from ``bmi`` (WHO:
     underweight < 18.5 ≤ normal < 25 ≤ overweight < 30 ≤ obese), age from ``age_at_nephrectomy``.
-    The binary label is ``malignant``; the task is segmentation (kidney, tumour, cyst masks).
+    The binary label is ``malignant``; the task is segmentation: :meth:`VolumeDataset.load_mask`
+    gives class indices named by ``info["classes"]`` (background, kidney, tumor, cyst), any other
+    stored value is an error naming the file. Also registered as ``"kits23"``.
     """
     root = Path(root)
     if metadata is None:
@@ -275,7 +291,7 @@ def load_kits23_volumes(
     table = pd.DataFrame.from_records(records)
     if "malignant" in table.columns:  # JSON booleans; keep the table text-typed like a CSV read
         table["malignant"] = table["malignant"].map({True: "1", False: "0"})
-    return build_volume_dataset(
+    dataset = build_volume_dataset(
         table,
         metadata_path.parent,  # case folders sit next to the JSON file
         source=metadata_path.name,
@@ -292,6 +308,9 @@ def load_kits23_volumes(
         task="segmentation",
         check_files=check_files,
     )
+    # one row per volume; masks are class indices 0 background, 1 kidney, 2 tumor, 3 cyst
+    dataset.info.update(classes=list(KITS23_CLASSES), mask_values=None, mask_other="error")
+    return dataset
 
 
 # ---------------------------------------------------------------------------------------------

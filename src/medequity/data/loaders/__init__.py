@@ -2,11 +2,17 @@
 
 from medequity.data.loaders import (  # noqa: F401  (imported for their @register_dataset side effect)
     brset,
+    candi,
     chexpert,
     fitzpatrick17k,
     ham10000,
     harvard_npz,
+    ircadb,
+    kits23,
     mimic_cxr,
+    montgomery,
     nih_cxr14,
     papila,
+    spider,
+    tusc,
 )

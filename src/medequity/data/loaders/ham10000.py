@@ -3,7 +3,14 @@
 Layout: ``HAM10000_metadata.csv`` (lesion_id, image_id, dx, dx_type, age, sex, localization) and
 ``<image_id>.jpg`` in ``HAM10000_images_part_1/`` and ``HAM10000_images_part_2/`` (or one folder
 ``HAM10000_images/``, ``images/`` or the root). Optional lesion masks
-``<image_id>_segmentation.png`` (``HAM10000_segmentations_lesion_tschandl/``) with ``masks=True``.
+``<image_id>_segmentation.png`` (``HAM10000_segmentations_lesion_tschandl/``, the Dataverse
+archive ``HAM10000_segmentations_lesion_tschandl.zip`` unpacked beside the images) with
+``masks=True``: a :class:`SegmentationDataset` whose masks are class maps (0 background, 1 lesion;
+stored 0/255, any value > 0 is lesion).
+
+Registered twice: ``"ham10000"`` (classification) and ``"ham10000_seg"`` (FairMedFM B.2 segmentation:
+masks on, every image with a mask kept, 10,015; unknown sex or age stay in the table as <NA>
+groups, excluded from that attribute only; age > 60 is old).
 
 Convention (MEDFAIR / FairTune A.4 / FairDi §7.2, after Maron et al. 2019): label 1 = malignant
 = dx in {akiec, mel}; benign = {bcc, bkl, df, nv, vasc} (``malignant=`` changes it). Rows with
@@ -24,6 +31,7 @@ from pathlib import Path
 from medequity.data.attributes import add_group_columns
 from medequity.data.base import GROUP_PREFIX, MedicalDataset, register_dataset
 from medequity.data.loaders._common import find_file, image_paths_from_ids, index_images
+from medequity.data.loaders._seg import SegmentationDataset, segmentation_info
 from medequity.data.table import finish_table, read_table, require_columns
 
 METADATA = "HAM10000_metadata.csv"
@@ -31,6 +39,7 @@ IMAGE_FOLDERS = ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_i
 MASK_FOLDERS = ("HAM10000_segmentations_lesion_tschandl", "HAM10000_segmentations", "masks")
 COLUMNS = ("lesion_id", "image_id", "dx", "age", "sex")
 MALIGNANT = ("akiec", "mel")
+CLASSES = ["background", "lesion"]
 
 
 @register_dataset("ham10000")
@@ -43,6 +52,7 @@ def load_ham10000(
     age_rule: str = ">",
     masks: bool = False,
     on_missing: str = "error",
+    name: str = "ham10000",
 ) -> MedicalDataset:
     root = Path(root)
     source_path = find_file(root, [METADATA], "HAM10000 metadata")
@@ -79,15 +89,21 @@ def load_ham10000(
     columns = ["sample_id", "patient_id", "label", "path", *(["mask_path"] if masks else []),
                "sex", "age", "dx", "dx_type", "localization"]
     columns = [c for c in columns if c in table.columns] + [GROUP_PREFIX + "sex", GROUP_PREFIX + "age"]
-    return MedicalDataset(
-        name="ham10000",
-        table=finish_table(table[columns]),
-        root=root,
-        task=task,
-        info={
-            "source": source,
-            "label_rule": f"dx in {sorted(malignant)} (malignant) = 1",
-            "convention": "MEDFAIR/FairTune/FairDi",
-            "patient_id": "lesion_id",
-        },
-    )
+    info = {
+        "source": source,
+        "label_rule": f"dx in {sorted(malignant)} (malignant) = 1",
+        "convention": "MEDFAIR/FairTune/FairDi",
+        "patient_id": "lesion_id",
+    }
+    if masks:
+        return SegmentationDataset(
+            name=name, table=finish_table(table[columns]), root=root, task=task,
+            info=segmentation_info(CLASSES, "binary", **info),
+        )
+    return MedicalDataset(name=name, table=finish_table(table[columns]), root=root, task=task, info=info)
+
+
+@register_dataset("ham10000_seg")
+def load_ham10000_seg(root: str | Path, *, drop_missing: bool = False, age_rule: str = ">", **kwargs) -> SegmentationDataset:
+    """HAM10000 lesion segmentation (FairMedFM B.2): masks on, rows with unknown sex/age kept."""
+    return load_ham10000(root, masks=True, drop_missing=drop_missing, age_rule=age_rule, name="ham10000_seg", **kwargs)
