@@ -29,6 +29,14 @@ def na_list(series):
     return [None if pd.isna(v) else v for v in series]
 
 
+def assert_escape_refused(ds, column="mask_path"):
+    """A table path that leaves the root is refused when the mask is read, naming row and column."""
+    ds = ds.subset([0])
+    ds.table.loc[0, column] = "../../outside"
+    with pytest.raises(DatasetFormatError, match=rf"row 0, column '{column}'.*outside the dataset root"):
+        ds.load_mask(0)
+
+
 LESION = np.array([[0, 255, 255, 0]] * 4, dtype=np.uint8)
 
 
@@ -101,6 +109,7 @@ def test_tusc(tmp_path):
     assert t["label"].tolist() == [0, 0, 0, 1, 1, 0]
     assert set(np.unique(ds.load_mask(3))) == {0, 1}
     assert len(create_dataset("tusc", tmp_path, every=2)) == 4  # frames 0, 2 | 0 | 0
+    assert_escape_refused(ds)
     (tmp_path / "masks" / "2__1.png").unlink()
     with pytest.raises(DatasetFormatError, match=r"images/2__1.png: mask masks/2__1.png not found"):
         create_dataset("tusc", tmp_path)
@@ -146,6 +155,7 @@ def test_fairseg_classes_codes_and_empty_masks(tmp_path):
     assert t["group:marital_status"].tolist() == ["Married or Partnered"] * 3
     assert ds.info["empty_masks"] == ["data_00003"] and t["mask_empty"].tolist() == [False, False, True]
     assert all_zero_masks(ds) == ["data_00003"]
+    assert_escape_refused(ds, column="path")  # image and mask live in one npz
     with pytest.warns(UserWarning, match="dropped"):
         assert len(create_dataset("fairseg", tmp_path, drop_empty_masks=True)) == 2
 
@@ -226,6 +236,7 @@ def test_kits23(tmp_path):
     assert ds.table["group:bmi"].tolist() == ["obese", "normal"]
     assert ds.table["group:sex"].tolist() == ["male", "female"]
     assert sorted(np.unique(ds.load_mask(0)).tolist()) == [0, 1, 2, 3]
+    assert_escape_refused(ds)
     nifti(tmp_path / "dataset" / "case_00001" / "segmentation.nii.gz", seg * 3)
     with pytest.raises(DatasetFormatError, match=r"case_00001/segmentation.nii.gz \(row 1\): mask values \[6, 9\]"):
         ds.load_mask(1)
@@ -261,6 +272,7 @@ def test_candi(tmp_path):
     assert len(ds.info["classes"]) == 7
     mask = ds.load_mask(0)
     assert sorted(np.unique(mask).tolist()) == [0, 1, 2, 4, 6]  # label 17 (hippocampus) is background
+    assert_escape_refused(ds)
     (tmp_path / "SchizBull_2008" / "SS" / "SS_084" / "SS_084_procimg.nii.gz").unlink()
     with pytest.raises(DatasetFormatError, match=r"SS_084_seg.nii.gz has no image volume"):
         create_dataset("candi", tmp_path)
@@ -307,6 +319,7 @@ def test_ircadb(tmp_path):
     assert mask.shape == (2, 3, 3)
     assert mask[0, 0, 0] == 1 and mask[0, 1, 1] == 6 and mask[1, 2, 2] == 3 and mask[1, 0, 2] == 0
     assert ds.load_image(1).shape == (2, 3, 3)
+    assert_escape_refused(ds)
     import shutil
 
     shutil.rmtree(tmp_path / "3Dircadb1.2" / "LABELLED_DICOM")
@@ -336,6 +349,7 @@ def test_spider(tmp_path):
     labels = ds.load_mask(2)
     assert labels[0, 0, 0] == 1 and labels[0, 1, 1] == 3 and labels[1, 1, 1] == 2 and labels[1, 2, 2] == 1
     assert ds.info["classes"] == ["background", "vertebra", "intervertebral disc", "spinal canal"]
+    assert_escape_refused(ds)
     (tmp_path / "masks" / "1_t2.mha").unlink()
     with pytest.raises(DatasetFormatError, match=r"mask masks/1_t2.mha for image images/1_t2.mha not found"):
         create_dataset("spider", tmp_path)
