@@ -480,7 +480,9 @@ def test_fairseg_masks_and_raw_race(tmp_path):
     assert ds.task == "segmentation"
     assert ds.table["label"].isna().all()
     assert ds.table["group:race"].tolist() == ["Asian", "Black"]
-    np.testing.assert_array_equal(ds.load_mask(1), mask)
+    # stored rim −1 and cup −2 (FairSeg's coding) come back as class indices 1 and 2
+    np.testing.assert_array_equal(ds.load_mask(1), [[0, 1], [2, 0]])
+    assert ds.info["classes"][:3] == ["background", "rim", "cup"]
 
 
 def test_harvard_npz_malformed(tmp_path):
