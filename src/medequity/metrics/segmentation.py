@@ -167,7 +167,7 @@ def patient_means(sample_values, patient_ids, sensitive_features=None) -> Patien
         frame = frame.reset_index(drop=True)
         varying = frame.groupby(codes).nunique(dropna=False).max(axis=1) > 1
         if varying.any():
-            first = unique[int(np.flatnonzero(varying.to_numpy())[0])]
+            first = unique[int(np.flatnonzero(varying.to_numpy())[0])].item()
             raise ValueError(f"sensitive_features differ between samples of patient {first!r} ({int(varying.sum())} patients)")
         features = frame.groupby(codes).first().reset_index(drop=True)
         features.index = pd.Index(unique, name="patient_id")
