@@ -235,5 +235,7 @@ def leaderboard(results: Results) -> pd.DataFrame:
                      "auc": group["auc"].mean(), "worst_group_auc": group["worst"].mean(), "auc_gap": float(np.nanmean(gap)),
                      "gap_ci_low": low, "gap_ci_high": high, "es_auc": group["es_std"].mean()})
     board = pd.DataFrame(rows, columns=columns)
-    return board.sort_values([*LEADERBOARD_KEYS, "worst_group_auc"], ascending=[True, True, True, False],
-                             ignore_index=True)
+    # ties (e.g. ERM and a post-processor of it with the same AUCs) are ordered by model and method,
+    # not by which run finished first
+    return board.sort_values([*LEADERBOARD_KEYS, "worst_group_auc", "model", "method"],
+                             ascending=[True, True, True, False, True, True], kind="stable", ignore_index=True)
