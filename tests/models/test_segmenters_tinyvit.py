@@ -196,3 +196,43 @@ def test_full_size_prompt_encoder_and_decoder_are_sams():
         a = {k: tuple(v.shape) for k, v in ours.items() if k.startswith(prefix)}
         b = {k: tuple(v.shape) for k, v in sam.items() if k.startswith(prefix)}
         assert a == b, prefix
+
+
+@pytest.mark.parametrize("resolution,window", [((5, 5), 3), ((4, 4), 4)])
+def test_tinyvit_parts_compute_what_timms_tinyvit_computes(resolution, window):
+    """timm ports Microsoft's TinyViT (which MobileSAM adapted); its parts differ from the official
+    names only in ``conv`` for ``c``. On the same random weights our block (padded and whole-grid
+    windows), MBConv and patch merging give timm's outputs."""
+    tiny_vit = pytest.importorskip("timm.models.tiny_vit")
+    from medequity.models.segmenters.tiny_vit_sam import MBConv, PatchMerging, TinyViTBlock
+
+    g = torch.Generator().manual_seed(7)
+
+    def copy_random(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
+        state = {}
+        for key, value in ours.state_dict().items():
+            if not value.is_floating_point():
+                state[key] = value
+            elif key.endswith("running_var"):
+                state[key] = torch.rand(value.shape, generator=g) + 0.5
+            else:
+                state[key] = torch.randn(value.shape, generator=g) * 0.3
+        ours.load_state_dict(state)
+        theirs.load_state_dict({k.replace(".c.", ".conv."): v for k, v in state.items()})
+        ours.eval(), theirs.eval()
+
+    h, w = resolution
+    block, timm_block = TinyViTBlock(16, resolution, 2, window, 4.0, 3), tiny_vit.TinyVitBlock(16, 2, window_size=window)
+    copy_random(block, timm_block)
+    x = torch.randn(2, h, w, 16, generator=g)
+    with torch.no_grad():
+        assert torch.allclose(block(x.reshape(2, h * w, 16)), timm_block(x).reshape(2, h * w, 16), atol=1e-5)
+
+    mbconv, timm_mbconv = MBConv(8, 4.0), tiny_vit.MBConv(8, 8, 4.0, torch.nn.GELU, 0.0)
+    copy_random(mbconv, timm_mbconv)
+    merge, timm_merge = PatchMerging((h, w), 8, 16, stride=2), tiny_vit.PatchMerging(8, 16, torch.nn.GELU)
+    copy_random(merge, timm_merge)
+    image = torch.randn(2, 8, h, w, generator=g)
+    with torch.no_grad():
+        assert torch.allclose(mbconv(image), timm_mbconv(image), atol=1e-5)
+        assert torch.allclose(merge(image), timm_merge(image).flatten(2).transpose(1, 2), atol=1e-5)
