@@ -91,7 +91,7 @@ class VolumeDataset(MedicalDataset):
         mask = super().load_mask(index)
         if self.masks is not None or self.info.get("classes") is None:
             return mask
-        from medequity.data.loaders._seg import encode_mask
+        from medequity.data.masks import encode_mask
 
         where = f"{self.table.at[index, 'mask_path']} (row {index})"
         return encode_mask(
