@@ -162,14 +162,14 @@ def test_hd95_nsd_cdr_group_metrics():
     pred = np.stack([np.roll(t, int(s), axis=1) for t, s in zip(true, np.repeat([0, 1, 3], 4))])
     pred[0] = 0  # an empty prediction: HD95 one-sided
     groups = np.repeat(["a", "b", "c"], 4)
-    with pytest.raises(ValueError, match="infinite.*missing='diagonal'"):
-        segmentation_group_metrics(pred, true, sensitive_features=groups, metric="hd95", missing="inf", **QUIET)
+    with pytest.raises(ValueError, match="infinite.*one_empty='diagonal'"):
+        segmentation_group_metrics(pred, true, sensitive_features=groups, metric="hd95", one_empty="inf", **QUIET)
     hd = segmentation_group_metrics(pred, true, sensitive_features=groups, metric="hd95", spacing=(0.5, 0.5),
                                     n_boot=50, n_permutations=50, **QUIET)
     table = hd.fairness_table().set_index("summary")
     assert list(table.index) == ["overall", "worst", "delta", "std"]
     assert table.loc["worst", "value"] == hd.by_group["hd95"].max()  # lower is better
-    assert hd.settings()["missing"] == "diagonal" and hd.settings()["n_one_empty_pairs"] == 2
+    assert hd.settings()["one_empty"] == "diagonal" and hd.settings()["n_one_empty_pairs"] == 2
     nsd = segmentation_group_metrics(pred, true, sensitive_features=groups, metric="nsd", tolerance=1.0,
                                      n_boot=0, n_permutations=0, **QUIET)
     assert nsd.by_group["nsd"]["a"] < 1 and nsd.by_group["nsd"]["c"] < nsd.by_group["nsd"]["b"]
@@ -262,3 +262,25 @@ def test_cdr_error_per_sample():
         cup_to_disc_ratio_error(-pred, true)
     with pytest.raises(ValueError, match="H, W"):
         cup_to_disc_ratio_error(pred[..., None], true[..., None])
+
+
+def test_bad_masks_and_missing_attributes():
+    masks = np.zeros((3, 4, 4), int)
+    with pytest.raises(ValueError, match="y_pred must be an integer label mask.*0.7"):
+        dice_per_sample(masks + 0.7, masks)
+    with pytest.raises(ValueError, match="y_true must be an integer label mask"):
+        iou_per_sample(masks, masks.astype(str))
+    with pytest.raises(ValueError, match="different lengths"):
+        segmentation_group_metrics_from_values([0.5, 0.6, 0.7], sensitive_features=["a", "b"])
+    with pytest.raises(KeyError, match="unknown metric 'dicee'"):
+        segmentation_group_metrics_from_values([0.5, 0.6], sensitive_features=["a", "b"], metric="dicee")
+    # group_metrics' own missing= (attribute values) passes through next to HD95's one_empty=
+    values = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    sex = np.array(["F", "F", None, "M", "M", None], dtype=object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GroupMetricWarning)
+        kept = segmentation_group_metrics_from_values(values, sensitive_features=sex, missing="category", n_boot=10,
+                                                      n_permutations=10, **QUIET)
+        dropped = segmentation_group_metrics_from_values(values, sensitive_features=sex, n_boot=10, n_permutations=10, **QUIET)
+    assert len(kept.groups) == 3 and len(dropped.groups) == 2 and dropped.n_excluded_missing == 2
+    assert dropped.values["dice"][0] == pytest.approx(values.mean())  # overall keeps every sample

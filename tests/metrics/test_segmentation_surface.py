@@ -107,8 +107,8 @@ def test_hd95_and_nsd_agree_with_monai(shape, spacing):
         ref_hd = metrics.compute_hausdorff_distance(_one_hot(pred, 2), _one_hot(true, 2), percentile=95, spacing=monai_spacing).numpy()
         ref_nsd = metrics.compute_surface_dice(_one_hot(pred, 2), _one_hot(true, 2), class_thresholds=[1.0, 2.2],
                                                spacing=monai_spacing).numpy()
-    # MONAI: NaN for HD95 when exactly one mask is empty — our missing="nan".
-    ours_hd = hd95_per_sample(pred, true, spacing=spacing, classes=[1, 2], missing="nan").per_class
+    # MONAI: NaN for HD95 when exactly one mask is empty — our one_empty="nan".
+    ours_hd = hd95_per_sample(pred, true, spacing=spacing, classes=[1, 2], one_empty="nan").per_class
     ours_nsd = nsd_per_sample(pred, true, tolerance=[1.0, 2.2], spacing=spacing, classes=[1, 2]).per_class
     np.testing.assert_array_equal(np.isnan(ours_hd), np.isnan(ref_hd))
     np.testing.assert_allclose(ours_hd, ref_hd, rtol=FLOAT32_RTOL, atol=1e-6)
@@ -127,11 +127,11 @@ def test_empty_mask_conventions_and_counts():
     default = hd95_per_sample(pred, true)
     assert np.isnan(default.values[0]) and np.isinf(default.values[1]) and np.isinf(default.values[2])
     assert default.n_empty == 1 and default.n_one_empty == 2
-    assert default.settings()["missing"] == "inf" and default.settings()["empty"] == "nan"
+    assert default.settings()["one_empty"] == "inf" and default.settings()["empty"] == "nan"
     spacing = (0.5, 2.0)
-    diagonal = hd95_per_sample(pred, true, spacing=spacing, empty="zero", missing="diagonal")
+    diagonal = hd95_per_sample(pred, true, spacing=spacing, empty="zero", one_empty="diagonal")
     np.testing.assert_allclose(diagonal.values, [0.0, np.hypot(6 * 0.5, 8 * 2.0), np.hypot(6 * 0.5, 8 * 2.0)])
-    assert np.all(np.isnan(hd95_per_sample(pred, true, missing="nan").values))
+    assert np.all(np.isnan(hd95_per_sample(pred, true, one_empty="nan").values))
     nsd = nsd_per_sample(pred, true, tolerance=1.0)
     assert np.isnan(nsd.values[0]) and nsd.values[1] == 0.0 and nsd.values[2] == 0.0
     for convention, value in (("zero", 0.0), ("one", 1.0)):
@@ -187,8 +187,8 @@ def test_bad_input_names_the_problem():
         nsd_per_sample(masks, masks, tolerance=[1, 2], classes=[1])
     with pytest.raises(ValueError, match="tolerance"):
         nsd_per_sample(masks, masks, tolerance=-1)
-    with pytest.raises(ValueError, match="missing"):
-        hd95_per_sample(masks, masks, missing="max")
+    with pytest.raises(ValueError, match="one_empty"):
+        hd95_per_sample(masks, masks, one_empty="max")
     with pytest.raises(ValueError, match="empty"):
         hd95_per_sample(masks, masks, empty="one")
     with pytest.raises(ValueError, match="percentile"):
@@ -211,8 +211,8 @@ def test_symmetry_and_range_properties(seed, shape, spacing3, tolerance):
     pred = (rng.random((2, *shape)) < 0.3).astype(int)
     true = (rng.random((2, *shape)) < 0.3).astype(int)
     spacing = spacing3[: len(shape)]
-    hd = hd95_per_sample(pred, true, spacing=spacing, missing="nan").per_class
-    np.testing.assert_allclose(hd, hd95_per_sample(true, pred, spacing=spacing, missing="nan").per_class)
+    hd = hd95_per_sample(pred, true, spacing=spacing, one_empty="nan").per_class
+    np.testing.assert_allclose(hd, hd95_per_sample(true, pred, spacing=spacing, one_empty="nan").per_class)
     nsd = nsd_per_sample(pred, true, tolerance=tolerance, spacing=spacing).per_class
     np.testing.assert_allclose(nsd, nsd_per_sample(true, pred, tolerance=tolerance, spacing=spacing).per_class)
     assert np.all(np.isnan(hd) | (hd >= 0))

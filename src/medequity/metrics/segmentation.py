@@ -275,6 +275,17 @@ def _permutation_disparities(values, codes, n_groups, overall, n_permutations, s
     return {key: np.concatenate(parts) for key, parts in chunks.items()}
 
 
+def _check_feature_length(features, n: int) -> None:
+    if isinstance(features, dict):
+        lengths = {len(np.asarray(v).reshape(-1)) for v in features.values()}
+    elif isinstance(features, (pd.DataFrame, pd.Series)):
+        lengths = {len(features)}
+    else:
+        lengths = {len(np.asarray(features).reshape(-1))} if np.ndim(features) < 2 else {len(features)}
+    if lengths != {n}:
+        raise ValueError(f"inputs have different lengths: sample_values={n}, sensitive_features={sorted(lengths)}")
+
+
 def segmentation_group_metrics_from_values(sample_values, *, sensitive_features, metric: str = "dice",
                                            patient_ids=None, settings: dict | None = None, **kwargs) -> SegmentationGroupResult:
     """Per-group means of per-sample values (Dice, IoU, HD95, NSD, CDR error, ...) with stratified
@@ -288,7 +299,7 @@ def segmentation_group_metrics_from_values(sample_values, *, sensitive_features,
     if np.isinf(values).any():
         raise ValueError(
             f"sample_values has {int(np.isinf(values).sum())} infinite values (HD95 with one empty mask):"
-            " means over groups need a finite convention, e.g. missing='diagonal' or missing='nan'"
+            " means over groups need a finite convention, e.g. one_empty='diagonal' or one_empty='nan'"
         )
     extra = dict(settings or {})
     features = sensitive_features
@@ -296,6 +307,8 @@ def segmentation_group_metrics_from_values(sample_values, *, sensitive_features,
         per_patient = patient_means(values, patient_ids, sensitive_features)
         values, features = per_patient.values, per_patient.sensitive_features
         extra.update(aggregation="mean per patient", n_patients=int(per_patient.patient_ids.size))
+    else:
+        _check_feature_length(features, values.size)
     n_undefined = int(np.isnan(values).sum())
     extra["n_undefined_samples"] = n_undefined
     if n_undefined:
@@ -319,12 +332,12 @@ SEGMENTATION_METRICS = ("dice", "iou", "hd95", "nsd", "cdr_error")
 
 
 def segmentation_group_metrics(y_pred, y_true, *, sensitive_features, metric: str = "dice", empty: str = "nan",
-                               classes=None, spacing=None, tolerance=None, missing: str = "diagonal",
+                               classes=None, spacing=None, tolerance=None, one_empty: str = "diagonal",
                                percentile: float = 95.0, pooling: str = "max_directed", patient_ids=None,
                                **kwargs) -> SegmentationGroupResult:
     """Per-group mean Dice/IoU/HD95/NSD/CDR error of label masks with CIs, gaps, skewness, STD and
     the ES forms (DSC_ES, ES-Dice, ES-IoU): :func:`segmentation_group_metrics_from_values` on the
-    per-sample values. M(D) is the mean over all samples (FairMedFM DSC_ES). ``missing`` (HD95 with
+    per-sample values. M(D) is the mean over all samples (FairMedFM DSC_ES). ``one_empty`` (HD95 with
     one empty mask) defaults to ``"diagonal"`` here so that means stay finite. The settings record
     the empty-mask conventions."""
     from medequity.metrics.surface import SurfaceResult, hd95_per_sample, nsd_per_sample
@@ -335,7 +348,7 @@ def segmentation_group_metrics(y_pred, y_true, *, sensitive_features, metric: st
     if metric in ("dice", "iou"):
         per_sample = _overlap(y_pred, y_true, metric=metric, classes=classes, empty=empty)
     elif metric == "hd95":
-        per_sample = hd95_per_sample(y_pred, y_true, spacing=spacing, classes=classes, empty=empty, missing=missing,
+        per_sample = hd95_per_sample(y_pred, y_true, spacing=spacing, classes=classes, empty=empty, one_empty=one_empty,
                                      percentile=percentile, pooling=pooling)
     elif metric == "nsd":
         per_sample = nsd_per_sample(y_pred, y_true, tolerance=tolerance, spacing=spacing, classes=classes, empty=empty)

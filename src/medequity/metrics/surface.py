@@ -23,7 +23,7 @@ Empty masks (per sample and class), named and recorded in :meth:`SurfaceResult.s
 - both empty: ``empty="nan"`` (default; excluded from means and counted, as MONAI), ``"zero"``,
   and for NSD also ``"one"``. For HD95 ``"zero"`` means a distance of 0 (perfect agreement).
 - one mask empty (a prediction on an empty truth, or an empty prediction of a non-empty truth):
-  NSD is 0 (no boundary within tolerance; MONAI). HD95 follows ``missing``: ``"inf"`` (the
+  NSD is 0 (no boundary within tolerance; MONAI). HD95 follows ``one_empty``: ``"inf"`` (the
   distance to an empty set; MONAI gives inf or NaN), ``"nan"`` (excluded and counted) or
   ``"diagonal"`` (a finite worst case: the length of the image diagonal in physical units).
 """
@@ -39,7 +39,7 @@ from medequity.metrics.segmentation import EMPTY_CONVENTIONS, check_masks, resol
 from medequity.metrics.weighted import MetricSpec, _compute_mean, _prepare_mean, register_metric
 
 HD_EMPTY_CONVENTIONS = {"nan": np.nan, "zero": 0.0}
-HD_MISSING_CONVENTIONS = ("inf", "nan", "diagonal")
+HD_ONE_EMPTY_CONVENTIONS = ("inf", "nan", "diagonal")
 HD_POOLING = ("max_directed", "pooled")
 
 register_metric(
@@ -61,14 +61,14 @@ class SurfaceResult:
     n_one_empty: int  # sample-class pairs with exactly one mask empty
     metric: str
     empty: str
-    missing: str | None  # HD95 only
+    one_empty: str | None  # HD95 only
     spacing: np.ndarray  # (n_samples, n_spatial)
     extra: dict
 
     def settings(self) -> dict:
         out = {"metric": self.metric, "empty": self.empty, "n_empty_pairs": self.n_empty, "n_one_empty_pairs": self.n_one_empty}
-        if self.missing is not None:
-            out["missing"] = self.missing
+        if self.one_empty is not None:
+            out["one_empty"] = self.one_empty
         return {**out, **self.extra}
 
 
@@ -129,7 +129,7 @@ def surface_distances(pred, true, spacing=None) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(to_true, dtype=np.float64), np.asarray(to_pred, dtype=np.float64)
 
 
-def _surface(y_pred, y_true, *, metric: str, spacing, classes, empty: str, missing: str | None,
+def _surface(y_pred, y_true, *, metric: str, spacing, classes, empty: str, one_empty: str | None,
              percentile: float = 95.0, pooling: str = "max_directed", tolerance=None) -> SurfaceResult:
     pred, true = check_masks(y_pred, y_true, spatial_dims=(2, 3))
     n, n_spatial = pred.shape[0], pred.ndim - 1
@@ -161,7 +161,7 @@ def _surface(y_pred, y_true, *, metric: str, spacing, classes, empty: str, missi
                 if metric == "nsd":
                     per_class[i, k] = 0.0
                 else:
-                    per_class[i, k] = {"inf": np.inf, "nan": np.nan, "diagonal": diagonal[i]}[str(missing)]
+                    per_class[i, k] = {"inf": np.inf, "nan": np.nan, "diagonal": diagonal[i]}[str(one_empty)]
                 continue
             to_true, to_pred = surface_distances(p, t, spacings[i])
             if metric == "nsd":
@@ -183,22 +183,22 @@ def _surface(y_pred, y_true, *, metric: str, spacing, classes, empty: str, missi
         extra["tolerance"] = [float(x) for x in tolerances]
     else:
         extra.update(percentile=float(percentile), pooling=pooling)
-    return SurfaceResult(values, per_class, tuple(class_list), n_empty, n_one, metric, empty, missing, spacings, extra)
+    return SurfaceResult(values, per_class, tuple(class_list), n_empty, n_one, metric, empty, one_empty, spacings, extra)
 
 
-def hd95_per_sample(y_pred, y_true, *, spacing=None, classes=None, empty: str = "nan", missing: str = "inf",
+def hd95_per_sample(y_pred, y_true, *, spacing=None, classes=None, empty: str = "nan", one_empty: str = "inf",
                     percentile: float = 95.0, pooling: str = "max_directed") -> SurfaceResult:
     """HD95 per sample and class for integer label masks (n_samples, H, W[, D]), in the units of
     ``spacing``; per sample the mean over classes. See the module docstring for the conventions."""
     if empty not in HD_EMPTY_CONVENTIONS:
         raise ValueError(f"empty must be one of {sorted(HD_EMPTY_CONVENTIONS)} for HD95; got {empty!r}")
-    if missing not in HD_MISSING_CONVENTIONS:
-        raise ValueError(f"missing must be one of {list(HD_MISSING_CONVENTIONS)}; got {missing!r}")
+    if one_empty not in HD_ONE_EMPTY_CONVENTIONS:
+        raise ValueError(f"one_empty must be one of {list(HD_ONE_EMPTY_CONVENTIONS)}; got {one_empty!r}")
     if pooling not in HD_POOLING:
         raise ValueError(f"pooling must be one of {list(HD_POOLING)}; got {pooling!r}")
     if not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be in [0, 100]; got {percentile}")
-    return _surface(y_pred, y_true, metric="hd95", spacing=spacing, classes=classes, empty=empty, missing=missing,
+    return _surface(y_pred, y_true, metric="hd95", spacing=spacing, classes=classes, empty=empty, one_empty=one_empty,
                     percentile=percentile, pooling=pooling)
 
 
@@ -207,4 +207,4 @@ def nsd_per_sample(y_pred, y_true, *, tolerance, spacing=None, classes=None, emp
     one per class) for integer label masks (n_samples, H, W[, D]); per sample the mean over classes."""
     if empty not in EMPTY_CONVENTIONS:
         raise ValueError(f"empty must be one of {sorted(EMPTY_CONVENTIONS)}; got {empty!r}")
-    return _surface(y_pred, y_true, metric="nsd", spacing=spacing, classes=classes, empty=empty, missing=None, tolerance=tolerance)
+    return _surface(y_pred, y_true, metric="nsd", spacing=spacing, classes=classes, empty=empty, one_empty=None, tolerance=tolerance)
