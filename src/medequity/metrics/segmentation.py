@@ -5,6 +5,13 @@ a class), computed per sample (image or volume), then per class averaged, then a
 When prediction and truth are both empty the conventions differ: nnU-Net gives NaN (excluded and
 counted, our default), FairMedFM's torchmetrics call gives 0, some give 1 — ``empty=`` names it
 and the choice is recorded with the result.
+
+Also here: masks are validated (:func:`check_masks`: one shape, integer labels >= 0); per-patient
+means (:func:`patient_means`); group summaries of any per-sample value (Dice, IoU, HD95 and NSD from
+:mod:`medequity.metrics.surface`, CDR error) through :func:`~medequity.metrics.frame.group_metrics`
+with the FairMedFM (Δ, STD, Skew, DSC_ES) and FairSeg (ES-Dice/ES-IoU) summaries
+(:func:`segmentation_disparities`, :meth:`SegmentationGroupResult.fairness_table`); and the fundus
+vertical cup-to-disc ratio (FairSeg coding: rim 1, cup 2, disc = rim ∪ cup).
 """
 
 from __future__ import annotations
