@@ -32,7 +32,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -n 2 -q tests
+	$(PY) -m pytest -n 2 -q -m "not slow" tests
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/bootstrap_vs_fairlearn.py

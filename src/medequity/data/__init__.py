@@ -1,9 +1,11 @@
 """Datasets: the common sample model, real loaders, the table loader, synthetic data, splits."""
 
 # Importing registers the "nifti-volumes" dataset (volumes.py imports neither torch nor nibabel).
-# Importing the loaders registers "table" and every real dataset (ham10000, chexpert, ...).
+# Importing the loaders registers "table" and every real dataset (ham10000, chexpert, ...);
+# synthetic_segmentation registers "synthetic-segmentation" (segmentation data with known bias).
 from medequity.data import (
     loaders,  # noqa: E402,F401
+    synthetic_segmentation,  # noqa: E402,F401
     volumes,  # noqa: E402,F401
 )
 from medequity.data.attributes import add_group_columns, intersect  # noqa: E402

@@ -1,0 +1,164 @@
+"""Zero-shot prompted segmentation (FairMedFM §3.2 "SEG-ZS"): a promptable segmenter, prompts made
+from the ground-truth mask, nothing trained.
+
+What FairMedFM's released code did, and what this does instead:
+
+* its image encoder ran twice per image and again for every prompt type; here each image is
+  encoded once per (weights, data, preprocessing) and the embeddings are cached on disk,
+  memory-mapped (:func:`~medequity.models.feature_cache.cached_features`, the cache linear probing
+  uses), so every prompt type, seed and class — and a second evaluation — decodes from them;
+* prompts came from the global RNG (they depended on sample order); here each prompt draws from its
+  own RNG seeded by (seed, sample id, class) (:mod:`medequity.data.prompts`);
+* logits were thresholded at 0.5; SAM's threshold is 0 (logit > 0), used here;
+* Dice was computed at the resized size; here the mask is brought back to the original image size
+  (:meth:`~medequity.models.segmenter.Segmenter.upscale`) and scored there;
+* an empty class crashed; here it is skipped and counted (``skipped`` rows in the predictions).
+
+Prompts are made from the mask at its original size and mapped to model-input coordinates with
+the family's preprocessing geometry. Multi-mask output picks the mask with the highest predicted
+IoU (FairMedFM); ``multimask=False`` asks for one mask. Both are recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medequity.data.prompts import make_prompts
+from medequity.models.feature_cache import cached_features
+from medequity.models.segmenter import Segmenter
+from medequity.training.data import SplitData
+from medequity.usages.base import Usage, UsageContext, register_usage
+
+PROMPT_KINDS = ("center", "rand", "rands", "bbox")
+
+
+class _EncoderInput(torch.utils.data.Dataset):
+    """A split's images preprocessed by the segmenter's profile, as ``{"x"}`` items for the cache."""
+
+    def __init__(self, items, segmenter: Segmenter):
+        self.items, self.segmenter = items, segmenter
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"x": self.segmenter.profile.prepare(self.items[i]["image"])[0]}
+
+
+class _FlatEncoder(nn.Module):
+    """The segmenter's image encoder with its embeddings flattened, for the feature cache."""
+
+    def __init__(self, segmenter: Segmenter):
+        super().__init__()
+        self.segmenter = segmenter
+        self.module = segmenter.module  # registered: the cache key hashes these weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.segmenter.encode(x).flatten(1)
+
+
+class PromptedSegmenter(nn.Module):
+    """A promptable segmenter with a prompt recipe: segments whole splits from cached embeddings."""
+
+    def __init__(self, segmenter: Segmenter, params: dict[str, Any], cache_dir: Path | None = None, device: str = "cpu",
+                 progress=None):
+        super().__init__()
+        if not segmenter.promptable:
+            raise ValueError(f"segmenter {segmenter.name!r} is not promptable: zero-shot segmentation (seg_zs) needs "
+                             "a SAM-family model")
+        if params["prompt"] not in PROMPT_KINDS:
+            raise ValueError(f"prompt must be one of {PROMPT_KINDS}; got {params['prompt']!r}")
+        self.segmenter, self.params, self.cache_dir, self.device, self.progress = segmenter, params, cache_dir, device, progress
+        self.module = segmenter.module
+        self.encoded = 0  # images run through the image encoder by this object (the cache hit shows as 0)
+
+    def embeddings(self, data: SplitData) -> np.ndarray:
+        """(N, C, h, w) embeddings of the split, memory-mapped from the cache (computed once)."""
+        encoder = _FlatEncoder(self.segmenter)
+        size = self.segmenter.profile.input_size
+        with torch.no_grad():
+            shape = tuple(self.segmenter.encode(torch.zeros(1, 3, size, size)).shape[1:])
+        features, from_cache = cached_features(
+            encoder, _EncoderInput(data.items, self.segmenter), backbone_name=self.segmenter.name,
+            backbone_config=self.segmenter.config, data_fingerprint=data.fingerprint,
+            transform_config=self.segmenter.profile.to_dict(), feature_dim=int(np.prod(shape)), cache_dir=self.cache_dir,
+            batch_size=int(self.params["batch_size"]), device=self.device,
+            progress=None if self.progress is None else lambda done, total: self.progress(done, total, "encoding images"))
+        if not from_cache:
+            self.encoded += len(data)
+        return features.reshape(len(data), *shape)
+
+    def record(self) -> dict[str, Any]:
+        return {"segmenter": self.segmenter.name, "profile": self.segmenter.profile.to_dict(), "threshold": "logit > 0",
+                **{k: v for k, v in self.params.items() if k != "batch_size"}}
+
+    def _prompt_tensors(self, prompt, geometry) -> dict[str, torch.Tensor | None]:
+        points = labels = boxes = None
+        if prompt.points is not None and len(prompt.points):
+            points = torch.as_tensor(geometry.points_to_input(prompt.points), dtype=torch.float32)[None]
+            labels = torch.as_tensor(prompt.labels, dtype=torch.int64)[None]
+        if prompt.box is not None:
+            boxes = torch.as_tensor(geometry.boxes_to_input(np.asarray(prompt.box)), dtype=torch.float32)[None]
+        return {"points": points, "point_labels": labels, "boxes": boxes}
+
+    @torch.no_grad()
+    def segment(self, data: SplitData, *, seed: int) -> Iterator[dict[str, Any]]:
+        """One row per (sample, foreground class): the prompt, the predicted mask's Dice and IoU at
+        the original size, areas, and whether the class was empty (skipped)."""
+        embeddings = self.embeddings(data)
+        self.module.eval()
+        kind, multimask = self.params["prompt"], bool(self.params["multimask"])
+        options = {"center": {"mode": self.params["center_mode"]}, "rand": {},
+                   "rands": {"k": int(self.params["n_points"]), "replace": bool(self.params["replace"])},
+                   "bbox": {"jitter": int(self.params["jitter"])}}[kind]
+        wanted = self.params.get("classes")
+        for i in range(len(data)):
+            item = data.items[i]
+            mask, sample_id = item["mask"], item["sample_id"]
+            classes = [int(c) for c in (wanted or np.unique(mask)) if int(c) != 0]
+            prompts = make_prompts(mask, kind, seed=seed, sample_id=sample_id, classes=classes, **options)
+            geometry = self.segmenter.profile.geometry(mask.shape[:2])
+            embedding = torch.as_tensor(np.asarray(embeddings[i]), dtype=torch.float32)
+            for cls in classes:
+                truth = mask == cls
+                prompt = prompts.get(cls)
+                row: dict[str, Any] = {"index": i, "sample_id": sample_id, "class": cls, "prompt": kind,
+                                       "true_area": int(truth.sum())}
+                if prompt is None:  # the class is absent from this image: nothing to prompt, nothing to score
+                    yield {**row, "skipped": True, "dice": np.nan, "iou": np.nan, "pred_area": 0, "prompt_inside": np.nan}
+                    continue
+                logits, iou = self.segmenter.decode(embedding, multimask=multimask, **self._prompt_tensors(prompt, geometry))
+                best = int(torch.argmax(iou[0])) if multimask else 0
+                pred = (self.segmenter.upscale(logits[:, best : best + 1], geometry)[0, 0] > 0).numpy()
+                intersection = float(np.logical_and(pred, truth).sum())
+                total, union = float(pred.sum() + truth.sum()), float(np.logical_or(pred, truth).sum())
+                yield {**row, "skipped": False, "dice": 2 * intersection / total if total else np.nan,
+                       "iou": intersection / union if union else np.nan, "pred_area": int(pred.sum()),
+                       "prompt_inside": getattr(prompt, "inside", np.nan), "predicted_iou": float(iou[0, best])}
+
+
+@register_usage
+class SegmentZeroShot(Usage):
+    """``seg_zs``: prompt a frozen promptable segmenter with prompts made from the ground truth."""
+
+    name = "seg_zs"
+    trains = False
+    defaults = {
+        "prompt": "center",  # center | rand | rands | bbox
+        "center_mode": "bbox_center",  # FairMedFM's; "interior" = argmax of the distance transform
+        "n_points": 5,  # rands
+        "replace": True,  # rands: with replacement (FairMedFM)
+        "jitter": 0,  # bbox: per-side jitter of up to this many pixels
+        "multimask": True,  # 3 masks, the best by predicted IoU (FairMedFM); False: one mask
+        "classes": None,  # foreground classes to segment; None = every class present in the mask
+        "batch_size": 4,  # images per encoder batch
+    }
+
+    def build(self, backbone, data: dict, context: UsageContext):
+        return PromptedSegmenter(backbone, dict(self.params), context.cache_dir, context.device, context.progress), data

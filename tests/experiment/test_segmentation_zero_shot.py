@@ -1,0 +1,74 @@
+"""Zero-shot prompted segmentation through the experiment layer: a tiny SAM, prompts from the
+ground truth, the encoder run once per image (embeddings cached), Dice at the original size."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medequity.experiment import ExperimentSpec, prepare, run_experiment
+
+
+def seg_spec(tmp_path, **changes) -> ExperimentSpec:
+    base = {"dataset": "synthetic-segmentation", "dataset_options": {"preset": "seg-derm-lesion", "n": 60, "image_size": 48},
+            "attribute": "skin_tone", "task": "segmentation", "model": "sam_tiny", "usage": "seg_zs",
+            "usage_params": {"prompt": "bbox"}, "n_boot": 20, "n_permutations": 20, "cache_dir": str(tmp_path)}
+    return ExperimentSpec(**{**base, **changes})
+
+
+def run(spec):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run_experiment(spec)
+
+
+def test_zero_shot_run_tables_one_row_per_sample_and_class_and_measures_groups(tmp_path):
+    result = run(seg_spec(tmp_path))
+    rows = result.predictions
+    assert set(rows.split) == {"val", "test"}
+    assert {"sample_id", "class", "prompt", "dice", "iou", "skipped", "group:skin_tone"} <= set(rows.columns)
+    scored = rows[~rows.skipped]
+    assert scored.dice.between(0, 1).all() and (scored.iou <= scored.dice + 1e-12).all()  # IoU ≤ Dice always
+    np.testing.assert_allclose(scored.iou, scored.dice / (2 - scored.dice), atol=1e-9)  # same mask: IoU = D / (2 − D)
+    groups = result.metrics[(result.metrics.attribute == "skin_tone") & (result.metrics.metric == "dice")]
+    test = scored[scored.split == "test"].groupby("sample_id").agg(dice=("dice", "mean"), group=("group:skin_tone", "first"))
+    expected = test.groupby("group").dice.mean()
+    got = groups.set_index("group").value.drop("overall")
+    pd.testing.assert_series_equal(got.sort_index(), expected.sort_index(), check_names=False)
+    gap = result.summaries.query("attribute == 'skin_tone' and metric == 'dice' and summary == 'gap'")
+    assert len(gap) == 1 and np.isfinite(gap.p_value.iloc[0])
+    assert result.threshold["rule"] == "logit > 0" and result.threshold["profile"]["name"] == "sam"
+
+
+def test_the_image_encoder_runs_once_per_image_for_every_prompt_type(tmp_path):
+    spec = seg_spec(tmp_path)
+    prepared = prepare(spec)
+    n_images = len(prepared.data["val"]) + len(prepared.data["test"])
+    first = run(prepared.with_spec(usage_params={"prompt": "bbox"}))
+    assert first.model.encoded == n_images
+    for kind in ("center", "rand", "rands"):
+        again = run(prepared.with_spec(usage_params={"prompt": kind}))
+        assert again.model.encoded == 0  # decoded from the cached embeddings
+        assert (again.predictions.prompt == kind).all()
+
+
+def test_prompts_and_masks_do_not_depend_on_the_split_order(tmp_path):
+    spec = seg_spec(tmp_path, usage_params={"prompt": "rands"})
+    prepared = prepare(spec)
+    result = run(prepared)
+    test = prepared.data["test"]
+    reversed_rows = np.arange(len(test))[::-1]
+    model = result.model
+    again = pd.DataFrame(list(model.segment(test.subset(reversed_rows), seed=spec.seed)))
+    original = result.predictions[result.predictions.split == "test"]
+    merged = again.merge(original, on=["sample_id", "class"], suffixes=("", "_first"), validate="one_to_one")
+    assert len(merged) == len(again) == len(original)
+    np.testing.assert_allclose(merged.dice, merged.dice_first)
+
+
+def test_a_non_promptable_or_unknown_prompt_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="prompt must be one of"):
+        run(seg_spec(tmp_path, usage_params={"prompt": "scribble"}))
