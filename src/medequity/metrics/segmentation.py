@@ -27,62 +27,8 @@ from medequity.metrics._validation import warn_group
 from medequity.metrics.bootstrap import percentile_interval, permuted_codes
 from medequity.metrics.frame import GroupMetricResult, group_metrics
 from medequity.metrics.groups import encode_groups
+from medequity.metrics.masks import EMPTY_CONVENTIONS, check_labels, check_masks, resolve_classes  # noqa: F401  (public here too)
 from medequity.metrics.weighted import MetricSpec, _compute_mean, _prepare_mean, get_metric, register_metric
-
-EMPTY_CONVENTIONS = {"nan": np.nan, "zero": 0.0, "one": 1.0}
-
-
-def _check_labels(mask, name: str) -> np.ndarray:
-    array = np.asarray(mask)
-    if array.dtype == bool:
-        return array.astype(np.int64)
-    if array.dtype.kind in "iu":
-        if array.size and array.min() < 0:
-            raise ValueError(
-                f"{name} has negative labels (min {array.min()}); labels are classes >= 0 with 0 background"
-                " (FairSeg .npz codes rim -1, cup -2: map them to 1 and 2 first)"
-            )
-        return array
-    if array.dtype.kind != "f":
-        raise ValueError(f"{name} must be an integer label mask; got dtype {array.dtype}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be an integer label mask; it contains NaN/inf")
-    fractional = array != np.round(array)
-    if fractional.any():
-        raise ValueError(
-            f"{name} must be an integer label mask; got non-integer values such as {array[fractional][0]:.4g}"
-            " (threshold probabilities or take the argmax first)"
-        )
-    return _check_labels(array.astype(np.int64), name)
-
-
-def check_masks(y_pred, y_true, *, spatial_dims: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Two integer label masks of one shape (n_samples, *spatial); bool and integral floats accepted."""
-    pred = np.asarray(y_pred)
-    true = np.asarray(y_true)
-    if pred.shape != true.shape:
-        raise ValueError(f"y_pred and y_true must have the same shape; got {pred.shape} and {true.shape}")
-    if pred.ndim < 2 or pred.shape[0] == 0:
-        raise ValueError(f"masks need shape (n_samples, *spatial) with n_samples >= 1; got {pred.shape}")
-    if spatial_dims is not None and pred.ndim - 1 not in spatial_dims:
-        raise ValueError(
-            f"masks need shape (n_samples, H, W) or (n_samples, H, W, D); got {pred.shape}"
-            f" ({pred.ndim - 1} spatial dimensions; add the sample axis for a single image)"
-        )
-    return _check_labels(pred, "y_pred"), _check_labels(true, "y_true")
-
-
-def resolve_classes(pred: np.ndarray, true: np.ndarray, classes) -> list[int]:
-    """The foreground classes scored: given, or every non-zero label present in either mask ([1] if none)."""
-    if classes is None:
-        found = np.union1d(np.unique(pred), np.unique(true))
-        return [int(c) for c in found if c != 0] or [1]
-    result = [int(c) for c in np.atleast_1d(classes)]
-    if not result:
-        raise ValueError("classes is empty")
-    if 0 in result:
-        raise ValueError("classes must not contain 0 (background is never a class)")
-    return result
 
 
 @dataclass(frozen=True)
@@ -387,7 +333,7 @@ def vertical_cup_to_disc_ratio(masks, *, rim_label: int = 1, cup_label: int = 2)
     """Vertical CDR per image from label masks (n, H, W) in FairSeg coding (rim 1, cup 2, disc = rim ∪
     cup): rows spanned by the cup / rows spanned by the disc (rows = axis 1, top to bottom). No cup: 0;
     no disc: NaN."""
-    labels = _check_labels(masks, "masks")
+    labels = check_labels(masks, "masks")
     if labels.ndim != 3:
         raise ValueError(f"masks need shape (n_samples, H, W); got {labels.shape}")
     cup = labels == cup_label

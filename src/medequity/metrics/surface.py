@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from medequity.metrics.segmentation import EMPTY_CONVENTIONS, check_masks, resolve_classes
+from medequity.metrics.masks import EMPTY_CONVENTIONS, check_masks, resolve_classes
 from medequity.metrics.weighted import MetricSpec, _compute_mean, _prepare_mean, register_metric
 
 HD_EMPTY_CONVENTIONS = {"nan": np.nan, "zero": 0.0}
