@@ -72,3 +72,27 @@ def test_prompts_and_masks_do_not_depend_on_the_split_order(tmp_path):
 def test_a_non_promptable_or_unknown_prompt_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="prompt must be one of"):
         run(seg_spec(tmp_path, usage_params={"prompt": "scribble"}))
+
+
+def test_volumes_are_segmented_slice_wise_and_scored_per_volume(tmp_path):
+    """A 2D model on 3D volumes: each slice where the class is present is prompted, the slices are
+    stacked back, and Dice is the Dice of the whole volume (not a mean over slices)."""
+    from medequity.metrics.segmentation import dice_per_sample
+
+    spec = seg_spec(tmp_path, dataset_options={"preset": "seg-organ-3d", "n": 30, "image_size": 32}, attribute="sex",
+                    eval_attributes=["sex"], usage_params={"prompt": "center", "center_mode": "interior"})
+    result = run(spec)
+    rows = result.predictions[~result.predictions.skipped]
+    assert (rows.prompted_slices > 1).all()
+    model, test = result.model, result.data["test"]
+    item = test.items[0]
+    cls = int(rows[rows.sample_id == item["sample_id"]]["class"].iloc[0])
+    stacked, extra = model._volume(item["image"], item["mask"], cls, item["sample_id"], spec.seed)
+    assert stacked.shape == item["mask"].shape
+    expected = dice_per_sample(stacked[None].astype(int), (item["mask"] == cls)[None].astype(int), classes=[1]).values[0]
+    got = rows[(rows.sample_id == item["sample_id"]) & (rows["class"] == cls)].dice.iloc[0]
+    assert got == pytest.approx(expected)
+    slice_dice = [dice_per_sample(stacked[z][None].astype(int), (item["mask"][z] == cls)[None].astype(int), classes=[1]).values[0]
+                  for z in range(len(stacked)) if (item["mask"][z] == cls).any()]
+    assert extra["prompted_slices"] == len(slice_dice)
+    assert result.threshold["slices"] == "positive"

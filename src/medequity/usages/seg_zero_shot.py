@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 from medequity.data.prompts import make_prompts
+from medequity.metrics.segmentation import dice_per_sample, iou_per_sample
+from medequity.metrics.surface import hd95_per_sample, nsd_per_sample
 from medequity.models.feature_cache import cached_features
 from medequity.models.segmenter import Segmenter
 from medequity.training.data import SplitData
@@ -74,6 +76,9 @@ class PromptedSegmenter(nn.Module):
                              "a SAM-family model")
         if params["prompt"] not in PROMPT_KINDS:
             raise ValueError(f"prompt must be one of {PROMPT_KINDS}; got {params['prompt']!r}")
+        if params["slices"] != "positive":
+            raise ValueError(f"slices must be 'positive' (a 2D model is prompted on the slices where the class is "
+                             f"present, FairMedFM's setting); got {params['slices']!r}")
         self.segmenter, self.params, self.cache_dir, self.device, self.progress = segmenter, params, cache_dir, device, progress
         self.module = segmenter.module
         self.encoded = 0  # images run through the image encoder by this object (the cache hit shows as 0)
@@ -95,6 +100,7 @@ class PromptedSegmenter(nn.Module):
         return features.reshape(len(data), *shape)
 
     def record(self) -> dict[str, Any]:
+        """What defines the predictions: segmenter, preprocessing profile, threshold, prompt recipe."""
         return {"segmenter": self.segmenter.name, "profile": self.segmenter.profile.to_dict(), "threshold": "logit > 0",
                 **{k: v for k, v in self.params.items() if k != "batch_size"}}
 
@@ -107,40 +113,80 @@ class PromptedSegmenter(nn.Module):
             boxes = torch.as_tensor(geometry.boxes_to_input(np.asarray(prompt.box)), dtype=torch.float32)[None]
         return {"points": points, "point_labels": labels, "boxes": boxes}
 
+    def _decode(self, embedding: torch.Tensor, prompt, geometry) -> tuple[np.ndarray, float]:
+        """The binary mask at the original size (logit > 0) and its predicted IoU."""
+        multimask = bool(self.params["multimask"])
+        logits, iou = self.segmenter.decode(embedding, multimask=multimask, **self._prompt_tensors(prompt, geometry))
+        best = int(torch.argmax(iou[0])) if multimask else 0
+        return (self.segmenter.upscale(logits[:, best : best + 1], geometry)[0, 0] > 0).numpy(), float(iou[0, best])
+
+    def _prompt_options(self) -> dict[str, Any]:
+        kind = self.params["prompt"]
+        return {"center": {"mode": self.params["center_mode"]}, "rand": {},
+                "rands": {"k": int(self.params["n_points"]), "replace": bool(self.params["replace"])},
+                "bbox": {"jitter": int(self.params["jitter"])}}[kind]
+
+    def _scores(self, pred: np.ndarray, truth: np.ndarray, spacing) -> dict[str, float]:
+        """Dice, IoU, HD95 (an empty prediction: the image diagonal) and NSD of one class's masks."""
+        pair = (pred[None].astype(np.int64), truth[None].astype(np.int64))
+        surface = {"spacing": None if spacing is None else [list(spacing)], "classes": [1]}
+        return {"dice": float(dice_per_sample(*pair, classes=[1]).values[0]),
+                "iou": float(iou_per_sample(*pair, classes=[1]).values[0]),
+                "hd95": float(hd95_per_sample(*pair, one_empty="diagonal", **surface).values[0]),
+                "nsd": float(nsd_per_sample(*pair, tolerance=float(self.params["nsd_tolerance"]), **surface).values[0])}
+
+    def _volume(self, image: np.ndarray, mask: np.ndarray, cls: int, sample_id: str, seed: int) -> tuple[np.ndarray, dict]:
+        """A 3D class mask from a 2D model: every slice where the class is present gets its own
+        prompt (FairMedFM's setting: the ground truth chooses the slices — recorded as
+        ``slices="positive"``); the others are predicted empty. Slices are encoded one at a time
+        (memory bounded by one volume; volumes are not cached)."""
+        pred = np.zeros(mask.shape, dtype=bool)
+        inside, n_slices = [], 0
+        for z in np.flatnonzero((mask == cls).reshape(mask.shape[0], -1).any(axis=1)):
+            prompt = make_prompts(mask[z], self.params["prompt"], seed=seed, sample_id=f"{sample_id}/z{z}", classes=[cls],
+                                  **self._prompt_options())[cls]
+            x, geometry = self.segmenter.profile.prepare(image[z])
+            self.encoded += 1
+            pred[z], _ = self._decode(self.segmenter.encode(x[None])[0], prompt, geometry)
+            inside.append(prompt.inside)
+            n_slices += 1
+        known = [v for v in inside if v is not None]
+        return pred, {"prompted_slices": n_slices, "prompt_inside": float(np.mean(known)) if known else np.nan}
+
     @torch.no_grad()
     def segment(self, data: SplitData, *, seed: int) -> Iterator[dict[str, Any]]:
-        """One row per (sample, foreground class): the prompt, the predicted mask's Dice and IoU at
-        the original size, areas, and whether the class was empty (skipped)."""
-        embeddings = self.embeddings(data)
+        """One row per (sample, foreground class): the prompt, the predicted mask's Dice, IoU, HD95
+        and NSD at the original size (volumes: per volume, from stacked slices), areas, and whether
+        the class was empty (skipped)."""
+        volumes = bool(len(data)) and np.asarray(data.items[0]["mask"]).ndim == 3
+        embeddings = None if volumes else self.embeddings(data)
         self.module.eval()
-        kind, multimask = self.params["prompt"], bool(self.params["multimask"])
-        options = {"center": {"mode": self.params["center_mode"]}, "rand": {},
-                   "rands": {"k": int(self.params["n_points"]), "replace": bool(self.params["replace"])},
-                   "bbox": {"jitter": int(self.params["jitter"])}}[kind]
-        wanted = self.params.get("classes")
+        kind, wanted = self.params["prompt"], self.params.get("classes")
+        spacing = self.params.get("spacing")
         for i in range(len(data)):
             item = data.items[i]
-            mask, sample_id = item["mask"], item["sample_id"]
+            image, mask, sample_id = item["image"], item["mask"], item["sample_id"]
             classes = [int(c) for c in (wanted or np.unique(mask)) if int(c) != 0]
-            prompts = make_prompts(mask, kind, seed=seed, sample_id=sample_id, classes=classes, **options)
-            geometry = self.segmenter.profile.geometry(mask.shape[:2])
-            embedding = torch.as_tensor(np.asarray(embeddings[i]), dtype=torch.float32)
+            prompts = {} if volumes else make_prompts(mask, kind, seed=seed, sample_id=sample_id, classes=classes,
+                                                      **self._prompt_options())
             for cls in classes:
                 truth = mask == cls
-                prompt = prompts.get(cls)
                 row: dict[str, Any] = {"index": i, "sample_id": sample_id, "class": cls, "prompt": kind,
                                        "true_area": int(truth.sum())}
-                if prompt is None:  # the class is absent from this image: nothing to prompt, nothing to score
-                    yield {**row, "skipped": True, "dice": np.nan, "iou": np.nan, "pred_area": 0, "prompt_inside": np.nan}
+                if not truth.any():  # the class is absent from this sample: nothing to prompt, nothing to score
+                    yield {**row, "skipped": True, "dice": np.nan, "iou": np.nan, "hd95": np.nan, "nsd": np.nan,
+                           "pred_area": 0, "prompt_inside": np.nan}
                     continue
-                logits, iou = self.segmenter.decode(embedding, multimask=multimask, **self._prompt_tensors(prompt, geometry))
-                best = int(torch.argmax(iou[0])) if multimask else 0
-                pred = (self.segmenter.upscale(logits[:, best : best + 1], geometry)[0, 0] > 0).numpy()
-                intersection = float(np.logical_and(pred, truth).sum())
-                total, union = float(pred.sum() + truth.sum()), float(np.logical_or(pred, truth).sum())
-                yield {**row, "skipped": False, "dice": 2 * intersection / total if total else np.nan,
-                       "iou": intersection / union if union else np.nan, "pred_area": int(pred.sum()),
-                       "prompt_inside": getattr(prompt, "inside", np.nan), "predicted_iou": float(iou[0, best])}
+                if volumes:
+                    pred, extra = self._volume(image, mask, cls, sample_id, seed)
+                else:
+                    prompt = prompts[cls]
+                    geometry = self.segmenter.profile.geometry(mask.shape[:2])
+                    pred, predicted_iou = self._decode(torch.as_tensor(np.asarray(embeddings[i]), dtype=torch.float32),
+                                                       prompt, geometry)
+                    extra = {"prompt_inside": np.nan if prompt.inside is None else float(prompt.inside),
+                             "predicted_iou": predicted_iou}
+                yield {**row, "skipped": False, **self._scores(pred, truth, spacing), "pred_area": int(pred.sum()), **extra}
 
 
 @register_usage
@@ -157,6 +203,9 @@ class SegmentZeroShot(Usage):
         "jitter": 0,  # bbox: per-side jitter of up to this many pixels
         "multimask": True,  # 3 masks, the best by predicted IoU (FairMedFM); False: one mask
         "classes": None,  # foreground classes to segment; None = every class present in the mask
+        "nsd_tolerance": 2.0,  # NSD tolerance in the units of ``spacing`` (pixels by default)
+        "spacing": None,  # pixel/voxel spacing for HD95 and NSD; None = 1 per axis
+        "slices": "positive",  # volumes with a 2D model: prompt the slices where the class is present (FairMedFM)
         "batch_size": 4,  # images per encoder batch
     }
 

@@ -3,13 +3,15 @@
 The model is a :class:`~medequity.models.segmenter.Segmenter` (``create_segmenter``), the views are
 lazy (image, mask) items at the original size, the predictions table has one row per (sample,
 foreground class) — empty classes are kept as ``skipped`` rows and counted, never scored — and the
-metrics are the per-group means of each sample's Dice and IoU (mean over its classes) with
-bootstrap CIs, gaps with permutation tests, skewness and the equity-scaled forms (FairMedFM DSC_ES,
-FairSeg ES-Dice) from :func:`medequity.metrics.group_metrics`.
+metrics are the per-group means of each sample's Dice, IoU, HD95 and NSD (mean over its classes) with
+bootstrap CIs, gaps with permutation tests, STD of group means, skewness and the equity-scaled
+forms (FairMedFM DSC_ES, FairSeg ES-Dice) from
+:func:`medequity.metrics.segmentation.segmentation_group_metrics_from_values`.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -18,14 +20,15 @@ from medequity.data import GROUP_PREFIX
 from medequity.data.base import MedicalDataset
 from medequity.experiment.spec import ExperimentSpec
 from medequity.experiment.tasks.base import TASKS, Task, tidy_results
-from medequity.metrics import GroupMetricResult, group_metrics
+from medequity.metrics import GroupMetricResult, GroupMetricWarning
+from medequity.metrics.segmentation import segmentation_group_metrics_from_values
 from medequity.models.segmenter import Segmenter, create_segmenter
 from medequity.training.data import SplitData, make_segmentation_split
 
 if TYPE_CHECKING:
     from medequity.experiment.train import TrainedModel
 
-SEGMENTATION_METRICS = ("dice", "iou")
+SEGMENTATION_METRICS = ("dice", "iou", "hd95", "nsd")
 
 
 @TASKS.register("segmentation")
@@ -66,18 +69,30 @@ class Segmentation(Task):
         results, extra = {}, {}
         for attribute in attributes:
             groups = per_sample[GROUP_PREFIX + attribute].rename(attribute)
-            by_metric = {m: group_metrics(sample_values=per_sample[m].to_numpy(), sensitive_features=groups, metrics=(m,),
-                                          n_boot=n_boot, n_permutations=n_permutations, random_state=seed)
-                         for m in SEGMENTATION_METRICS}
+            if groups.dropna().nunique() < 2:  # e.g. a small test split: nothing to compare for this attribute
+                warnings.warn(f"attribute {attribute!r} has fewer than two groups among the scored test samples "
+                              f"({sorted(groups.dropna().astype(str).unique())}); it is not evaluated", GroupMetricWarning,
+                              stacklevel=2)
+                continue
+            by_metric = {m: segmentation_group_metrics_from_values(
+                per_sample[m].to_numpy(), sensitive_features=groups, metric=m, n_boot=n_boot, n_permutations=n_permutations,
+                random_state=seed) for m in SEGMENTATION_METRICS}
             for result in by_metric.values():
                 result.extra_settings.update({
                     "n_skipped_empty_classes": int(len(skipped)),
                     "skipped_per_group": {str(k): int(v) for k, v in skipped[GROUP_PREFIX + attribute].value_counts().items()}})
-            results[attribute] = by_metric["dice"]  # the headline; IoU's result rides in the tables
-            extra[attribute] = by_metric["iou"]
+            results[attribute] = by_metric["dice"]  # the headline; the other metrics ride in the tables
+            extra.update({(attribute, m): by_metric[m] for m in SEGMENTATION_METRICS if m != "dice"})
+        if not results:
+            raise ValueError(f"no attribute of {list(attributes)} has two groups among the scored test samples")
         metrics, summaries = tidy_results(results)
-        more_metrics, more_summaries = tidy_results(extra)
-        metrics = pd.concat([metrics, more_metrics], ignore_index=True)
-        summaries = pd.concat([summaries, more_summaries], ignore_index=True)
+        for (attribute, _), result in extra.items():
+            more_metrics, more_summaries = tidy_results({attribute: result})
+            metrics = pd.concat([metrics, more_metrics], ignore_index=True)
+            summaries = pd.concat([summaries, more_summaries], ignore_index=True)
+        # FairMedFM's STD of group means (DSC_ES = mean / (1 + STD)) with its permutation p-value
+        stds = [result.fairness_table().query("summary == 'std'").assign(attribute=attribute)
+                for attribute, result in [*results.items(), *((a, r) for (a, _), r in extra.items())]]
+        summaries = pd.concat([summaries, *[frame[summaries.columns] for frame in stds]], ignore_index=True)
         return metrics, summaries, results
 
