@@ -96,3 +96,17 @@ def test_volumes_are_segmented_slice_wise_and_scored_per_volume(tmp_path):
                   for z in range(len(stacked)) if (item["mask"][z] == cls).any()]
     assert extra["prompted_slices"] == len(slice_dice)
     assert result.threshold["slices"] == "positive"
+
+
+def test_a_saved_segmentation_run_has_its_tables_and_no_copy_of_untrained_weights(tmp_path):
+    import json
+
+    from medequity.experiment import save_run
+
+    result = run(seg_spec(tmp_path / "cache"))
+    paths = save_run(result, tmp_path / "run")
+    assert {"predictions", "history", "run", "metrics", "summaries"} <= set(paths) and "model" not in paths
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["spec"]["task"] == "segmentation" and record["threshold"]["prompt"] == "bbox"
+    saved = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
+    pd.testing.assert_frame_equal(saved, result.predictions.reset_index(drop=True), check_dtype=False)

@@ -21,11 +21,13 @@ from medequity.utils.io import atomic_write_bytes, atomic_write_text
 
 
 def save_run(result: RunResult, out_dir: str | Path, *, n_boot: int | None = None) -> dict[str, Path]:
-    """Write a trained run: weights (safetensors), predictions, history, run.json and the audit
-    report of its test predictions (report.html/json, groups.csv, gaps.csv), all atomically."""
+    """Write a run: predictions, history and run.json, then what its task writes (classification:
+    the weights as safetensors and the audit report of its test predictions — report.html/json,
+    groups.csv, gaps.csv; segmentation: metrics.csv and summaries.csv, and weights only when a
+    usage trained them), then the method's own artifacts; every file atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"model": save_checkpoint(out / "model.safetensors", result.model, result.method)}
+    paths = {}
     for name, frame in (("predictions", result.predictions), ("history", result.history)):
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
@@ -34,6 +36,26 @@ def save_run(result: RunResult, out_dir: str | Path, *, n_boot: int | None = Non
               "seconds": result.seconds, "method_params": result.method.params, "method_log": result.method_log,
               "provenance": provenance()}
     paths["run"] = atomic_write_text(out / "run.json", json.dumps(record, indent=2, default=str))
+    if result.spec.task == "classification":
+        paths.update(save_classification_report(result, out, n_boot=n_boot))
+    else:
+        paths.update(save_tables(result, out))
+    paths.update(save_artifacts(result, out))
+    return paths
+
+
+def save_tables(result: RunResult, out: Path) -> dict[str, Path]:
+    """The tidy per-group metrics and summaries as CSV, and the trained weights if anything trained."""
+    paths = {name: atomic_write_text(out / f"{name}.csv", frame.to_csv(index=False))
+             for name, frame in (("metrics", result.metrics), ("summaries", result.summaries))}
+    if result.best_epoch >= 0:  # a usage trained something: keep it
+        paths["model"] = save_checkpoint(out / "model.safetensors", result.model, result.method)
+    return paths
+
+
+def save_classification_report(result: RunResult, out: Path, *, n_boot: int | None = None) -> dict[str, Path]:
+    """The weights and the audit report of a classification run's test predictions."""
+    paths = {"model": save_checkpoint(out / "model.safetensors", result.model, result.method)}
     test = result.predictions[result.predictions.split == "test"].copy()
     attributes = [c for c in test.columns if c.startswith(GROUP_PREFIX)]
     test = test.rename(columns={c: c[len(GROUP_PREFIX):] for c in attributes})
@@ -54,7 +76,6 @@ def save_run(result: RunResult, out_dir: str | Path, *, n_boot: int | None = Non
     if post_processed:
         report.settings["decisions"] = f"{result.spec.method}'s own post-processed decisions (not one threshold on the scores)"
     paths.update({f"report_{k}": v for k, v in report.save(out).items()})
-    paths.update(save_artifacts(result, out))
     return paths
 
 
