@@ -21,8 +21,8 @@ from matplotlib.lines import Line2D
 from medequity.report import plots
 from medequity.report.audit_html import SIGNIFICANCE_LEVEL, _environment, _finite, _provenance_rows, _stat, format_ci, format_value
 
-TRUTH_COLOR = "#009E73"
-PREDICTION_COLOR = "#D55E00"
+TRUTH_COLOR = "#00E5FF"  # cyan and magenta: visible on skin, fundus and grey scans
+PREDICTION_COLOR = "#FF00FF"
 
 SEG_METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "nsd": "NSD"}
 
@@ -139,7 +139,7 @@ def case_overlays(cases: list, *, group_order, colors) -> Figure:
                 for mask, color, style in ((case.truth, TRUTH_COLOR, "solid"), (case.prediction, PREDICTION_COLOR, "dashed")):
                     m = (mask == label).astype(float)
                     if m.any() and not m.all():
-                        ax.contour(m, levels=[0.5], colors=[color], linestyles=style, linewidths=1.3)
+                        ax.contour(m, levels=[0.5], colors=[color], linestyles=style, linewidths=1.6)
             ax.set_title(f"{plots._short(group, 18)} · {kind}\nDice {format_value(case.dice)} · {plots._short(case.sample_id, 22)}",
                          fontsize=8.5, color=colors.get(group, "#111111"))
     handles = [Line2D([], [], color=TRUTH_COLOR, label="ground truth"),
