@@ -110,3 +110,18 @@ def test_a_saved_segmentation_run_has_its_tables_and_no_copy_of_untrained_weight
     assert record["spec"]["task"] == "segmentation" and record["threshold"]["prompt"] == "bbox"
     saved = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
     pd.testing.assert_frame_equal(saved, result.predictions.reset_index(drop=True), check_dtype=False)
+
+
+def test_fundus_rim_and_cup_get_the_cup_to_disc_ratio_error(tmp_path):
+    from medequity.metrics.segmentation import vertical_cup_to_disc_ratio
+
+    result = run(seg_spec(tmp_path, dataset_options={"preset": "seg-fundus-rimcup", "n": 60, "image_size": 48},
+                          attribute="race", eval_attributes=["race"]))
+    rows = result.predictions[~result.predictions.skipped]
+    assert set(rows["class"]) == {1, 2} and rows.cdr_error.between(0, 1).all()
+    # one value per sample, on each of its class rows
+    assert (rows.groupby("sample_id").cdr_error.nunique() == 1).all()
+    cdr = result.metrics.query("attribute == 'race' and metric == 'cdr_error'")
+    assert "overall" in set(cdr.group)
+    truth = result.data["test"].items[0]["mask"]
+    assert 0 <= vertical_cup_to_disc_ratio(truth[None])[0] <= 1

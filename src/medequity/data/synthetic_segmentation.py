@@ -433,6 +433,7 @@ def _generate(preset_or_config: Any, *, n: int | None = None, seed: int | None =
         "config": config.to_dict(),
         "seed": config.seed,
         "mask_labels": MASK_LABELS[config.modality],
+        "classes": [MASK_LABELS[config.modality][k] for k in sorted(MASK_LABELS[config.modality])],  # as the loaders
         "label_rule": "1 = the object is present (its mask is not empty)",
         "contrast_direction": _DIRECTIONS[config.modality].tolist(),
         "visibility_levels": _levels(config),

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from medequity.data.prompts import make_prompts
-from medequity.metrics.segmentation import dice_per_sample, iou_per_sample
+from medequity.metrics.segmentation import cup_to_disc_ratio_error, dice_per_sample, iou_per_sample
 from medequity.metrics.surface import hd95_per_sample, nsd_per_sample
 from medequity.models.feature_cache import cached_features
 from medequity.models.segmenter import Segmenter
@@ -81,6 +81,7 @@ class PromptedSegmenter(nn.Module):
                              f"present, FairMedFM's setting); got {params['slices']!r}")
         self.segmenter, self.params, self.cache_dir, self.device, self.progress = segmenter, params, cache_dir, device, progress
         self.module = segmenter.module
+        self._last_masks: dict[int, np.ndarray] = {}
         self.encoded = 0  # images run through the image encoder by this object (the cache hit shows as 0)
 
     def embeddings(self, data: SplitData) -> np.ndarray:
@@ -161,32 +162,54 @@ class PromptedSegmenter(nn.Module):
         volumes = bool(len(data)) and np.asarray(data.items[0]["mask"]).ndim == 3
         embeddings = None if volumes else self.embeddings(data)
         self.module.eval()
-        kind, wanted = self.params["prompt"], self.params.get("classes")
         spacing = self.params.get("spacing")
+        fundus = list(data.extra.get("classes", []))[:3] == ["background", "rim", "cup"]
+        cdr = self.params["cdr"] if self.params["cdr"] != "auto" else fundus
         for i in range(len(data)):
             item = data.items[i]
             image, mask, sample_id = item["image"], item["mask"], item["sample_id"]
-            classes = [int(c) for c in (wanted or np.unique(mask)) if int(c) != 0]
-            prompts = {} if volumes else make_prompts(mask, kind, seed=seed, sample_id=sample_id, classes=classes,
-                                                      **self._prompt_options())
-            for cls in classes:
-                truth = mask == cls
-                row: dict[str, Any] = {"index": i, "sample_id": sample_id, "class": cls, "prompt": kind,
-                                       "true_area": int(truth.sum())}
-                if not truth.any():  # the class is absent from this sample: nothing to prompt, nothing to score
-                    yield {**row, "skipped": True, "dice": np.nan, "iou": np.nan, "hd95": np.nan, "nsd": np.nan,
-                           "pred_area": 0, "prompt_inside": np.nan}
-                    continue
-                if volumes:
-                    pred, extra = self._volume(image, mask, cls, sample_id, seed)
-                else:
-                    prompt = prompts[cls]
-                    geometry = self.segmenter.profile.geometry(mask.shape[:2])
-                    pred, predicted_iou = self._decode(torch.as_tensor(np.asarray(embeddings[i]), dtype=torch.float32),
-                                                       prompt, geometry)
-                    extra = {"prompt_inside": np.nan if prompt.inside is None else float(prompt.inside),
-                             "predicted_iou": predicted_iou}
-                yield {**row, "skipped": False, **self._scores(pred, truth, spacing), "pred_area": int(pred.sum()), **extra}
+            rows = list(self._sample_rows(i, image, mask, sample_id, seed, spacing, volumes, embeddings))
+            if cdr and not volumes:
+                rows = self._with_cdr_error(rows, mask)
+            yield from rows
+
+    def _sample_rows(self, i: int, image: np.ndarray, mask: np.ndarray, sample_id: str, seed: int, spacing,
+                     volumes: bool, embeddings) -> Iterator[dict[str, Any]]:
+        """The rows of one sample, one per foreground class (its predicted masks kept for the CDR)."""
+        kind, wanted = self.params["prompt"], self.params.get("classes")
+        classes = [int(c) for c in (wanted or np.unique(mask)) if int(c) != 0]
+        prompts = {} if volumes else make_prompts(mask, kind, seed=seed, sample_id=sample_id, classes=classes,
+                                                  **self._prompt_options())
+        self._last_masks = {}
+        for cls in classes:
+            truth = mask == cls
+            row: dict[str, Any] = {"index": i, "sample_id": sample_id, "class": cls, "prompt": kind,
+                                   "true_area": int(truth.sum())}
+            if not truth.any():  # the class is absent from this sample: nothing to prompt, nothing to score
+                yield {**row, "skipped": True, "dice": np.nan, "iou": np.nan, "hd95": np.nan, "nsd": np.nan,
+                       "pred_area": 0, "prompt_inside": np.nan}
+                continue
+            if volumes:
+                pred, extra = self._volume(image, mask, cls, sample_id, seed)
+            else:
+                prompt = prompts[cls]
+                geometry = self.segmenter.profile.geometry(mask.shape[:2])
+                pred, predicted_iou = self._decode(torch.as_tensor(np.asarray(embeddings[i]), dtype=torch.float32),
+                                                   prompt, geometry)
+                extra = {"prompt_inside": np.nan if prompt.inside is None else float(prompt.inside),
+                         "predicted_iou": predicted_iou}
+            self._last_masks[cls] = pred
+            yield {**row, "skipped": False, **self._scores(pred, truth, spacing), "pred_area": int(pred.sum()), **extra}
+
+    def _with_cdr_error(self, rows: list[dict[str, Any]], mask: np.ndarray) -> list[dict[str, Any]]:
+        """Fundus rim (1) and cup (2): |vertical CDR predicted − true| of the sample (FairSeg),
+        from the predicted label map (the cup drawn over the rim), on every row of the sample."""
+        predicted = np.zeros(mask.shape, dtype=np.int64)
+        for cls in (1, 2):
+            if cls in self._last_masks:
+                predicted[self._last_masks[cls]] = cls
+        error = float(cup_to_disc_ratio_error(predicted[None], np.asarray(mask, dtype=np.int64)[None]).values[0])
+        return [{**row, "cdr_error": error} for row in rows]
 
 
 @register_usage
@@ -205,6 +228,7 @@ class SegmentZeroShot(Usage):
         "classes": None,  # foreground classes to segment; None = every class present in the mask
         "nsd_tolerance": 2.0,  # NSD tolerance in the units of ``spacing`` (pixels by default)
         "spacing": None,  # pixel/voxel spacing for HD95 and NSD; None = 1 per axis
+        "cdr": "auto",  # fundus cup-to-disc ratio error; auto: when the classes are background, rim, cup
         "slices": "positive",  # volumes with a 2D model: prompt the slices where the class is present (FairMedFM)
         "batch_size": 4,  # images per encoder batch
     }

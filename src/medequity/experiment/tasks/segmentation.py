@@ -28,7 +28,7 @@ from medequity.training.data import SplitData, make_segmentation_split
 if TYPE_CHECKING:
     from medequity.experiment.train import TrainedModel
 
-SEGMENTATION_METRICS = ("dice", "iou", "hd95", "nsd")
+SEGMENTATION_METRICS = ("dice", "iou", "hd95", "nsd", "cdr_error")  # those the predictions have
 
 
 @TASKS.register("segmentation")
@@ -63,8 +63,9 @@ class Segmentation(Task):
     def evaluate(self, test: pd.DataFrame, attributes, *, n_boot: int, n_permutations: int,
                  seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, GroupMetricResult]]:
         scored = test[~test["skipped"].astype(bool)]
+        measured = [m for m in SEGMENTATION_METRICS if m in scored.columns]
         per_sample = scored.groupby("sample_id", sort=False).agg(
-            {**{m: "mean" for m in SEGMENTATION_METRICS}, **{c: "first" for c in scored.columns if c.startswith(GROUP_PREFIX)}})
+            {**{m: "mean" for m in measured}, **{c: "first" for c in scored.columns if c.startswith(GROUP_PREFIX)}})
         skipped = test[test["skipped"].astype(bool)]
         results, extra = {}, {}
         for attribute in attributes:
@@ -76,13 +77,13 @@ class Segmentation(Task):
                 continue
             by_metric = {m: segmentation_group_metrics_from_values(
                 per_sample[m].to_numpy(), sensitive_features=groups, metric=m, n_boot=n_boot, n_permutations=n_permutations,
-                random_state=seed) for m in SEGMENTATION_METRICS}
+                random_state=seed) for m in measured}
             for result in by_metric.values():
                 result.extra_settings.update({
                     "n_skipped_empty_classes": int(len(skipped)),
                     "skipped_per_group": {str(k): int(v) for k, v in skipped[GROUP_PREFIX + attribute].value_counts().items()}})
             results[attribute] = by_metric["dice"]  # the headline; the other metrics ride in the tables
-            extra.update({(attribute, m): by_metric[m] for m in SEGMENTATION_METRICS if m != "dice"})
+            extra.update({(attribute, m): by_metric[m] for m in measured if m != "dice"})
         if not results:
             raise ValueError(f"no attribute of {list(attributes)} has two groups among the scored test samples")
         metrics, summaries = tidy_results(results)
