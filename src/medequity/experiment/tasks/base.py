@@ -10,6 +10,7 @@ layer branches on it. A new task is one module in this package with a class regi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
@@ -57,7 +58,7 @@ def create_task(name: str) -> Task:
     return TASKS.create(name)
 
 
-def tidy_results(results: dict[str, GroupMetricResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def tidy_results(results: Mapping[str, GroupMetricResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics, summaries): the tidy tables of a run, one block per attribute."""
     metrics = [result.to_frame().assign(attribute=attribute) for attribute, result in results.items()]
     summaries = [result.summaries().assign(attribute=attribute) for attribute, result in results.items()]

@@ -67,7 +67,8 @@ class Segmentation(Task):
         per_sample = scored.groupby("sample_id", sort=False).agg(
             {**{m: "mean" for m in measured}, **{c: "first" for c in scored.columns if c.startswith(GROUP_PREFIX)}})
         skipped = test[test["skipped"].astype(bool)]
-        results, extra = {}, {}
+        results: dict[str, GroupMetricResult] = {}
+        extra: dict[tuple[str, str], GroupMetricResult] = {}
         for attribute in attributes:
             groups = per_sample[GROUP_PREFIX + attribute].rename(attribute)
             if groups.dropna().nunique() < 2:  # e.g. a small test split: nothing to compare for this attribute
