@@ -21,7 +21,7 @@ from medequity.data.base import MedicalDataset
 from medequity.experiment.spec import ExperimentSpec
 from medequity.experiment.tasks.base import TASKS, Task, tidy_results
 from medequity.metrics import GroupMetricResult, GroupMetricWarning
-from medequity.metrics.segmentation import segmentation_group_metrics_from_values
+from medequity.metrics.segmentation import SegmentationGroupResult, segmentation_group_metrics_from_values
 from medequity.models.segmenter import Segmenter, create_segmenter
 from medequity.training.data import SplitData, make_segmentation_split
 
@@ -67,8 +67,8 @@ class Segmentation(Task):
         per_sample = scored.groupby("sample_id", sort=False).agg(
             {**{m: "mean" for m in measured}, **{c: "first" for c in scored.columns if c.startswith(GROUP_PREFIX)}})
         skipped = test[test["skipped"].astype(bool)]
-        results: dict[str, GroupMetricResult] = {}
-        extra: dict[tuple[str, str], GroupMetricResult] = {}
+        results: dict[str, SegmentationGroupResult] = {}
+        extra: dict[tuple[str, str], SegmentationGroupResult] = {}
         for attribute in attributes:
             groups = per_sample[GROUP_PREFIX + attribute].rename(attribute)
             if groups.dropna().nunique() < 2:  # e.g. a small test split: nothing to compare for this attribute
@@ -96,5 +96,6 @@ class Segmentation(Task):
         stds = [result.fairness_table().query("summary == 'std'").assign(attribute=attribute)
                 for attribute, result in [*results.items(), *((a, r) for (a, _), r in extra.items())]]
         summaries = pd.concat([summaries, *[frame[summaries.columns] for frame in stds]], ignore_index=True)
-        return metrics, summaries, results
+        headline: dict[str, GroupMetricResult] = dict(results)
+        return metrics, summaries, headline
 
