@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from medequity.experiment import ExperimentSpec, prepare, run_experiment
 
@@ -125,3 +126,16 @@ def test_fundus_rim_and_cup_get_the_cup_to_disc_ratio_error(tmp_path):
     assert "overall" in set(cdr.group)
     truth = result.data["test"].items[0]["mask"]
     assert 0 <= vertical_cup_to_disc_ratio(truth[None])[0] <= 1
+
+
+def test_mean_pooled_encoder_embeddings_feed_the_representation_probe(tmp_path):
+    from medequity.metrics import attribute_probe_auc
+
+    result = run(seg_spec(tmp_path))
+    test = result.data["test"]
+    features = result.model.features(test)
+    assert features.shape == (len(test), result.model.segmenter.encode(torch.zeros(1, 3, 64, 64)).shape[1])
+    np.testing.assert_allclose(features[0], np.asarray(result.model.embeddings(test)[0]).mean(axis=(1, 2)), rtol=1e-6)
+    known = test.groups >= 0
+    auc = attribute_probe_auc(features[known], np.asarray(test.group_names)[test.groups[known]], cv=3)
+    assert 0 <= auc <= 1

@@ -100,6 +100,12 @@ class PromptedSegmenter(nn.Module):
             self.encoded += len(data)
         return features.reshape(len(data), *shape)
 
+    def features(self, data: SplitData) -> np.ndarray:
+        """(N, C) mean-pooled image-encoder embeddings of a 2D split (FairMedFM D.2.4: the
+        representation probe and t-SNE of the segmenter's encoder), from the cache."""
+        embeddings = self.embeddings(data)
+        return np.stack([np.asarray(embeddings[i], dtype=np.float64).mean(axis=(1, 2)) for i in range(len(data))])
+
     def record(self) -> dict[str, Any]:
         """What defines the predictions: segmenter, preprocessing profile, threshold, prompt recipe."""
         return {"segmenter": self.segmenter.name, "profile": self.segmenter.profile.to_dict(), "threshold": "logit > 0",
