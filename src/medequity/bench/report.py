@@ -6,6 +6,11 @@ autoescaping, the CSS shared with the audit page): the settings and provenance, 
 settings, fairness–utility Pareto plots, per-group AUC plots (FairMedFM Fig. 2–5), representation
 fairness (attribute probes and embeddings), and the failed runs.
 
+Segmentation benchmarks (``task: segmentation``) show the same page on Dice: leaderboards per
+(dataset, prompt type, attribute) with Dice, worst-group Dice, Dice gap and ES-Dice; per-group
+Dice per prompt type (FairMedFM Fig. 7–9); critical-difference diagrams of prompt types and of
+segmenters across settings; Dice–fairness trade-offs; probes of the segmenters' image encoders.
+
 Only the run each selection group keeps (hyper-parameters chosen on validation, ``selected``) is
 shown; metrics are those of the training attribute. Values over several seeds are means; their
 interval is the run's bootstrap CI with one seed and a t-interval over seeds with several — the
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,23 +49,68 @@ QUANTITIES = {
     "adf": ("ADF", ("adf", None), False),
 }
 RANKED = ("auc", "worst_group_auc", "auc_gap", "es_auc")  # the critical-difference diagrams
+UNBOUNDED = ("adf", "dice_skewness")  # quantities whose t-interval is not clipped to [0, 1]
+
+# Segmentation (FairMedFM SEG-ZS): per-sample Dice (mean over the sample's classes), summarised per group;
+# ES-Dice is FairSeg's Dice / (1 + Σ_g |Dice − Dice_g|) (es_sum_abs_dev). "overall" rows are the
+# metrics table's overall value of the named metric.
+SEGMENTATION_QUANTITIES = {
+    "dice": ("Dice", ("dice", "overall"), True),
+    "worst_group_dice": ("Worst-group Dice", ("dice", "worst"), True),
+    "dice_gap": ("Dice gap", ("dice", "gap"), False),
+    "es_dice": ("ES-Dice", ("dice", "es_sum_abs_dev"), True),
+    "dice_skewness": ("Dice skewness", ("dice", "skewness"), False),
+    "iou": ("IoU", ("iou", "overall"), True),
+    "iou_gap": ("IoU gap", ("iou", "gap"), False),
+}
+SEGMENTATION_RANKED = ("dice", "worst_group_dice", "dice_gap", "es_dice")
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What the page shows for a task: its quantities, the headline metric, what competes in the
+    critical-difference diagrams, and the words used."""
+
+    quantities: dict
+    metric: str  # the per-group metric of the group plots
+    metric_label: str
+    ranked: tuple[str, ...]
+    # (competitor column, what a setting is made of, heading): methods across settings for
+    # classification; segmenters and prompt types for segmentation
+    rankings: tuple[tuple[str, tuple[str, ...], str], ...]
+    pareto: tuple[str, tuple[str, ...]]  # (utility, fairness quantities)
+
+
+TASK_VIEWS = {
+    "classification": TaskView(QUANTITIES, "auc", "AUC", RANKED, (("method", RANK_SETTING_KEYS, "methods"),),
+                               ("auc", ("auc_gap", "es_auc"))),
+    "segmentation": TaskView(SEGMENTATION_QUANTITIES, "dice", "Dice", SEGMENTATION_RANKED,
+                             (("usage", ("dataset", "model", "train_attribute", "seed"), "prompt types"),
+                              ("model", ("dataset", "usage", "train_attribute", "seed"), "segmenters")),
+                             ("dice", ("dice_gap", "es_dice"))),
+}
+
+
+def task_view(results: Results) -> TaskView:
+    return TASK_VIEWS.get(results.task, TASK_VIEWS["classification"])
 
 
 # -- tables ---------------------------------------------------------------------------------------------
 def run_table(results: Results) -> pd.DataFrame:
     """One row per selected run: identifiers and, on the training attribute, each quantity of
-    :data:`QUANTITIES` present (``<q>``, ``<q>_ci_low``, ``<q>_ci_high`` and ``<q>_p`` for gaps)."""
+    :data:`QUANTITIES` (segmentation: :data:`SEGMENTATION_QUANTITIES`) present (``<q>``,
+    ``<q>_ci_low``, ``<q>_ci_high`` and ``<q>_p`` for gaps)."""
+    quantities = task_view(results).quantities
     runs = results.runs
     if runs.empty:
         return pd.DataFrame(columns=["run_id", *LEADERBOARD_KEYS, "model", "method", "seed"])
     table = runs[runs.selected].set_index("run_id")[["dataset", "model", "usage", "method", "train_attribute", "seed"]]
     metrics, summaries = results.metrics, results.summaries
-    overall = metrics[metrics.selected & (metrics.attribute == metrics.train_attribute) & (metrics.metric == "auc")
-                      & (metrics.group == "overall")].set_index("run_id")
+    overall = metrics[metrics.selected & (metrics.attribute == metrics.train_attribute) & (metrics.group == "overall")]
     own = summaries[summaries.selected & (summaries.attribute == summaries.train_attribute)]
-    for name, (_, key, _) in QUANTITIES.items():
-        if key is None:
-            rows = overall
+    for name, (_, key, _) in quantities.items():
+        if key is None or key[1] == "overall":  # the overall value (None: the AUC)
+            rows = overall[overall.metric == ("auc" if key is None else key[0])].set_index("run_id")
         elif key[1] is None:  # a quantity with a single summary row (ADF): whichever it has
             rows = own[own.metric == key[0]].drop_duplicates("run_id").set_index("run_id")
         else:
@@ -104,7 +155,7 @@ def _aggregate(table: pd.DataFrame, keys: list[str], names: list[str]) -> pd.Dat
             values = group[name].to_numpy(np.float64)
             row[name] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
             low, high = _interval(values, group[f"{name}_ci_low"].to_numpy(np.float64),
-                                  group[f"{name}_ci_high"].to_numpy(np.float64), bounded=name != "adf")
+                                  group[f"{name}_ci_high"].to_numpy(np.float64), bounded=name not in UNBOUNDED)
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = low, high
             if f"{name}_p" in group:
                 p = group[f"{name}_p"].to_numpy(np.float64)
@@ -123,12 +174,13 @@ def leaderboard_frame(results: Results) -> pd.DataFrame:
     Added per (dataset, usage, training attribute, model, method): ``auc_ci_*``,
     ``worst_group_auc_ci_*``, ``es_auc_ci_*``; the gap again as ``auc_gap_ci_*`` with ``auc_gap_p``
     (one seed) and ``auc_gap_n_significant`` (seeds with p < 0.05); ``eo_gap`` and ``dp_gap`` with
-    CIs and p; ``adf`` when the runs have it.
+    CIs and p; ``adf`` when the runs have it. Segmentation: ``dice``, ``worst_group_dice``,
+    ``dice_gap`` (with p), ``es_dice``, ``dice_skewness``, ``iou`` and ``iou_gap``, each with CIs.
     """
     board = leaderboard(results)
     table = run_table(results)
     keys = [*LEADERBOARD_KEYS, "model", "method"]
-    names = [n for n in QUANTITIES if n in table.columns]
+    names = [n for n in task_view(results).quantities if n in table.columns]
     if board.empty or not names:
         return board
     extra = _aggregate(table, keys, names).drop(columns=["n_seeds", *[n for n in names if n in board.columns]])
@@ -163,13 +215,16 @@ def _cell(value, low=math.nan, high=math.nan, p=math.nan, n_significant=None, n_
             "undefined": not finite, "best": False}
 
 
-def _leaderboard_sections(board: pd.DataFrame, methods: list[str]) -> list[dict]:
-    names = [n for n in QUANTITIES if n in board.columns]
-    columns = [{"name": n, "label": QUANTITIES[n][0], "higher": QUANTITIES[n][2]} for n in names]
+def _leaderboard_sections(board: pd.DataFrame, methods: list[str], quantities: dict | None = None,
+                          segmentation: bool = False) -> list[dict]:
+    quantities = quantities if quantities is not None else QUANTITIES
+    names = [n for n in quantities if n in board.columns]
+    columns = [{"name": n, "label": quantities[n][0], "higher": quantities[n][2]} for n in names]
     sections = []
     for key, rows in board.groupby(list(LEADERBOARD_KEYS), sort=False):
         rows = rows.assign(_order=rows.method.map({m: i for i, m in enumerate(methods)})).sort_values(["model", "_order"])
-        several_models = rows.model.nunique() > 1
+        several_models = rows.model.nunique() > 1 or segmentation  # segmentation compares segmenters
+        show_method = not segmentation or rows.method.nunique() > 1
         best = {}
         for c in columns:
             values = rows[c["name"]].to_numpy(np.float64)
@@ -188,47 +243,69 @@ def _leaderboard_sections(board: pd.DataFrame, methods: list[str]) -> list[dict]
                 cells.append(cell)
             body.append({"model": data["model"], "method": data["method"], "n_seeds": int(data["n_seeds"]), "cells": cells})
         sections.append({"dataset": key[0], "usage": key[1], "attribute": key[2], "columns": columns, "rows": body,
-                         "several_models": several_models, "n_seeds": sorted(set(int(s) for s in rows.n_seeds))})
+                         "several_models": several_models, "show_method": show_method,
+                         "n_seeds": sorted(set(int(s) for s in rows.n_seeds))})
     return sections
 
 
-def _rank_sections(table: pd.DataFrame, methods: list[str], colors: dict, fmt: str) -> list[dict]:
-    """A critical-difference diagram per quantity in :data:`RANKED`, or the reason there is none."""
+def _rank_sections(table: pd.DataFrame, methods: list[str], colors: dict, fmt: str, view: TaskView | None = None,
+                   orders: dict[str, list[str]] | None = None) -> list[dict]:
+    """A critical-difference diagram per ranked quantity (:data:`RANKED`; segmentation:
+    :data:`SEGMENTATION_RANKED`) and competitor (methods; segmentation: prompt types across
+    dataset × segmenter × attribute × seed, and segmenters across dataset × prompt × attribute ×
+    seed), or the reason there is none."""
     from medequity.metrics.ranking import compare_methods
-    from medequity.report.bench_plots import cd_diagram
+    from medequity.report.bench_plots import cd_diagram, method_colors
 
+    view = view if view is not None else TASK_VIEWS["classification"]
+    orders = {"method": methods, **(orders or {})}
     out = []
-    for name in RANKED:
-        label, _, higher = QUANTITIES[name]
-        title = f"{label} ({'higher' if higher else 'lower'} is better)"
-        item = {"name": name, "title": title, "uri": None, "note": "", "ranks": [], "friedman": ""}
-        if name not in table.columns or table.empty:
-            item["note"] = f"No {label} values in the results."
-            out.append(item)
+    for competitor, setting_keys, heading in view.rankings:
+        order = (orders.get(competitor) or _ordered(table[competitor])) if competitor in table.columns else []
+        palette = colors if competitor == "method" else method_colors(order)
+        words = {"train_attribute": "attribute", "usage": "prompt" if view.metric == "dice" else "usage"}
+        setting_words = " × ".join(words.get(k, k) for k in setting_keys)
+        one = heading[:-1]  # "method", "prompt type", "segmenter"
+        if len(view.rankings) > 1 and competitor in table.columns and table[competitor].nunique() < 3:
+            # one note for the competitor instead of one per quantity (e.g. a single segmenter)
+            out.append({"name": view.ranked[0], "title": f"{heading.capitalize()}", "uri": None, "ranks": [], "friedman": "",
+                        "competitor": heading, "note": f"Not enough {heading} for a Friedman test: "
+                                                       f"{table[competitor].nunique()} {one}(s); ranking needs at least 3."})
             continue
-        scores = table.pivot_table(index=list(RANK_SETTING_KEYS), columns="method", values=name, aggfunc="first")
-        scores = scores[[m for m in methods if m in scores.columns]]
-        complete = scores.dropna(axis=0, how="any")
-        if scores.shape[1] < 3:
-            item["note"] = (f"Not enough methods for a Friedman test: {scores.shape[1]} method(s); "
-                            f"ranking needs at least 3.")
-        elif len(complete) < 2:
-            item["note"] = (f"Not enough settings for a Friedman test: {len(complete)} setting(s) "
-                            f"(dataset × model × usage × attribute × seed) have every method; it needs at least 2.")
-        else:
-            comparison = compare_methods(complete, higher_is_better=higher)
-            p_text = plots.format_p_value(comparison.friedman_p_value)
-            item["friedman"] = (f"Friedman χ² = {comparison.friedman_statistic:.2f}, {p_text}; "
-                                f"N = {comparison.n_settings} settings, k = {complete.shape[1]} methods; "
-                                f"Nemenyi CD = {comparison.critical_difference:.2f} (α = {SIGNIFICANCE_LEVEL:g})")
-            item["significant"] = comparison.friedman_p_value < SIGNIFICANCE_LEVEL
-            figure = cd_diagram(comparison.average_ranks, comparison.critical_difference, colors=colors,
-                                title=f"{title}: average rank, N = {comparison.n_settings}, Friedman {p_text}")
-            item["uri"] = plots.fig_to_data_uri(figure, fmt)
-            item["ranks"] = [{"method": m, "rank": f"{r:.2f}"} for m, r in comparison.average_ranks.items()]
-            if len(complete) < len(scores):
-                item["note"] = f"{len(scores) - len(complete)} setting(s) without every method are left out."
-        out.append(item)
+        for name in view.ranked:
+            label, _, higher = view.quantities[name]
+            title = f"{label} ({'higher' if higher else 'lower'} is better)"
+            if len(view.rankings) > 1:
+                title = f"{label}, {heading} ({'higher' if higher else 'lower'} is better)"
+            item = {"name": name, "title": title, "uri": None, "note": "", "ranks": [], "friedman": "",
+                    "competitor": heading}
+            if name not in table.columns or table.empty:
+                item["note"] = f"No {label} values in the results."
+                out.append(item)
+                continue
+            scores = table.pivot_table(index=list(setting_keys), columns=competitor, values=name, aggfunc="first")
+            scores = scores[[m for m in order if m in scores.columns]]
+            complete = scores.dropna(axis=0, how="any")
+            if scores.shape[1] < 3:
+                item["note"] = (f"Not enough {heading} for a Friedman test: {scores.shape[1]} {one}(s); "
+                                f"ranking needs at least 3.")
+            elif len(complete) < 2:
+                item["note"] = (f"Not enough settings for a Friedman test: {len(complete)} setting(s) "
+                                f"({setting_words}) have every {one}; it needs at least 2.")
+            else:
+                comparison = compare_methods(complete, higher_is_better=higher)
+                p_text = plots.format_p_value(comparison.friedman_p_value)
+                item["friedman"] = (f"Friedman χ² = {comparison.friedman_statistic:.2f}, {p_text}; "
+                                    f"N = {comparison.n_settings} settings, k = {complete.shape[1]} {heading}; "
+                                    f"Nemenyi CD = {comparison.critical_difference:.2f} (α = {SIGNIFICANCE_LEVEL:g})")
+                item["significant"] = comparison.friedman_p_value < SIGNIFICANCE_LEVEL
+                figure = cd_diagram(comparison.average_ranks, comparison.critical_difference, colors=palette,
+                                    title=f"{title}: average rank, N = {comparison.n_settings}, Friedman {p_text}")
+                item["uri"] = plots.fig_to_data_uri(figure, fmt)
+                item["ranks"] = [{"method": m, "rank": f"{r:.2f}"} for m, r in comparison.average_ranks.items()]
+                if len(complete) < len(scores):
+                    item["note"] = f"{len(scores) - len(complete)} setting(s) without every {one} are left out."
+            out.append(item)
     return out
 
 
@@ -278,10 +355,68 @@ def _group_auc_figures(results: Results, methods: list[str], usage_order: list[s
     return figures
 
 
+def _segmentation_pareto_figures(table: pd.DataFrame, usage_order: list[str], fmt: str) -> list[dict]:
+    """Per (dataset, attribute): each prompt type's mean test Dice against its Dice gap and ES-Dice,
+    one column per segmenter."""
+    from medequity.report.bench_plots import method_colors, pareto_figure
+
+    quantities = SEGMENTATION_QUANTITIES
+    panels = [(n, quantities[n][0], not quantities[n][2]) for n in ("dice_gap", "es_dice") if n in table.columns]
+    if "dice" not in table.columns or not panels:
+        return []
+    names = [n for n in ("dice", "dice_gap", "es_dice") if n in table.columns]
+    points = _aggregate(table, ["dataset", "model", "usage", "train_attribute"], names)
+    prompts = _ordered(points.usage, usage_order)
+    colors = method_colors(prompts)
+    figures = []
+    for (dataset, attribute), sub in points.groupby(["dataset", "train_attribute"], sort=False):
+        sub = sub.assign(_order=sub.usage.map({u: i for i, u in enumerate(prompts)})).sort_values("_order")
+        figure = pareto_figure(sub.rename(columns={"usage": "method"}), panels, _ordered(sub.model), column="model",
+                               colors=colors, title=f"{dataset} · {attribute}", y="dice", y_label="Dice")
+        figures.append({"title": f"{dataset} · {attribute}", "uri": plots.fig_to_data_uri(figure, fmt)})
+    return figures
+
+
+def _group_dice_figures(results: Results, usage_order: list[str], fmt: str) -> list[dict]:
+    """Per dataset, a panel per (segmenter, attribute): each prompt type's test Dice in every group
+    and overall (FairMedFM Fig. 7–9)."""
+    from medequity.report.bench_plots import group_auc_figure
+
+    metrics = results.metrics
+    if metrics.empty:
+        return []
+    rows = metrics[metrics.selected & (metrics.attribute == metrics.train_attribute) & (metrics.metric == "dice")]
+    if rows.empty:
+        return []
+    rows = rows.assign(group=rows.group.astype(str)).rename(columns={"ci_low": "value_ci_low", "ci_high": "value_ci_high"})
+    keys = ["dataset", "model", "usage", "train_attribute", "group"]
+    per_group = _aggregate(rows, keys, ["value"]).rename(columns={"value_ci_low": "ci_low", "value_ci_high": "ci_high"})
+    figures = []
+    for dataset, sub in per_group.groupby("dataset", sort=False):
+        prompts = _ordered(sub.usage, usage_order)
+        panels = []
+        for model in _ordered(sub.model):
+            for attribute in _ordered(sub.train_attribute):
+                part = sub[(sub.model == model) & (sub.train_attribute == attribute)]
+                if part.empty:
+                    continue
+                groups = _ordered([g for g in rows[rows.train_attribute == attribute].group if g != "overall"])
+                panels.append({"table": part.rename(columns={"usage": "method"}), "groups": groups,
+                               "title": f"{model} · {attribute}"})
+        figure = group_auc_figure(panels, methods=prompts, ncols=min(len(panels), 2), title=str(dataset), y_label="Dice")
+        figures.append({"title": str(dataset), "uri": plots.fig_to_data_uri(figure, fmt)})
+    return figures
+
+
 def _probe_figures(results: Results, methods: list[str], usage_order: list[str], fmt: str) -> list[dict]:
     from medequity.report.bench_plots import probe_bars
 
     runs = results.runs[results.runs.selected]
+    if results.task == "segmentation":
+        # The image encoder, and so its probe, is the same for every prompt type: one bar per segmenter.
+        runs = runs.drop_duplicates(["dataset", "model", "train_attribute", "seed"])
+        runs = runs.assign(method=runs.model, usage="image encoder")
+        methods = _ordered(runs.model)
     rows = []
     for run in runs.itertuples(index=False):
         probes = json.loads(run.probe_auc) if isinstance(run.probe_auc, str) else {}
@@ -309,8 +444,11 @@ def _embedding_figure(out: Path, results: Results, methods: list[str], fmt: str)
     runs = results.runs[results.runs.selected]
     if runs.empty:
         return None
+    segmentation = results.task == "segmentation"
+    if segmentation:  # the encoder's embeddings do not depend on the prompt type: one panel per segmenter
+        runs = runs.drop_duplicates(["dataset", "model", "train_attribute", "seed"])
     first = runs.iloc[0]
-    pick = runs[(runs.dataset == first.dataset) & (runs.model == first.model)
+    pick = runs[(runs.dataset == first.dataset) & ((runs.model == first.model) | segmentation)
                 & (runs.train_attribute == first.train_attribute) & (runs.seed == runs.seed.min())]
     pick = pick.assign(_order=pick.method.map({m: i for i, m in enumerate(methods)})).sort_values(["usage", "_order"])
     column = f"group:{first.train_attribute}"
@@ -326,11 +464,12 @@ def _embedding_figure(out: Path, results: Results, methods: list[str], fmt: str)
         groups += list(frame.group)
         probes = json.loads(run.probe_auc) if isinstance(run.probe_auc, str) else {}
         probe = probes.get(run.train_attribute)
-        panels.append({"frame": frame, "title": f"{run.usage} · {run.method}"
+        panels.append({"frame": frame, "title": (str(run.model) if segmentation else f"{run.usage} · {run.method}")
                        + (f" (probe AUC {probe:.2f})" if probe is not None else "")})
     if not panels:
         return None
-    title = f"{first.dataset} · {first.model} · {first.train_attribute} · seed {runs.seed.min()}"
+    title = (f"{first.dataset} · {first.train_attribute} · seed {runs.seed.min()}" if segmentation else
+             f"{first.dataset} · {first.model} · {first.train_attribute} · seed {runs.seed.min()}")
     figure = embedding_scatter(panels, groups=sorted(set(groups)), title=title)
     shown = f"{len(panels)} of {len(pick)}" if len(pick) > len(panels) else str(len(panels))
     return {"title": title, "uri": plots.fig_to_data_uri(figure, fmt), "shown": shown}
@@ -391,6 +530,22 @@ def _settings_rows(bench: dict, results: Results) -> list[tuple[str, str]]:
     if evaluation.get("probe", True):
         rows.append(("Representation", f"{evaluation.get('embedding', 'tsne')} of up to "
                                        f"{evaluation.get('embedding_samples', '—')} test samples; linear attribute probe"))
+    if results.task == "segmentation":
+        base = dict(rows)
+        segmentation = {
+            "Model selection": base["Model selection"].replace("hyper-parameters are chosen on validation",
+                                                               "hyper-parameters are chosen on validation Dice")
+            + "; prompt types are settings, each reported (never selected)",
+            "Threshold": "logit > 0 (SAM's mask threshold), nothing fitted",
+            "Models": base["Models"] + " (promptable segmenters, zero-shot)",
+            "Usages": base["Usages"] + " (usage:prompt type)",
+            "Training attributes": base["Training attributes"] + " (nothing is trained: the attribute results are grouped by)",
+            "Representation": (f"the image encoder's test embeddings, mean-pooled over space; "
+                               f"{evaluation.get('embedding', 'tsne')} and linear attribute probe"),
+        }
+        rows = [("Task", "segmentation — per-sample Dice and IoU (mean over the sample's classes) at the original "
+                         "image size, per group; ES-Dice = Dice / (1 + Σ_g |Dice − Dice_g|) (FairSeg)")] + [
+            (key, segmentation.get(key, value)) for key, value in rows]
     return rows
 
 
@@ -406,6 +561,8 @@ def build_bench_context(out: str | Path, results: Results | None = None, *, fmt:
     colors = method_colors(methods)
     table = run_table(results)
     board = leaderboard_frame(results)
+    view = task_view(results)
+    segmentation = results.task == "segmentation"
     planned = len(bench.get("run_ids", [])) or None
     failed = [{"run_id": row.run_id, "what": " / ".join(str(getattr(row, k)) for k in
                                                          ("dataset", "model", "usage", "method", "train_attribute")
@@ -427,10 +584,14 @@ def build_bench_context(out: str | Path, results: Results | None = None, *, fmt:
         "settings_rows": _settings_rows(bench, results),
         "provenance_rows": _provenance_rows(out, results),
         "failed": failed,
-        "leaderboards": _leaderboard_sections(board, methods) if not board.empty else [],
-        "ranks": _rank_sections(table, methods, colors, fmt),
-        "pareto": _pareto_figures(table, methods, usages, colors, fmt),
-        "group_auc": _group_auc_figures(results, methods, usages, fmt),
+        "task": results.task,
+        "metric_label": view.metric_label,
+        "leaderboards": _leaderboard_sections(board, methods, view.quantities, segmentation) if not board.empty else [],
+        "ranks": _rank_sections(table, methods, colors, fmt, view, {"usage": usages}),
+        "pareto": (_segmentation_pareto_figures(table, usages, fmt) if segmentation
+                   else _pareto_figures(table, methods, usages, colors, fmt)),
+        "group_auc": (_group_dice_figures(results, usages, fmt) if segmentation
+                      else _group_auc_figures(results, methods, usages, fmt)),
         "probes": _probe_figures(results, methods, usages, fmt),
         "embedding": embedding,
         "alpha": SIGNIFICANCE_LEVEL,
@@ -449,4 +610,5 @@ def write_bench_report(out_dir: str | Path) -> Path:
     return atomic_write_text(out / REPORT_FILE, render_bench_html(out))
 
 
-__all__ = ["write_bench_report", "render_bench_html", "build_bench_context", "leaderboard_frame", "run_table", "spec_order"]
+__all__ = ["write_bench_report", "render_bench_html", "build_bench_context", "leaderboard_frame", "run_table", "spec_order",
+           "SEGMENTATION_QUANTITIES", "TASK_VIEWS"]

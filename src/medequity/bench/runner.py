@@ -9,6 +9,7 @@ raises is recorded (``error.json`` with its traceback) and the others go on.
 
 from __future__ import annotations
 
+import math
 import os
 import traceback
 from collections.abc import Callable, Iterator
@@ -42,7 +43,7 @@ def run_benchmark(spec: str | Path | dict | BenchSpec, out: str | Path, *, ray_a
         raise ValueError(f"n_jobs must be at least 1; got {n_jobs}")
     store = ResultsStore(out)
     store.write_header(bench.to_yaml(), {
-        "name": bench.name, "selection": bench.selection.to_dict(), "warnings": bench.warnings,
+        "name": bench.name, "task": bench.task, "selection": bench.selection.to_dict(), "warnings": bench.warnings,
         "evaluation": asdict(bench.evaluation), "run_ids": [cell.run_id for cell in bench.cells], "updated": now(),
     })
     todo = [cell for cell in bench.cells if not store.is_done(cell.run_id)]
@@ -176,18 +177,26 @@ def _outcome(cell: Cell, result: RunResult, evaluation: Evaluation) -> dict:
 
     tables = {"metrics": result.metrics, "summaries": result.summaries, "predictions": predictions,
               "history": result.history}
+    segmentation = cell.spec.task == "segmentation"
     representation_info: dict[str, Any] = {}
     if evaluation.probe:
         try:
-            frame, representation_info = representation(result.model, test_data, predictions, evaluation, seed=cell.spec.seed)
+            if segmentation:
+                frame, representation_info = segmentation_representation(result.model, test_data, evaluation,
+                                                                         seed=cell.spec.seed)
+            else:
+                frame, representation_info = representation(result.model, test_data, predictions, evaluation,
+                                                            seed=cell.spec.seed)
         except Exception as exc:  # the trained model and its test metrics are still worth keeping
             frame, representation_info = pd.DataFrame(columns=["sample_id", "x", "y"]), {"error": f"{type(exc).__name__}: {exc}"}
         tables["representation"] = frame
+    validation = (segmentation_validation_summary(predictions, cell.spec.attribute) if segmentation
+                  else validation_summary(result.history, result.best_epoch, group_names))
     created = now()
     record = {
         "run_id": cell.run_id, "labels": cell.labels, "spec": cell.spec.to_dict(), "seconds": result.seconds,
         "best_epoch": result.best_epoch, "threshold": result.threshold,
-        "validation": validation_summary(result.history, result.best_epoch, group_names),
+        "validation": validation,
         "method_log": result.method_log, "representation": representation_info, "created": created,
         "provenance": {**provenance(), "seed": cell.spec.seed, "split_seed": cell.spec.split_seed,
                        "split_hash": split_hash, "created": created},
@@ -210,6 +219,23 @@ def validation_summary(history: pd.DataFrame, best_epoch: int, group_names: tupl
     return summary
 
 
+def segmentation_validation_summary(predictions: pd.DataFrame, attribute: str) -> dict:
+    """Validation Dice of a segmentation run on its attribute: overall (mean over samples of each
+    sample's mean Dice over its classes, as the test metrics), worst group, ES-Dice (FairSeg:
+    Dice / (1 + Σ_g |Dice − Dice_g|)) and per-group Dice (by group name) — what selection compares."""
+    column = GROUP_PREFIX + attribute
+    rows = predictions[(predictions.split == "val") & ~predictions["skipped"].astype(bool)]
+    if rows.empty or column not in rows.columns:
+        return {}
+    per_sample = rows.groupby("sample_id", sort=False).agg(dice=("dice", "mean"), group=(column, "first"))
+    overall = float(per_sample.dice.mean())
+    groups = per_sample.groupby(per_sample.group.astype(str), sort=True).dice.mean()
+    finite = groups[np.isfinite(groups)]
+    es = overall / (1 + float(np.abs(overall - finite).sum())) if len(finite) else math.nan
+    return {"val_dice": _number(overall), "val_worst_group_dice": _number(finite.min() if len(finite) else math.nan),
+            "val_es_dice": _number(es), "val_dice_group": {str(g): _number(v) for g, v in groups.items()}}
+
+
 def _number(value) -> float | None:
     try:
         value = float(value)
@@ -224,10 +250,6 @@ def representation(model, test_data, predictions: pd.DataFrame, evaluation: Eval
     Features are ``model.features(x)`` in eval mode over the test items as the model sees them
     (images for fine-tuning, cached encoder features for linear probing).
     """
-    from threadpoolctl import threadpool_limits
-
-    from medequity.metrics.representation import attribute_probe_auc, embed_2d
-
     test = predictions[predictions.split == "test"].reset_index(drop=True)
     attribute_columns = [c for c in test.columns if c.startswith(GROUP_PREFIX)]
     if evaluation.attributes:
@@ -235,9 +257,36 @@ def representation(model, test_data, predictions: pd.DataFrame, evaluation: Eval
     empty = pd.DataFrame(columns=["sample_id", "x", "y", "label", *attribute_columns])
     if test_data is None or not hasattr(model, "features"):
         return empty, {"error": "the trained model has no features() or its test split was not seen"}
-    features = encode_test_set(model, test_data)
-    feature_dim = int(features.shape[1])
+    return probe_and_embed(encode_test_set(model, test_data), test, evaluation, seed=seed)
 
+
+def segmentation_representation(model, test_data, evaluation: Evaluation, *, seed: int) -> tuple[pd.DataFrame, dict]:
+    """Representation fairness of a segmenter: attribute probes and a 2-D embedding of its image
+    encoder's test embeddings, mean-pooled over space (memory-mapped from the embedding cache the
+    run already filled, so nothing is encoded again). The encoder is the same for every prompt type."""
+    if test_data is None or not hasattr(model, "embeddings"):
+        reason = "the segmentation model has no cached image-encoder embeddings (embeddings()) to probe"
+        return pd.DataFrame(columns=["sample_id", "x", "y"]), {"skipped": reason}
+    embeddings = np.asarray(model.embeddings(test_data), dtype=np.float32)
+    features = embeddings.reshape(len(embeddings), embeddings.shape[1], -1).mean(axis=2) if embeddings.ndim > 2 else embeddings
+    table = test_data.table.reset_index(drop=True)
+    frame, info = probe_and_embed(features, table, evaluation, seed=seed, label_column=None)
+    info["features"] = "image-encoder embeddings, mean-pooled over space (the same for every prompt type)"
+    return frame, info
+
+
+def probe_and_embed(features: np.ndarray, test: pd.DataFrame, evaluation: Evaluation, *, seed: int,
+                    label_column: str | None = "label") -> tuple[pd.DataFrame, dict]:
+    """Attribute probe AUCs and a 2-D embedding of ``features`` (one row per row of ``test``, which
+    holds ``sample_id`` and the ``group:<attribute>`` columns)."""
+    from threadpoolctl import threadpool_limits
+
+    from medequity.metrics.representation import attribute_probe_auc, embed_2d
+
+    attribute_columns = [c for c in test.columns if c.startswith(GROUP_PREFIX)]
+    if evaluation.attributes:
+        attribute_columns = [c for c in attribute_columns if c.removeprefix(GROUP_PREFIX) in evaluation.attributes]
+    feature_dim = int(features.shape[1])
     info: dict[str, Any] = {"probe_auc": {}, "probe_errors": {}}
     for column in attribute_columns:
         attribute = column.removeprefix(GROUP_PREFIX)
@@ -260,8 +309,9 @@ def representation(model, test_data, predictions: pd.DataFrame, evaluation: Eval
     except ValueError:  # too few samples for t-SNE's perplexity
         method = "pca"
         xy, rows = embed_2d(features, method=method, random_state=seed, max_samples=evaluation.embedding_samples)
-    frame = pd.DataFrame({"sample_id": test["sample_id"].to_numpy()[rows], "x": xy[:, 0], "y": xy[:, 1],
-                          "label": test["label"].to_numpy()[rows]})
+    frame = pd.DataFrame({"sample_id": test["sample_id"].to_numpy()[rows], "x": xy[:, 0], "y": xy[:, 1]})
+    if label_column is not None:
+        frame["label"] = test[label_column].to_numpy()[rows]
     for column in attribute_columns:
         frame[column] = test[column].to_numpy()[rows]
     info.update({"embedding": method, "n_embedded": int(len(rows)), "n_test": int(len(test)),

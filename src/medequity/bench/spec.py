@@ -25,6 +25,26 @@ Example::
     train: {epochs: 1}
     evaluation: {threshold: best_f1, n_boot: 20, n_permutations: 20}
     selection: worst_group          # or {rule: constrained, max_gap: 0.05}
+
+Segmentation (``task: segmentation``; FairMedFM SEG-ZS) lists segmenters (checked against
+:data:`medequity.models.SEGMENTERS`) as models and ``seg_*`` usages; nothing is trained, so
+``methods`` defaults to (and only allows) ``erm`` and there is no threshold to fit (logit > 0).
+A usage's ``prompt`` (in ``params`` or ``grid``) is a reported setting, not a hyper-parameter:
+each prompt type is its own usage label (``seg_zs:bbox``) with its own leaderboard, instead of
+prompt types competing in validation selection::
+
+    name: seg
+    task: segmentation
+    datasets:
+      - name: synthetic-segmentation
+        options: {preset: seg-derm-contrast, n: 60, image_size: 48}
+    models: [sam_tiny]
+    usages:
+      - name: seg_zs
+        grid: {prompt: [bbox, center, rand, rands]}
+    attributes: [skin_tone]
+    seeds: [0, 1]
+    evaluation: {n_boot: 20, n_permutations: 20}
 """
 
 from __future__ import annotations
@@ -43,7 +63,7 @@ from medequity.experiment import ExperimentSpec
 from medequity.metrics.selection import RULES
 
 TOP_LEVEL_KEYS = ("name", "description", "datasets", "models", "usages", "methods", "attributes", "seeds", "train",
-                  "evaluation", "selection", "split", "cache_dir")
+                  "evaluation", "selection", "split", "cache_dir", "task")
 DATASET_KEYS = ("name", "label", "options", "root", "attributes", "transform")
 MODEL_KEYS = ("name", "label", "options")
 COMPONENT_KEYS = ("name", "params", "grid")  # methods
@@ -52,6 +72,14 @@ EVALUATION_KEYS = ("threshold", "n_boot", "n_permutations", "attributes", "embed
 SELECTION_KEYS = ("rule", "max_gap")
 SPLIT_KEYS = ("seed", "file")
 EMBEDDINGS = ("tsne", "pca")
+TASK_NAMES = ("classification", "segmentation")
+#: Usages of segmentation specs are named ``seg_*`` (seg_zs: FairMedFM's SEG-ZS); the others classify.
+SEGMENTATION_USAGE_PREFIX = "seg_"
+#: Methods a segmentation spec may list: seg_zs trains nothing, so only the no-op ERM applies.
+SEGMENTATION_METHODS = ("erm",)
+#: Usage parameters that name a reported setting rather than a tuned hyper-parameter: each value
+#: is its own usage label (``seg_zs:bbox``), so prompt types are compared, never selected away.
+SETTING_PARAMS = ("prompt",)
 #: ExperimentSpec fields that change where things are kept, not what a run computes.
 NOT_IN_RUN_ID = ("cache_dir",)
 
@@ -88,12 +116,13 @@ class Cell:
     dataset: str  # the dataset's label (its name unless the spec gives one)
     model: str
     run_id: str
+    usage: str = ""  # the usage's label: its name, with the setting parameters (``seg_zs:bbox``)
 
     @property
     def labels(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "model": self.model, "usage": self.spec.usage, "method": self.spec.method,
-                "train_attribute": self.spec.attribute, "seed": self.spec.seed,
-                "hparams": hparams_key(self.spec.method_params, self.spec.usage_params)}
+        return {"dataset": self.dataset, "model": self.model, "usage": self.usage or self.spec.usage,
+                "method": self.spec.method, "train_attribute": self.spec.attribute, "seed": self.spec.seed,
+                "hparams": hparams_key(self.spec.method_params, self.spec.usage_params), "task": self.spec.task}
 
 
 @dataclass
@@ -105,6 +134,7 @@ class BenchSpec:
     warnings: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)  # the spec as read
     text: str | None = None  # the YAML file's own text, copied verbatim to <out>/spec.yaml
+    task: str = "classification"  # of every cell: classification | segmentation
 
     def to_yaml(self) -> str:
         return self.text if self.text is not None else yaml.safe_dump(self.raw, sort_keys=False)
@@ -150,13 +180,20 @@ def load_spec(source: str | Path | dict) -> BenchSpec:
 
 def expand(raw: dict[str, Any]) -> BenchSpec:
     _check_keys(raw, TOP_LEVEL_KEYS, "spec")
-    for required in ("datasets", "methods"):
+    task = raw.get("task", "classification")
+    if task not in TASK_NAMES:
+        raise SpecError(f"spec key 'task' must be one of {list(TASK_NAMES)}; got {task!r}")
+    segmentation = task == "segmentation"
+    for required in ("datasets", "models" if segmentation else "methods"):
         if not raw.get(required):
-            raise SpecError(f"spec key {required!r} is missing or empty; it lists the {required} to run")
+            what = "segmenters" if required == "models" else required
+            raise SpecError(f"spec key {required!r} is missing or empty; it lists the {what} to run")
     datasets = [_entry(d, DATASET_KEYS, f"datasets[{i}]") for i, d in enumerate(_as_list(raw, "datasets"))]
     models = [_entry(m, MODEL_KEYS, f"models[{i}]") for i, m in enumerate(_as_list(raw, "models", ["small_cnn"]))]
-    usages = [_entry(u, USAGE_KEYS, f"usages[{i}]") for i, u in enumerate(_as_list(raw, "usages", ["lp"]))]
-    methods = [_entry(m, COMPONENT_KEYS, f"methods[{i}]") for i, m in enumerate(_as_list(raw, "methods"))]
+    usages = [_entry(u, USAGE_KEYS, f"usages[{i}]")
+              for i, u in enumerate(_as_list(raw, "usages", ["seg_zs" if segmentation else "lp"]))]
+    methods = [_entry(m, COMPONENT_KEYS, f"methods[{i}]")
+               for i, m in enumerate(_as_list(raw, "methods", list(SEGMENTATION_METHODS)))]
     attributes = [str(a) for a in _as_list(raw, "attributes", ["sex"])]
     seeds = _as_list(raw, "seeds", [0])
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
@@ -167,7 +204,10 @@ def expand(raw: dict[str, Any]) -> BenchSpec:
     split = _mapping(raw, "split")
     _check_keys(split, SPLIT_KEYS, "split")
 
-    _check_names(datasets, models, usages, methods)
+    _check_names(datasets, models, usages, methods, task)
+    if segmentation and "threshold" in _mapping(raw, "evaluation"):
+        raise SpecError("evaluation.threshold does not apply to segmentation: a pixel is foreground where its "
+                        "logit > 0 (SAM's mask threshold); remove it")
     _check_train(train)
     for usage in usages:
         _check_train(dict(usage.get("train") or {}))
@@ -185,7 +225,7 @@ def expand(raw: dict[str, Any]) -> BenchSpec:
         for usage_params, method_params in itertools.product(usage_settings[usage["name"]], method_grid):
             spec = ExperimentSpec(
                 dataset=dataset["name"], dataset_options=dict(dataset.get("options") or {}), root=dataset.get("root"),
-                attribute=attribute, model=model["name"], model_options=dict(model.get("options") or {}),
+                attribute=attribute, task=task, model=model["name"], model_options=dict(model.get("options") or {}),
                 transform=dataset.get("transform"), usage=usage["name"], usage_params=usage_params, method=method,
                 method_params=method_params, seed=seed, train={**train, **(usage.get("train") or {})},
                 split_file=split.get("file"),
@@ -194,7 +234,9 @@ def expand(raw: dict[str, Any]) -> BenchSpec:
                 eval_attributes=list(evaluation.attributes) if evaluation.attributes else None,
                 cache_dir=str(raw["cache_dir"]) if raw.get("cache_dir") else None,
             )
-            cell = Cell(spec, dataset.get("label") or dataset["name"], model.get("label") or model["name"], run_id(spec))
+            cell = Cell(spec, dataset.get("label") or dataset["name"], model.get("label") or model["name"], run_id(spec),
+                        usage_label(usage["name"], usage_params, usage_defaults(usage["name"])) if segmentation
+                        else usage["name"])
             if cell.run_id not in seen:  # the same cell listed twice runs once
                 seen.add(cell.run_id)
                 cells.append(cell)
@@ -203,7 +245,21 @@ def expand(raw: dict[str, Any]) -> BenchSpec:
             raise SpecError(f"dataset {dataset['name']!r}: none of its attributes {dataset['attributes']} is in "
                             f"spec key 'attributes' {attributes}")
     return BenchSpec(str(raw.get("name") or "benchmark"), cells, evaluation, selection,
-                     tuning_budget_warnings(method_settings), raw)
+                     tuning_budget_warnings(method_settings), raw, task=task)
+
+
+def usage_defaults(name: str) -> dict[str, Any]:
+    from medequity.usages import USAGES
+
+    return dict(getattr(USAGES.get(name), "defaults", {}))
+
+
+def usage_label(name: str, usage_params: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
+    """The usage as results group it: its name, plus each :data:`SETTING_PARAMS` value it takes
+    (given or default), e.g. ``seg_zs:bbox``; a plain name for usages without such parameters."""
+    defaults = defaults or {}
+    values = [str(usage_params.get(key, defaults.get(key))) for key in SETTING_PARAMS if key in usage_params or key in defaults]
+    return ":".join([name, *values])
 
 
 def tuning_budget_warnings(method_settings: list[tuple[str, list[dict]]]) -> list[str]:
@@ -280,7 +336,7 @@ def _settings(entry: dict, kind: str) -> list[dict]:
     return [{**params, **dict(zip(names, combo))} for combo in itertools.product(*(axes[n] for n in names))]
 
 
-def _check_names(datasets, models, usages, methods) -> None:
+def _check_names(datasets, models, usages, methods, task: str = "classification") -> None:
     from medequity.data import DATASETS
     from medequity.methods import METHODS
     from medequity.usages import USAGES
@@ -289,8 +345,31 @@ def _check_names(datasets, models, usages, methods) -> None:
         for entry in entries:
             if entry["name"] not in registry:
                 raise SpecError(f"unknown {kind} {entry['name']!r}; known: {registry.names()}")
+    segmentation = task == "segmentation"
+    for entry in usages:
+        if entry["name"].startswith(SEGMENTATION_USAGE_PREFIX) != segmentation:
+            valid = [n for n in USAGES.names() if n.startswith(SEGMENTATION_USAGE_PREFIX) == segmentation]
+            other = "classification" if segmentation else "segmentation"
+            raise SpecError(f"usage {entry['name']!r} is a {other} usage but the spec's task is {task!r}; "
+                            f"{task} usages: {valid}" + ("" if segmentation else " (or set task: segmentation)"))
+    if segmentation:
+        for entry in methods:
+            if entry["name"] not in SEGMENTATION_METHODS:
+                raise SpecError(f"method {entry['name']!r} cannot run on segmentation: zero-shot segmentation trains "
+                                f"nothing, so methods are {list(SEGMENTATION_METHODS)}")
+        for entry in models:
+            _check_segmenter(entry["name"])
+        return
     for entry in models:
         _check_backbone(entry["name"])
+
+
+def _check_segmenter(name: str) -> None:
+    from medequity.models import BACKBONES, SEGMENTERS
+
+    if name not in SEGMENTERS:
+        hint = " (a classification backbone; segmentation specs list segmenters)" if name in BACKBONES else ""
+        raise SpecError(f"unknown segmenter {name!r}{hint}; registered segmenters: {SEGMENTERS.names()}")
 
 
 def _check_backbone(name: str) -> None:

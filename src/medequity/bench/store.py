@@ -3,7 +3,7 @@
 Layout (the HTML report and DuckDB queries rely on it)::
 
     <out>/spec.yaml                 the spec as given
-    <out>/bench.json                name, selection rule, tuning-budget warnings, planned run ids
+    <out>/bench.json                name, task, selection rule, tuning-budget warnings, planned run ids
     <out>/results.parquet           summaries of all finished runs + identifiers + selected
     <out>/runs/<run_id>/metrics.parquet, summaries.parquet, predictions.parquet,
                         history.parquet, representation.parquet, run.json   (run.json last)
@@ -50,6 +50,33 @@ class Results:
     failed: pd.DataFrame  # run_id, error (runs with error.json and no run.json)
     selection: dict = field(default_factory=dict)  # {"rule": ..., "max_gap": ...}
     warnings: list[str] = field(default_factory=list)
+    task: str = "classification"  # the spec's task: picks the headline metric (HEADLINES)
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A task's headline metric: what the leaderboard shows and validation selection compares."""
+
+    metric: str  # in the metrics/summaries tables
+    es_summary: str  # the equity-scaled form the leaderboard shows
+    score: str  # run column selection compares (overall validation value)
+    group_scores: str  # run column: JSON of group name -> validation value
+    columns: tuple[str, str, str, str]  # leaderboard names of: overall, worst group, gap, equity-scaled
+
+
+HEADLINES = {
+    # FairMedFM ES-AUC, std form.
+    "classification": Headline("auc", "es_std", "val_auc", "val_group_aucs", ("auc", "worst_group_auc", "auc_gap", "es_auc")),
+    # FairSeg ES-Dice: Dice / (1 + Σ_g |Dice − Dice_g|).
+    "segmentation": Headline("dice", "es_sum_abs_dev", "val_dice", "val_group_dices",
+                             ("dice", "worst_group_dice", "dice_gap", "es_dice")),
+}
+
+
+def headline(task: str) -> Headline:
+    if task not in HEADLINES:
+        raise ValueError(f"unknown task {task!r}; known: {sorted(HEADLINES)}")
+    return HEADLINES[task]
 
 
 def now() -> str:
@@ -155,17 +182,21 @@ def load_results(out: str | Path, *, rule: str | None = None, max_gap: float | N
         summary_frames.append(summaries.assign(run_id=run_id))
 
     runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS)) if rows else pd.DataFrame(columns=list(RUN_COLUMNS))
-    runs["selected"] = mark_selected(runs, selection["rule"], max_gap=selection["max_gap"]) if rows else pd.Series(dtype=bool)
+    task = bench.get("task") or (str(runs.task.iloc[0]) if rows else "classification")
+    head = headline(task)
+    runs["selected"] = (mark_selected(runs, selection["rule"], max_gap=selection["max_gap"], score=head.score,
+                                      group_scores=head.group_scores) if rows else pd.Series(dtype=bool))
     runs["selection_rule"] = selection["rule"]
     identifiers = runs[list(RESULT_COLUMNS)]
     metrics = _with_identifiers(metric_frames, identifiers)
     summaries = _with_identifiers(summary_frames, identifiers)
     failed = pd.DataFrame(failures, columns=["run_id", *SELECTION_GROUP, "hparams", "error"])
-    return Results(runs, metrics, summaries, failed, selection, list(bench.get("warnings", [])))
+    return Results(runs, metrics, summaries, failed, selection, list(bench.get("warnings", [])), task)
 
 
 RUN_COLUMNS = (*IDENTIFIERS, "seconds", "best_epoch", "val_auc", "val_worst_group_auc", "val_es_auc", "val_group_aucs",
-               "probe_auc", "threshold", "created")
+               "probe_auc", "threshold", "created", "task", "val_dice", "val_worst_group_dice", "val_es_dice",
+               "val_group_dices")
 
 
 def run_row(record: dict) -> dict:
@@ -178,6 +209,10 @@ def run_row(record: dict) -> dict:
         "val_group_aucs": json.dumps(validation.get("val_auc_group", {}), sort_keys=True),
         "probe_auc": json.dumps(record.get("representation", {}).get("probe_auc", {}), sort_keys=True),
         "threshold": _float(record.get("threshold", {}).get("value")), "created": record.get("created"),
+        "task": record.get("spec", {}).get("task", "classification"),
+        "val_dice": _float(validation.get("val_dice")), "val_worst_group_dice": _float(validation.get("val_worst_group_dice")),
+        "val_es_dice": _float(validation.get("val_es_dice")),
+        "val_group_dices": json.dumps(validation.get("val_dice_group", {}), sort_keys=True),
     }
 
 
@@ -198,25 +233,32 @@ LEADERBOARD_KEYS = ("dataset", "usage", "train_attribute")
 
 
 def leaderboard(results: Results) -> pd.DataFrame:
-    """Selected runs, one row per (dataset, usage, attribute, model, method), best worst-group AUC first.
+    """Selected runs, one row per (dataset, usage, attribute, model, method), best worst group first.
 
-    Test AUC, worst-group AUC, AUC gap with its CI and ES-AUC (FairMedFM, std form) on the training
-    attribute, averaged over seeds. With one seed the gap CI is the run's bootstrap interval; with
-    several it is a t-interval over seeds.
+    On the training attribute, averaged over seeds, the task's headline metric (:data:`HEADLINES`):
+    classification: test AUC, worst-group AUC, AUC gap with its CI and ES-AUC (FairMedFM, std
+    form) — columns ``auc``, ``worst_group_auc``, ``auc_gap``, ``gap_ci_low``, ``gap_ci_high``,
+    ``es_auc``; segmentation (each prompt type is its own usage, ``seg_zs:bbox``): test Dice,
+    worst-group Dice, Dice gap with its CI and ES-Dice (FairSeg, Dice / (1 + Σ_g |Dice − Dice_g|))
+    — ``dice``, ``worst_group_dice``, ``dice_gap``, ``gap_ci_*``, ``es_dice``. With one seed the
+    gap CI is the run's bootstrap interval; with several it is a t-interval over seeds.
     """
-    columns = [*LEADERBOARD_KEYS, "model", "method", "n_seeds", "auc", "worst_group_auc", "auc_gap", "gap_ci_low",
-               "gap_ci_high", "es_auc"]
+    head = headline(results.task)
+    overall_name, worst_name, gap_name, es_name = head.columns
+    columns = [*LEADERBOARD_KEYS, "model", "method", "n_seeds", overall_name, worst_name, gap_name, "gap_ci_low",
+               "gap_ci_high", es_name]
     if results.runs.empty:
         return pd.DataFrame(columns=columns)
     summaries = results.summaries
-    summaries = summaries[summaries.selected & (summaries.attribute == summaries.train_attribute) & (summaries.metric == "auc")]
+    summaries = summaries[summaries.selected & (summaries.attribute == summaries.train_attribute)
+                          & (summaries.metric == head.metric)]
     metrics = results.metrics
-    overall = metrics[metrics.selected & (metrics.attribute == metrics.train_attribute) & (metrics.metric == "auc")
+    overall = metrics[metrics.selected & (metrics.attribute == metrics.train_attribute) & (metrics.metric == head.metric)
                       & (metrics.group == "overall")]
     per_run = (summaries.pivot_table(index="run_id", columns="summary", values="value", aggfunc="first")
-               .reindex(columns=["worst", "gap", "es_std"]))
+               .reindex(columns=["worst", "gap", head.es_summary]))
     gap_ci = summaries[summaries.summary == "gap"].set_index("run_id")[["ci_low", "ci_high"]]
-    per_run = per_run.join(gap_ci).join(overall.set_index("run_id")["value"].rename("auc"))
+    per_run = per_run.join(gap_ci).join(overall.set_index("run_id")["value"].rename("overall"))
     selected = results.runs[results.runs.selected].set_index("run_id")
     per_run = selected[[*LEADERBOARD_KEYS, "model", "method", "seed"]].join(per_run)
 
@@ -232,10 +274,11 @@ def leaderboard(results: Results) -> pd.DataFrame:
             half = stats.t.ppf(0.975, n - 1) * np.nanstd(gap, ddof=1) / math.sqrt(n)
             low, high = float(np.nanmean(gap) - half), float(np.nanmean(gap) + half)
         rows.append({**dict(zip([*LEADERBOARD_KEYS, "model", "method"], key)), "n_seeds": n,
-                     "auc": group["auc"].mean(), "worst_group_auc": group["worst"].mean(), "auc_gap": float(np.nanmean(gap)),
-                     "gap_ci_low": low, "gap_ci_high": high, "es_auc": group["es_std"].mean()})
+                     overall_name: group["overall"].mean(), worst_name: group["worst"].mean(),
+                     gap_name: float(np.nanmean(gap)), "gap_ci_low": low, "gap_ci_high": high,
+                     es_name: group[head.es_summary].mean()})
     board = pd.DataFrame(rows, columns=columns)
     # ties (e.g. ERM and a post-processor of it with the same AUCs) are ordered by model and method,
     # not by which run finished first
-    return board.sort_values([*LEADERBOARD_KEYS, "worst_group_auc", "model", "method"],
+    return board.sort_values([*LEADERBOARD_KEYS, worst_name, "model", "method"],
                              ascending=[True, True, True, False, True, True], kind="stable", ignore_index=True)

@@ -74,17 +74,34 @@ def report_command(out: Annotated[Path, typer.Argument(help="Results folder of `
     console.print(f"[green]wrote[/] {path}", soft_wrap=True)
 
 
+# leaderboard column -> terminal heading, per headline metric (bench.store.HEADLINES)
+BOARD_COLUMNS = {
+    "auc": (("auc", "AUC"), ("worst_group_auc", "worst-group AUC"), ("auc_gap", "AUC gap [95% CI]"), ("es_auc", "ES-AUC")),
+    "dice": (("dice", "Dice"), ("worst_group_dice", "worst-group Dice"), ("dice_gap", "Dice gap [95% CI]"),
+             ("es_dice", "ES-Dice")),
+}
+
+
 def print_leaderboard(board, rule: str) -> None:
     if board.empty:
         console.print("no finished runs yet")
         return
+    columns = BOARD_COLUMNS["dice" if "dice" in board.columns else "auc"]
+    segmentation = "dice" in board.columns
     for (dataset, usage, attribute), rows in board.groupby(["dataset", "usage", "train_attribute"], sort=False):
-        table = Table(title=f"{dataset} · {usage} · {attribute} (hyper-parameters chosen on validation by {rule})")
-        for column in ("model", "method", "seeds", "AUC", "worst-group AUC", "AUC gap [95% CI]", "ES-AUC"):
-            table.add_column(column, justify="left" if column in ("model", "method") else "right")
-        for row in rows.itertuples():
-            table.add_row(row.model, row.method, str(row.n_seeds), _fmt(row.auc), _fmt(row.worst_group_auc),
-                          f"{_fmt(row.auc_gap)} [{_fmt(row.gap_ci_low)}, {_fmt(row.gap_ci_high)}]", _fmt(row.es_auc))
+        title = (f"{dataset} · {usage} · {attribute} (zero-shot; prompt type {usage.partition(':')[2] or '—'})"
+                 if segmentation else f"{dataset} · {usage} · {attribute} (hyper-parameters chosen on validation by {rule})")
+        table = Table(title=title)
+        for column in ("segmenter" if segmentation else "model", "method", "seeds", *(heading for _, heading in columns)):
+            table.add_column(column, justify="left" if column in ("model", "segmenter", "method") else "right")
+        for row in rows.to_dict("records"):
+            values = []
+            for name, _ in columns:
+                text = _fmt(row[name])
+                if name.endswith("_gap"):
+                    text += f" [{_fmt(row['gap_ci_low'])}, {_fmt(row['gap_ci_high'])}]"
+                values.append(text)
+            table.add_row(str(row["model"]), str(row["method"]), str(row["n_seeds"]), *values)
         console.print(table)
 
 

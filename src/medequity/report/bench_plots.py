@@ -194,16 +194,18 @@ def pareto_panel(ax, points: pd.DataFrame, *, x: str, x_label: str, x_lower_is_b
 
 
 def pareto_figure(points: pd.DataFrame, panels: Sequence[tuple[str, str, bool]], columns: Sequence[str], *,
-                  column: str = "usage", colors: Mapping[str, str] | None = None, title: str | None = None) -> Figure:
+                  column: str = "usage", colors: Mapping[str, str] | None = None, title: str | None = None,
+                  y: str = "auc", y_label: str = "AUC") -> Figure:
     """A grid of :func:`pareto_panel`: one row per ``(x column, x label, lower is better)`` in
-    ``panels``, one column per value of ``points[column]`` listed in ``columns``."""
+    ``panels``, one column per value of ``points[column]`` listed in ``columns``; utility ``y``
+    (the AUC; segmentation: the Dice)."""
     fig = new_figure(3.6 * len(columns) + 0.6, 3.3 * len(panels) + (0.4 if title else 0))
     axes = fig.subplots(len(panels), len(columns), squeeze=False)
     for c, value in enumerate(columns):
         sub = points[points[column] == value]
         for r, (x, label, lower) in enumerate(panels):
-            pareto_panel(axes[r, c], sub, x=x, x_label=label, x_lower_is_better=lower, colors=colors,
-                         title=f"{column} {value}" if r == 0 else None)
+            pareto_panel(axes[r, c], sub, x=x, x_label=label, x_lower_is_better=lower, y=y, y_label=y_label,
+                         colors=colors, title=f"{column} {value}" if r == 0 else None)
     handles = [Line2D([], [], color="#888888", label="Pareto front"),
                Line2D([], [], marker="*", color="#777777", markeredgecolor="#222222", markersize=10, linestyle="none",
                       label="on the front"),
@@ -214,7 +216,7 @@ def pareto_figure(points: pd.DataFrame, panels: Sequence[tuple[str, str, bool]],
     return fig
 
 
-# -- per-group AUC (FairMedFM Fig. 2–5) ------------------------------------------------------------------
+# -- per-group AUC (FairMedFM Fig. 2–5) and Dice (Fig. 7–9) ---------------------------------------------------
 def group_auc_panel(ax, table: pd.DataFrame, *, methods: Sequence[str], groups: Sequence[str],
                     colors: Mapping[str, str], title: str | None = None, y_label: str = "AUC") -> None:
     """Methods on the x axis; per method a marker per group (dodged) with CI whiskers and the overall
@@ -249,15 +251,18 @@ def group_auc_panel(ax, table: pd.DataFrame, *, methods: Sequence[str], groups: 
     _tidy_axes(ax, "y")
 
 
-def group_auc_figure(panels: Sequence[dict], *, methods: Sequence[str], ncols: int, title: str | None = None) -> Figure:
+def group_auc_figure(panels: Sequence[dict], *, methods: Sequence[str], ncols: int, title: str | None = None,
+                     y_label: str = "AUC") -> Figure:
     """A grid of :func:`group_auc_panel`; each panel dict has ``table``, ``groups``, ``title``. Each
-    panel has its own group legend (attributes differ between panels)."""
+    panel has its own group legend (attributes differ between panels). ``methods`` are the x-axis
+    entries (for segmentation the prompt types, with ``y_label="Dice"``: FairMedFM Fig. 7–9)."""
     nrows = int(np.ceil(len(panels) / ncols))
     fig = new_figure(max(4.2, 0.55 * len(methods) + 2.2) * ncols, 3.3 * nrows + (0.4 if title else 0))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, panel in zip(axes, panels):
         colors = group_colors(panel["groups"])
-        group_auc_panel(ax, panel["table"], methods=methods, groups=panel["groups"], colors=colors, title=panel["title"])
+        group_auc_panel(ax, panel["table"], methods=methods, groups=panel["groups"], colors=colors, title=panel["title"],
+                        y_label=y_label)
         handles = [Line2D([], [], marker="o", color=colors[g], linestyle="none", label=_short(g, 18)) for g in panel["groups"]]
         handles.append(Line2D([], [], color=OVERALL_COLOR, linewidth=2.2, label="overall"))
         ax.legend(handles=handles, fontsize=7.5, loc="lower left", frameon=True, framealpha=0.85,
