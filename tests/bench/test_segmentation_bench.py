@@ -178,3 +178,17 @@ def test_bench_report_command_writes_the_segmentation_page(demo):
     result = CliRunner().invoke(bench_app, ["report", str(out)])
     assert result.exit_code == 0, result.output
     assert "Dice" in (out / "report.html").read_text()
+
+
+def test_a_segmentation_grid_is_selected_on_validation_dice_per_prompt_type():
+    from medequity.bench.selection import mark_selected
+
+    base = {"dataset": "d", "model": "sam_tiny", "method": "erm", "train_attribute": "skin_tone", "seed": 0,
+            "val_auc": np.nan, "val_group_aucs": "{}"}
+    runs = pd.DataFrame([
+        {**base, "usage": "seg_zs:bbox", "hparams": "jitter0", "val_dice": 0.9, "val_group_dices": json.dumps({"a": 0.95, "b": 0.6})},
+        {**base, "usage": "seg_zs:bbox", "hparams": "jitter2", "val_dice": 0.8, "val_group_dices": json.dumps({"a": 0.8, "b": 0.75})},
+        {**base, "usage": "seg_zs:center", "hparams": "jitter0", "val_dice": 0.5, "val_group_dices": json.dumps({"a": 0.5, "b": 0.5})},
+    ])
+    selected = mark_selected(runs, "worst_group", score="val_dice", group_scores="val_group_dices")
+    assert selected.tolist() == [False, True, True]  # the better worst group wins; each prompt type keeps one

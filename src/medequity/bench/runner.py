@@ -69,7 +69,7 @@ def run_benchmark(spec: str | Path | dict | BenchSpec, out: str | Path, *, ray_a
 
 
 def _describe(cell: Cell) -> str:
-    return f"{cell.dataset}/{cell.model}/{cell.spec.usage}/{cell.spec.method} {cell.spec.attribute} seed {cell.spec.seed}"
+    return f"{cell.dataset}/{cell.model}/{cell.labels['usage']}/{cell.spec.method} {cell.spec.attribute} seed {cell.spec.seed}"
 
 
 def _record(store: ResultsStore, cell: Cell, outcome: dict) -> None:
