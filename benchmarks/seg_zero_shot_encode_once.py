@@ -72,12 +72,14 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(2)
-    n_total = int(np.ceil(args.n / 0.2))  # the preset's test split is a fifth
+    n_total = max(60, int(np.ceil(args.n / 0.15)))  # enough for a test split of args.n images
     with tempfile.TemporaryDirectory() as cache:
         spec = ExperimentSpec(dataset="synthetic-segmentation", dataset_options={"preset": "seg-derm-lesion", "n": n_total,
                                                                                  "image_size": args.image_size},
                               attribute="skin_tone", task="segmentation", model=args.model, usage="seg_zs", cache_dir=cache)
-        prepared = prepare(spec, splits=["train", "test"])
+        prepared = prepare(spec)
+        test = prepared.data["test"]
+        prepared = prepared.with_data(test=test.subset(np.arange(min(args.n, len(test)))))
         n = len(prepared.data["test"])
         start = time.perf_counter()
         reference = fairmedfm_way(prepared, spec.seed)

@@ -20,6 +20,7 @@ every prompt type, seed and class decodes from the same (cacheable) embedding:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,17 @@ class Segmenter:
     encode_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     decode_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
 
+    def embedding_shape(self) -> tuple[int, ...]:
+        """(C, h, w) of one image's embedding: from ``config["embedding_shape"]`` when the family
+        states it, else measured once per configuration (one encode of a blank input)."""
+        if "embedding_shape" in self.config:
+            return tuple(int(n) for n in self.config["embedding_shape"])
+        key = json.dumps({"name": self.name, "config": self.config}, sort_keys=True, default=str)
+        if key not in _EMBEDDING_SHAPES:
+            size = self.profile.input_size
+            _EMBEDDING_SHAPES[key] = tuple(self.encode(torch.zeros(1, 3, size, size)).shape[1:])
+        return _EMBEDDING_SHAPES[key]
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         if self.encode_fn is None:
@@ -150,6 +162,8 @@ class Segmenter:
         x = x[..., : geometry.resized_hw[0], : geometry.resized_hw[1]]
         return F.interpolate(x, size=geometry.original_hw, mode="bilinear", align_corners=False)
 
+
+_EMBEDDING_SHAPES: dict[str, tuple[int, ...]] = {}  # measured embedding shapes, by segmenter configuration
 
 SEGMENTERS: Registry[Segmenter] = Registry("segmenter")
 register_segmenter = SEGMENTERS.register

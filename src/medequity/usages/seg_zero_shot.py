@@ -87,9 +87,7 @@ class PromptedSegmenter(nn.Module):
     def embeddings(self, data: SplitData) -> np.ndarray:
         """(N, C, h, w) embeddings of the split, memory-mapped from the cache (computed once)."""
         encoder = _FlatEncoder(self.segmenter)
-        size = self.segmenter.profile.input_size
-        with torch.no_grad():
-            shape = tuple(self.segmenter.encode(torch.zeros(1, 3, size, size)).shape[1:])
+        shape = self.segmenter.embedding_shape()
         features, from_cache = cached_features(
             encoder, _EncoderInput(data.items, self.segmenter), backbone_name=self.segmenter.name,
             backbone_config=self.segmenter.config, data_fingerprint=data.fingerprint,

@@ -122,7 +122,9 @@ def make_sam_segmenter(name: str, arch: dict[str, Any], profile: PreprocessProfi
     encode, decode = sam_callables(sam)
     config = {"family": "segment_anything", "name": name, **arch, "global_attn_indexes": list(arch["global_attn_indexes"]),
               "profile": profile.to_dict(), "mask_threshold": 0.0,
-              "low_res_size": 4 * arch["image_size"] // arch["patch_size"]}
+              "low_res_size": 4 * arch["image_size"] // arch["patch_size"],
+              "embedding_shape": [arch["prompt_embed_dim"], arch["image_size"] // arch["patch_size"],
+                                  arch["image_size"] // arch["patch_size"]]}
     return Segmenter(name, sam, profile, promptable=True, config=config, encode_fn=encode, decode_fn=decode)
 
 
