@@ -54,6 +54,12 @@ def test_the_image_encoder_runs_once_per_image_for_every_prompt_type(tmp_path):
         again = run(prepared.with_spec(usage_params={"prompt": kind}))
         assert again.model.encoded == 0  # decoded from the cached embeddings
         assert (again.predictions.prompt == kind).all()
+        # one model decodes another prompt type from the same embeddings: the same rows as its own run
+        test = first.data["test"]
+        rows = pd.DataFrame(list(first.model.segment(test, seed=spec.seed, prompt=kind)))
+        own = again.predictions[again.predictions.split == "test"].reset_index(drop=True)
+        np.testing.assert_allclose(rows.dice.to_numpy(), own.dice.to_numpy())
+    assert first.model.encoded == n_images
 
 
 def test_prompts_and_masks_do_not_depend_on_the_split_order(tmp_path):
@@ -88,7 +94,7 @@ def test_volumes_are_segmented_slice_wise_and_scored_per_volume(tmp_path):
     model, test = result.model, result.data["test"]
     item = test.items[0]
     cls = int(rows[rows.sample_id == item["sample_id"]]["class"].iloc[0])
-    stacked, extra = model._volume(item["image"], item["mask"], cls, item["sample_id"], spec.seed)
+    stacked, extra = model._volume(item["image"], item["mask"], cls, item["sample_id"], spec.seed, "center")
     assert stacked.shape == item["mask"].shape
     expected = dice_per_sample(stacked[None].astype(int), (item["mask"] == cls)[None].astype(int), classes=[1]).values[0]
     got = rows[(rows.sample_id == item["sample_id"]) & (rows["class"] == cls)].dice.iloc[0]

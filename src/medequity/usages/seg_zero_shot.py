@@ -125,8 +125,7 @@ class PromptedSegmenter(nn.Module):
         best = int(torch.argmax(iou[0])) if multimask else 0
         return (self.segmenter.upscale(logits[:, best : best + 1], geometry)[0, 0] > 0).numpy(), float(iou[0, best])
 
-    def _prompt_options(self) -> dict[str, Any]:
-        kind = self.params["prompt"]
+    def _prompt_options(self, kind: str) -> dict[str, Any]:
         return {"center": {"mode": self.params["center_mode"]}, "rand": {},
                 "rands": {"k": int(self.params["n_points"]), "replace": bool(self.params["replace"])},
                 "bbox": {"jitter": int(self.params["jitter"])}}[kind]
@@ -140,7 +139,8 @@ class PromptedSegmenter(nn.Module):
                 "hd95": float(hd95_per_sample(*pair, one_empty="diagonal", **surface).values[0]),
                 "nsd": float(nsd_per_sample(*pair, tolerance=float(self.params["nsd_tolerance"]), **surface).values[0])}
 
-    def _volume(self, image: np.ndarray, mask: np.ndarray, cls: int, sample_id: str, seed: int) -> tuple[np.ndarray, dict]:
+    def _volume(self, image: np.ndarray, mask: np.ndarray, cls: int, sample_id: str, seed: int,
+                kind: str) -> tuple[np.ndarray, dict]:
         """A 3D class mask from a 2D model: every slice where the class is present gets its own
         prompt (FairMedFM's setting: the ground truth chooses the slices — recorded as
         ``slices="positive"``); the others are predicted empty. Slices are encoded one at a time
@@ -148,8 +148,8 @@ class PromptedSegmenter(nn.Module):
         pred = np.zeros(mask.shape, dtype=bool)
         inside, n_slices = [], 0
         for z in np.flatnonzero((mask == cls).reshape(mask.shape[0], -1).any(axis=1)):
-            prompt = make_prompts(mask[z], self.params["prompt"], seed=seed, sample_id=f"{sample_id}/z{z}", classes=[cls],
-                                  **self._prompt_options())[cls]
+            prompt = make_prompts(mask[z], kind, seed=seed, sample_id=f"{sample_id}/z{z}", classes=[cls],
+                                  **self._prompt_options(kind))[cls]
             x, geometry = self.segmenter.profile.prepare(image[z])
             self.encoded += 1
             pred[z], _ = self._decode(self.segmenter.encode(x[None])[0], prompt, geometry)
@@ -159,10 +159,14 @@ class PromptedSegmenter(nn.Module):
         return pred, {"prompted_slices": n_slices, "prompt_inside": float(np.mean(known)) if known else np.nan}
 
     @torch.no_grad()
-    def segment(self, data: SplitData, *, seed: int) -> Iterator[dict[str, Any]]:
+    def segment(self, data: SplitData, *, seed: int, prompt: str | None = None) -> Iterator[dict[str, Any]]:
         """One row per (sample, foreground class): the prompt, the predicted mask's Dice, IoU, HD95
         and NSD at the original size (volumes: per volume, from stacked slices), areas, and whether
-        the class was empty (skipped)."""
+        the class was empty (skipped). ``prompt`` decodes another prompt type (with this recipe's
+        options) from the same cached embeddings."""
+        kind = self.params["prompt"] if prompt is None else prompt
+        if kind not in PROMPT_KINDS:
+            raise ValueError(f"prompt must be one of {PROMPT_KINDS}; got {kind!r}")
         volumes = bool(len(data)) and np.asarray(data.items[0]["mask"]).ndim == 3
         embeddings = None if volumes else self.embeddings(data)
         self.module.eval()
@@ -172,18 +176,18 @@ class PromptedSegmenter(nn.Module):
         for i in range(len(data)):
             item = data.items[i]
             image, mask, sample_id = item["image"], item["mask"], item["sample_id"]
-            rows = list(self._sample_rows(i, image, mask, sample_id, seed, spacing, volumes, embeddings))
+            rows = list(self._sample_rows(i, image, mask, sample_id, seed, spacing, volumes, embeddings, kind))
             if cdr and not volumes:
                 rows = self._with_cdr_error(rows, mask)
             yield from rows
 
     def _sample_rows(self, i: int, image: np.ndarray, mask: np.ndarray, sample_id: str, seed: int, spacing,
-                     volumes: bool, embeddings) -> Iterator[dict[str, Any]]:
+                     volumes: bool, embeddings, kind: str) -> Iterator[dict[str, Any]]:
         """The rows of one sample, one per foreground class (its predicted masks kept for the CDR)."""
-        kind, wanted = self.params["prompt"], self.params.get("classes")
+        wanted = self.params.get("classes")
         classes = [int(c) for c in (wanted or np.unique(mask)) if int(c) != 0]
         prompts = {} if volumes else make_prompts(mask, kind, seed=seed, sample_id=sample_id, classes=classes,
-                                                  **self._prompt_options())
+                                                  **self._prompt_options(kind))
         self._last_masks = {}
         for cls in classes:
             truth = mask == cls
@@ -194,7 +198,7 @@ class PromptedSegmenter(nn.Module):
                        "pred_area": 0, "prompt_inside": np.nan}
                 continue
             if volumes:
-                pred, extra = self._volume(image, mask, cls, sample_id, seed)
+                pred, extra = self._volume(image, mask, cls, sample_id, seed, kind)
             else:
                 prompt = prompts[cls]
                 geometry = self.segmenter.profile.geometry(mask.shape[:2])
