@@ -145,3 +145,46 @@ def test_mean_pooled_encoder_embeddings_feed_the_representation_probe(tmp_path):
     known = test.groups >= 0
     auc = attribute_probe_auc(features[known], np.asarray(test.group_names)[test.groups[known]], cv=3)
     assert 0 <= auc <= 1
+
+
+TINY_VISTA = {"encoder_embed_dim": 8, "blocks_down": (1, 1, 1, 1, 1), "roi_size": 32}
+
+
+def test_a_native_3d_model_segments_each_volume_in_one_go(tmp_path):
+    """VISTA3D (natively 3D, point-promptable): one prompt from the whole 3D class mask, decoded on
+    the whole volume, one row per (volume, class), Dice of the whole volume; boxes are refused."""
+    pytest.importorskip("monai")
+    from medequity.data.prompts import make_prompts
+    from medequity.metrics.segmentation import dice_per_sample
+    from medequity.usages.seg_zero_shot import PromptedSegmenter, SegmentZeroShot
+
+    torch.manual_seed(0)
+    spec = seg_spec(tmp_path, dataset_options={"preset": "seg-organ-3d", "n": 30, "image_size": 32}, attribute="sex",
+                    eval_attributes=["sex"], model="vista3d", model_options=TINY_VISTA,
+                    usage_params={"prompt": "center", "center_mode": "interior"}, n_boot=5, n_permutations=5)
+    result = run(spec)
+    rows = result.predictions
+    scored = rows[~rows.skipped]
+    assert not rows.duplicated(["split", "sample_id", "class"]).any() and len(scored) > 0
+    assert np.isfinite(scored.dice).all() and scored.dice.between(0, 1).all()
+    assert (scored.slices == "native_3d").all() and (scored.window == "whole").all() and scored.predicted_iou.isna().all()
+    assert result.threshold["slices"] == "native_3d" and result.threshold["segmenter"] == "vista3d"
+    model, test = result.model, result.data["test"]
+    assert model.encoded == len(result.data["val"]) + len(test)  # each volume encoded once, all its classes decoded
+    item = test.items[0]
+    cls = int(scored[scored.sample_id == item["sample_id"]]["class"].iloc[0])
+    pred, _ = model._native_volume(item["image"], item["mask"], cls, item["sample_id"], spec.seed, "center", {})
+    assert pred.shape == item["mask"].shape
+    expected = dice_per_sample(pred[None].astype(int), (item["mask"] == cls)[None].astype(int), classes=[1]).values[0]
+    row = scored[(scored.split == "test") & (scored.sample_id == item["sample_id"]) & (scored["class"] == cls)]
+    assert row.dice.iloc[0] == pytest.approx(expected) and row.pred_area.iloc[0] == pred.sum()
+    # the prompt's (x, y, z) point is given to VISTA3D as (z, y, x) = the volume's (D, H, W) indices
+    prompt = make_prompts(item["mask"], "center", seed=spec.seed, sample_id=item["sample_id"], classes=[cls],
+                          mode="interior")[cls]
+    x, y, z = prompt.points[0]
+    assert item["mask"][z, y, x] == cls
+    refused = r"natively 3D point-promptable model: it supports the point prompts \('center', 'rand', 'rands'\).*'bbox'"
+    with pytest.raises(ValueError, match=refused):
+        PromptedSegmenter(model.segmenter, {**SegmentZeroShot.defaults, "prompt": "bbox"})
+    with pytest.raises(ValueError, match=refused):
+        next(model.segment(test, seed=spec.seed, prompt="bbox"))

@@ -17,6 +17,18 @@ What FairMedFM's released code did, and what this does instead:
 Prompts are made from the mask at its original size and mapped to model-input coordinates with
 the family's preprocessing geometry. Multi-mask output picks the mask with the highest predicted
 IoU (FairMedFM); ``multimask=False`` asks for one mask. Both are recorded.
+
+Volumes: a 2D model segments them slice by slice (``slices="positive"``, :meth:`PromptedSegmenter._volume`);
+a natively 3D point-promptable model (``segmenter.config["spatial_dims"] == 3``, e.g. ``vista3d``)
+segments each volume in one go (``slices="native_3d"``): one point prompt made from the whole 3D
+class mask, decoded on the whole volume, thresholded at logit > 0 and scored per volume. A volume
+within the model's ``roi_size`` is encoded once (padded to the encoder's size multiple) and every
+class decoded from that encoding; a larger one goes through MONAI's point-based window inferer for
+VISTA3D (``monai.apps.vista3d.inferer.point_based_window_inferer``: windows of ``roi_size``
+centred on each prompt point, each re-encoded, logits averaged where windows overlap, voxels no
+window covers predicted background). MONAI's grid ``sliding_window_inference`` is not used for
+point prompts: a window that holds none of the points has no point-decoder output (VISTA3D gives
+−9999 logits there), which the window blending would average into the neighbouring windows.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from medequity.training.data import SplitData
 from medequity.usages.base import Usage, UsageContext, register_usage
 
 PROMPT_KINDS = ("center", "rand", "rands", "bbox")
+POINT_KINDS = ("center", "rand", "rands")  # what a 3D point-only model (VISTA3D) takes
 
 
 class _EncoderInput(torch.utils.data.Dataset):
@@ -76,13 +89,22 @@ class PromptedSegmenter(nn.Module):
                              "a SAM-family model")
         if params["prompt"] not in PROMPT_KINDS:
             raise ValueError(f"prompt must be one of {PROMPT_KINDS}; got {params['prompt']!r}")
-        if params["slices"] != "positive":
+        self.native_3d = segmenter.config.get("spatial_dims") == 3
+        if params["slices"] != "positive" and not (self.native_3d and params["slices"] == "native_3d"):
             raise ValueError(f"slices must be 'positive' (a 2D model is prompted on the slices where the class is "
                              f"present, FairMedFM's setting); got {params['slices']!r}")
+        if self.native_3d:
+            self._check_native_kind(segmenter.name, params["prompt"])
         self.segmenter, self.params, self.cache_dir, self.device, self.progress = segmenter, params, cache_dir, device, progress
         self.module = segmenter.module
         self._last_masks: dict[int, np.ndarray] = {}
         self.encoded = 0  # images run through the image encoder by this object (the cache hit shows as 0)
+
+    @staticmethod
+    def _check_native_kind(name: str, kind: str) -> None:
+        if kind not in POINT_KINDS:
+            raise ValueError(f"segmenter {name!r} is a natively 3D point-promptable model: it supports the point prompts "
+                             f"{POINT_KINDS} (no boxes); got prompt {kind!r}")
 
     def embeddings(self, data: SplitData) -> np.ndarray:
         """(N, C, h, w) embeddings of the split, memory-mapped from the cache (computed once)."""
@@ -106,8 +128,9 @@ class PromptedSegmenter(nn.Module):
 
     def record(self) -> dict[str, Any]:
         """What defines the predictions: segmenter, preprocessing profile, threshold, prompt recipe."""
-        return {"segmenter": self.segmenter.name, "profile": self.segmenter.profile.to_dict(), "threshold": "logit > 0",
-                **{k: v for k, v in self.params.items() if k != "batch_size"}}
+        record = {"segmenter": self.segmenter.name, "profile": self.segmenter.profile.to_dict(), "threshold": "logit > 0",
+                  **{k: v for k, v in self.params.items() if k != "batch_size"}}
+        return {**record, "slices": "native_3d"} if self.native_3d else record
 
     def _prompt_tensors(self, prompt, geometry) -> dict[str, torch.Tensor | None]:
         points = labels = boxes = None
@@ -158,6 +181,50 @@ class PromptedSegmenter(nn.Module):
         known = [v for v in inside if v is not None]
         return pred, {"prompted_slices": n_slices, "prompt_inside": float(np.mean(known)) if known else np.nan}
 
+    def _volume_input(self, image: np.ndarray) -> torch.Tensor:
+        """A (D, H, W) volume min–max scaled to [0, 1] (the recorded profile) as (1, 1, D, H, W)."""
+        x = torch.as_tensor(np.asarray(image), dtype=torch.float32)
+        if x.ndim != 3:
+            raise ValueError(f"segmenter {self.segmenter.name!r} is natively 3D: it segments (D, H, W) volumes; "
+                             f"got an image of shape {tuple(x.shape)}")
+        low, high = float(x.min()), float(x.max())
+        return ((x - low) / max(high - low, 1e-8))[None, None]
+
+    def _native_volume(self, image: np.ndarray, mask: np.ndarray, cls: int, sample_id: str, seed: int, kind: str,
+                       state: dict[str, Any]) -> tuple[np.ndarray, dict]:
+        """A 3D class mask from a natively 3D point-promptable model: one prompt from the whole class
+        mask, decoded on the whole volume (logit > 0). ``state`` keeps the volume's encoding for
+        its other classes (memory: one volume)."""
+        prompt = make_prompts(mask, kind, seed=seed, sample_id=sample_id, classes=[cls], **self._prompt_options(kind))[cls]
+        if prompt is None:  # not reached: absent classes are skipped before
+            raise ValueError(f"class {cls} is absent from volume {sample_id!r}")
+        # make_prompts gives (x, y, z) = indices of the (W, H, D) axes; VISTA3D's decode takes the tensor's (D, H, W)
+        points = torch.as_tensor(np.ascontiguousarray(np.asarray(prompt.points)[:, ::-1]), dtype=torch.float32)[None]
+        labels = torch.as_tensor(prompt.labels, dtype=torch.int64)[None]
+        shape = tuple(int(s) for s in mask.shape)
+        roi = tuple(int(r) for r in self.segmenter.config["roi_size"])
+        if all(s <= r for s, r in zip(shape, roi, strict=True)):
+            if "embedding" not in state:
+                multiple = int(self.segmenter.config.get("size_multiple", 1))
+                pad = [(-s) % multiple for s in shape]
+                x = torch.nn.functional.pad(self._volume_input(image), [v for p in reversed(pad) for v in (0, p)])
+                self.encoded += 1
+                state["embedding"] = self.segmenter.encode(x)[0]
+            logits, _ = self.segmenter.decode(state["embedding"], points=points, point_labels=labels)
+            volume = logits[0, 0, : shape[0], : shape[1], : shape[2]].float().cpu()
+            window = "whole"
+        else:
+            from monai.apps.vista3d.inferer import point_based_window_inferer
+
+            x = self._volume_input(image).to(next(self.segmenter.module.parameters()).device)
+            self.encoded += 1
+            volume = torch.as_tensor(point_based_window_inferer(x, roi, self.segmenter.module, points.to(x.device),
+                                                                labels.to(x.device), transpose=True))[0, 0].float().cpu()
+            window = "point_windows"
+        pred = (volume > 0).numpy()  # NaN (no window covered the voxel) is background
+        return pred, {"prompt_inside": np.nan if prompt.inside is None else float(prompt.inside), "predicted_iou": np.nan,
+                      "window": window}
+
     @torch.no_grad()
     def segment(self, data: SplitData, *, seed: int, prompt: str | None = None) -> Iterator[dict[str, Any]]:
         """One row per (sample, foreground class): the prompt, the predicted mask's Dice, IoU, HD95
@@ -167,7 +234,12 @@ class PromptedSegmenter(nn.Module):
         kind = self.params["prompt"] if prompt is None else prompt
         if kind not in PROMPT_KINDS:
             raise ValueError(f"prompt must be one of {PROMPT_KINDS}; got {kind!r}")
+        if self.native_3d:
+            self._check_native_kind(self.segmenter.name, kind)
         volumes = bool(len(data)) and np.asarray(data.items[0]["mask"]).ndim == 3
+        if self.native_3d and len(data) and not volumes:
+            raise ValueError(f"segmenter {self.segmenter.name!r} is natively 3D: it segments (D, H, W) volumes, "
+                             "not 2D images")
         embeddings = None if volumes else self.embeddings(data)
         self.module.eval()
         spacing = self.params.get("spacing")
@@ -189,6 +261,7 @@ class PromptedSegmenter(nn.Module):
         prompts = {} if volumes else make_prompts(mask, kind, seed=seed, sample_id=sample_id, classes=classes,
                                                   **self._prompt_options(kind))
         self._last_masks = {}
+        native: dict[str, Any] = {}  # a natively 3D model's encoding of this volume, shared by its classes
         for cls in classes:
             truth = mask == cls
             row: dict[str, Any] = {"index": i, "sample_id": sample_id, "class": cls, "prompt": kind,
@@ -197,8 +270,12 @@ class PromptedSegmenter(nn.Module):
                 yield {**row, "skipped": True, "dice": np.nan, "iou": np.nan, "hd95": np.nan, "nsd": np.nan,
                        "pred_area": 0, "prompt_inside": np.nan}
                 continue
-            if volumes:
+            if volumes and self.native_3d:
+                pred, extra = self._native_volume(image, mask, cls, sample_id, seed, kind, native)
+                extra = {**extra, "slices": "native_3d"}
+            elif volumes:
                 pred, extra = self._volume(image, mask, cls, sample_id, seed, kind)
+                extra = {**extra, "slices": "positive"}
             else:
                 prompt = prompts[cls]
                 geometry = self.segmenter.profile.geometry(mask.shape[:2])
@@ -237,7 +314,8 @@ class SegmentZeroShot(Usage):
         "nsd_tolerance": 2.0,  # NSD tolerance in the units of ``spacing`` (pixels by default)
         "spacing": None,  # pixel/voxel spacing for HD95 and NSD; None = 1 per axis
         "cdr": "auto",  # fundus cup-to-disc ratio error; auto: when the classes are background, rim, cup
-        "slices": "positive",  # volumes with a 2D model: prompt the slices where the class is present (FairMedFM)
+        "slices": "positive",  # volumes with a 2D model: prompt the slices where the class is present (FairMedFM);
+        # a natively 3D model (config spatial_dims == 3, e.g. vista3d) prompts whole volumes ("native_3d", recorded)
         "batch_size": 4,  # images per encoder batch
     }
 

@@ -25,7 +25,9 @@ VISTA3D is point-promptable in 3D through the same encode/decode contract, on vo
 ``(P, N)`` (1 foreground, 0 background, 2/3 for VISTA3D's special classes, −1 padding) and gives
 logits ``(P, 1, D, H, W)`` (foreground where > 0) — exactly ``VISTA3D.forward``'s point-only path
 without re-encoding. VISTA3D has no box prompt, no multi-mask output (``K = 1`` always) and no
-IoU head: the returned IoUs are NaN. Its automatic (class-vector) segmentation is
+IoU head: the returned IoUs are NaN. Its config records ``spatial_dims`` = 3 (a natively 3D model:
+zero-shot segmentation prompts and decodes whole volumes) and ``size_multiple`` (the encoder's
+stride: every spatial size a multiple of it). Its automatic (class-vector) segmentation is
 ``segmenter.module(x, class_vector=...)``.
 
 Profiles: these networks take single-channel volumes scaled by the data pipeline; the recorded
@@ -140,7 +142,8 @@ def vista3d(*, in_channels: int = 1, encoder_embed_dim: int = 48, blocks_down: S
 
     roi = _roi(roi_size, 3)
     profile = _profile("vista3d", roi)
-    config = {"family": "monai", "name": "vista3d", "in_channels": in_channels, "encoder_embed_dim": encoder_embed_dim,
+    config = {"family": "monai", "name": "vista3d", "spatial_dims": 3, "size_multiple": stride, "in_channels": in_channels,
+              "encoder_embed_dim": encoder_embed_dim,
               "blocks_down": list(blocks_down), "n_classes": n_classes, "last_supported": last_supported,
               "roi_size": list(roi), "points": "(P, N, 3) voxel indices of the tensor's spatial axes", "iou": "none (NaN)",
               "mask_threshold": 0.0, "profile": profile.to_dict()}
