@@ -112,7 +112,9 @@ def test_a_saved_segmentation_run_has_its_tables_and_no_copy_of_untrained_weight
 
     result = run(seg_spec(tmp_path / "cache"))
     paths = save_run(result, tmp_path / "run")
-    assert {"predictions", "history", "run", "metrics", "summaries"} <= set(paths) and "model" not in paths
+    assert {"predictions", "history", "run", "metrics", "summaries", "settings"} <= set(paths) and "model" not in paths
+    evaluation = json.loads(paths["settings"].read_text())
+    assert "n_skipped_empty_classes" in evaluation["skin_tone"]
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["spec"]["task"] == "segmentation" and record["threshold"]["prompt"] == "bbox"
     saved = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
@@ -188,3 +190,17 @@ def test_a_native_3d_model_segments_each_volume_in_one_go(tmp_path):
         PromptedSegmenter(model.segmenter, {**SegmentZeroShot.defaults, "prompt": "bbox"})
     with pytest.raises(ValueError, match=refused):
         next(model.segment(test, seed=spec.seed, prompt="bbox"))
+
+
+def test_the_rate_of_center_prompts_inside_the_mask_is_reported_per_group(tmp_path):
+    result = run(seg_spec(tmp_path, dataset_options={"preset": "seg-fundus-rimcup", "n": 200, "image_size": 48},
+                          attribute="race", eval_attributes=["race"], usage_params={"prompt": "center"}))
+    rates = result.group_results["race"].extra_settings["prompt_inside_rate"]
+    test = result.predictions[(result.predictions.split == "test") & ~result.predictions.skipped]
+    assert rates["overall"]["rate"] == pytest.approx(test.prompt_inside.astype(float).mean())
+    for group, part in test.groupby("group:race"):
+        assert rates[str(group)]["rate"] == pytest.approx(part.prompt_inside.astype(float).mean())
+        assert rates[str(group)]["n"] == len(part)
+    # the rim is a ring: the centre of its box lands in the cup, the cup's centre inside the cup
+    by_class = test.groupby("class").prompt_inside.mean()
+    assert by_class[1] < 0.2 and by_class[2] == 1.0

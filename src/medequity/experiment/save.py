@@ -48,6 +48,9 @@ def save_tables(result: RunResult, out: Path) -> dict[str, Path]:
     """The tidy per-group metrics and summaries as CSV, and the trained weights if anything trained."""
     paths = {name: atomic_write_text(out / f"{name}.csv", frame.to_csv(index=False))
              for name, frame in (("metrics", result.metrics), ("summaries", result.summaries))}
+    # per attribute: empty classes skipped per group, prompts inside their class per group, conventions
+    settings = {attribute: result.extra_settings for attribute, result in result.group_results.items()}
+    paths["settings"] = atomic_write_text(out / "evaluation.json", json.dumps(settings, indent=2, default=str))
     if result.best_epoch >= 0:  # a usage trained something: keep it
         paths["model"] = save_checkpoint(out / "model.safetensors", result.model, result.method)
     return paths

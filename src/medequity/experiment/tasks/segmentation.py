@@ -96,6 +96,26 @@ class Segmentation(Task):
         stds = [result.fairness_table().query("summary == 'std'").assign(attribute=attribute)
                 for attribute, result in [*results.items(), *((a, r) for (a, _), r in extra.items())]]
         summaries = pd.concat([summaries, *[frame[summaries.columns] for frame in stds]], ignore_index=True)
+        rates = prompt_inside_rates(scored, list(results))
+        for attribute, result in results.items():
+            part = rates[rates.attribute == attribute]
+            result.extra_settings["prompt_inside_rate"] = {str(g): {"rate": float(v), "n": int(n)}
+                                                           for g, v, n in zip(part.group, part.value, part.n)}
         headline: dict[str, GroupMetricResult] = dict(results)
         return metrics, summaries, headline
 
+
+def prompt_inside_rates(scored: pd.DataFrame, attributes: list[str]) -> pd.DataFrame:
+    """How often a point prompt landed inside its class, per group (recorded in the headline
+    result's settings as ``prompt_inside_rate``):
+    FairMedFM's ``bbox_center`` falls outside rings and concave shapes (e.g. in the cup for the
+    fundus rim), and how often may differ between groups. Empty when no prompt recorded it (boxes)."""
+    columns = ["attribute", "group", "value", "n"]
+    known = scored[scored["prompt_inside"].notna()] if "prompt_inside" in scored else scored.iloc[:0]
+    rows = []
+    for attribute in attributes if len(known) else []:
+        column = known[GROUP_PREFIX + attribute]
+        for group, part in [("overall", known), *((str(g), known[column == g]) for g in sorted(column.dropna().unique()))]:
+            rows.append({"attribute": attribute, "group": group, "value": float(part["prompt_inside"].astype(float).mean()),
+                         "n": int(len(part))})
+    return pd.DataFrame(rows, columns=columns)
