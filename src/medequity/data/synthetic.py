@@ -202,6 +202,28 @@ KNOB_TYPES: dict[str, type[Knob]] = {
 }
 
 
+def config_kwargs(config_class: type, data: Mapping[str, Any], knob_keys, make_knob, what: str) -> dict[str, Any]:
+    """A generator config's constructor arguments from a plain dict (shared by the classification and
+    segmentation generators): unknown keys raise, listing the valid ones; knobs, volume shapes and
+    split fractions are parsed from their YAML forms."""
+    if not isinstance(data, Mapping):
+        raise SyntheticConfigError(f"{what} must be a mapping, got {type(data).__name__}")
+    valid = [f.name for f in dataclasses.fields(config_class)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in valid:
+            raise SyntheticConfigError(f"unknown {what} key {key!r}; valid keys: {', '.join(valid)}")
+        if key in knob_keys:
+            kwargs[key] = make_knob(key, value)
+        elif key == "volume_shape":
+            kwargs[key] = tuple(int(v) for v in value)
+        elif key == "split_fractions":
+            kwargs[key] = _split_fractions(value)
+        else:
+            kwargs[key] = value
+    return kwargs
+
+
 @dataclass
 class SyntheticConfig:
     """Everything that defines a synthetic dataset; ``SyntheticConfig.from_dict`` reads YAML/JSON dicts.
@@ -233,24 +255,7 @@ class SyntheticConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SyntheticConfig:
         """Build and validate a config from a plain dict; unknown keys raise, listing the valid ones."""
-        if not isinstance(data, Mapping):
-            raise SyntheticConfigError(f"synthetic config must be a mapping, got {type(data).__name__}")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in valid:
-                raise SyntheticConfigError(
-                    f"unknown synthetic config key {key!r}; valid keys: {', '.join(valid)}"
-                )
-            if key in KNOB_TYPES:
-                kwargs[key] = _knob_from_value(key, value)
-            elif key == "volume_shape":
-                kwargs[key] = tuple(int(v) for v in value)
-            elif key == "split_fractions":
-                kwargs[key] = _split_fractions(value)
-            else:
-                kwargs[key] = value
-        config = cls(**kwargs)
+        config = cls(**config_kwargs(cls, data, KNOB_TYPES, _knob_from_value, "synthetic config"))
         config.validate()
         return config
 

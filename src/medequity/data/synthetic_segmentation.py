@@ -76,7 +76,7 @@ from medequity.data.synthetic import (
     _draw_patients,
     _in_affected_group,
     _smooth_noise,
-    _split_fractions,
+    config_kwargs,
 )
 from medequity.metrics.segmentation import dice_per_sample
 from medequity.registry import Registry
@@ -149,22 +149,7 @@ class SegmentationConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SegmentationConfig:
-        if not isinstance(data, Mapping):
-            raise SyntheticConfigError(f"segmentation config must be a mapping, got {type(data).__name__}")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in valid:
-                raise SyntheticConfigError(f"unknown segmentation config key {key!r}; valid keys: {', '.join(valid)}")
-            if key in SEG_KNOB_TYPES:
-                kwargs[key] = _knob(key, value)
-            elif key == "volume_shape":
-                kwargs[key] = tuple(int(v) for v in value)
-            elif key == "split_fractions":
-                kwargs[key] = _split_fractions(value)
-            else:
-                kwargs[key] = value
-        config = cls(**kwargs)
+        config = cls(**config_kwargs(cls, data, SEG_KNOB_TYPES, _knob, "segmentation config"))
         config.validate()
         return config
 
