@@ -323,9 +323,10 @@ def _plots(report, task, name: str, result, fmt: str) -> tuple[list[dict], str]:
     return figures, note
 
 
-def _warning_kind(message: str) -> str:
+def warning_kind(message: str) -> str:
+    """The badge of a warning in the audit reports (classification and segmentation)."""
     text = message.lower()
-    if "undefined" in text or "nan" in text:
+    if "undefined" in text or "nan" in text or "empty" in text:
         return "undefined"
     if "fewer than" in text or "small" in text:
         return "small group"
@@ -343,7 +344,7 @@ def _warnings(report) -> list[dict]:
             messages += list(result.warnings)
     unique = list(dict.fromkeys(str(m) for m in messages))
     order = {"undefined": 0, "small group": 1, "missing values": 2, "skipped": 3, "note": 4}
-    items = [{"kind": _warning_kind(m), "message": m} for m in unique]
+    items = [{"kind": warning_kind(m), "message": m} for m in unique]
     return sorted(items, key=lambda w: order[w["kind"]])
 
 

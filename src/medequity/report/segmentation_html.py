@@ -19,7 +19,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from medequity.report import plots
-from medequity.report.audit_html import SIGNIFICANCE_LEVEL, _environment, _finite, _provenance_rows, _stat, format_ci, format_value
+from medequity.report.audit_html import (
+    SIGNIFICANCE_LEVEL,
+    _environment,
+    _finite,
+    _provenance_rows,
+    _stat,
+    format_ci,
+    format_value,
+    warning_kind,
+)
 
 TRUTH_COLOR = "#00E5FF"  # cyan and magenta: visible on skin, fundus and grey scans
 PREDICTION_COLOR = "#FF00FF"
@@ -297,17 +306,7 @@ def _warnings(report) -> list[dict]:
             messages += list(result.warnings)
     unique = list(dict.fromkeys(str(m) for m in messages))
 
-    def kind(text: str) -> str:
-        text = text.lower()
-        if "undefined" in text or "empty" in text:
-            return "undefined"
-        if "fewer than" in text or "small" in text:
-            return "small group"
-        if "missing" in text:
-            return "missing values"
-        return "skipped" if "skipped" in text else "note"
-
-    return [{"kind": kind(m), "message": m} for m in unique]
+    return [{"kind": warning_kind(m), "message": m} for m in unique]
 
 
 def build_segmentation_context(report, *, fmt: str = "png") -> dict:
