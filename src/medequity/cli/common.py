@@ -20,7 +20,7 @@ console._width = None
 
 def fail(message: str) -> None:
     """Print the error (it names the problem and the fix) and exit with status 2."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # paths and names stay whole
     raise typer.Exit(code=2)
 
 
