@@ -247,25 +247,25 @@ def make_chexpert(root, train=CHEXPERT_TRAIN, nested=True):
 
 @pytest.mark.parametrize("nested", [True, False])
 def test_chexpert(tmp_path, nested):
-    ds = create_dataset("chexpert", make_chexpert(tmp_path, nested=nested))
+    ds = create_dataset("chexpert", make_chexpert(tmp_path, nested=nested), valid="pool")
     t = ds.table.set_index("patient_id")
     assert len(ds) == 5  # "Unknown" sex dropped
     assert "patient00004" not in t.index
     labels = dict(zip(ds.table["sample_id"], ds.table["label"]))
-    prefix = "CheXpert-v1.0-small/" if nested else ""
-    assert labels[prefix + "train/patient00001/study1/view1_frontal.jpg"] == 1
-    assert labels[prefix + "train/patient00002/study2/view1_frontal.jpg"] == 0  # blank -> 0
-    assert labels[prefix + "train/patient00003/study1/view1_frontal.jpg"] == 0
+    # sample ids are paths inside the dataset folder, whichever folder root names
+    assert labels["train/patient00001/study1/view1_frontal.jpg"] == 1
+    assert labels["train/patient00002/study2/view1_frontal.jpg"] == 0  # blank -> 0
+    assert labels["train/patient00003/study1/view1_frontal.jpg"] == 0
     edema = dict(zip(ds.table["sample_id"], ds.table["label:Edema"]))
-    assert edema[prefix + "train/patient00002/study2/view1_frontal.jpg"] == 0  # uncertain -1 -> 0
-    assert edema[prefix + "train/patient00002/study1/view2_lateral.jpg"] == 1
+    assert edema["train/patient00002/study2/view1_frontal.jpg"] == 0  # uncertain -1 -> 0
+    assert edema["train/patient00002/study1/view2_lateral.jpg"] == 1
     assert t.loc["patient00001", "group:race"] == "White"
     assert (t.loc["patient00002", "group:race"] == "non-White").all()
     assert pd.isna(t.loc["patient00003", "group:race"])  # "Unknown" is not non-White
     assert t.loc["patient64541", "group:race"] == "non-White" and t.loc["patient64541", "csv"] == "valid"
     assert t.loc["patient00003", "group:sex"] == "male" and t.loc["patient00003", "group:age"] == "<=60"
     assert ds.load_image(0).shape == (4, 4)
-    assert len(create_dataset("chexpert", tmp_path, frontal_only=True)) == 4
+    assert len(create_dataset("chexpert", tmp_path, views="frontal", valid="pool")) == 4
 
 
 def test_chexpert_without_demo_has_no_race(tmp_path):

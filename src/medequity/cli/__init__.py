@@ -290,17 +290,35 @@ def data_card_command(
     option: Annotated[list[str] | None, typer.Option(
         "--option", help="Loader option key=value (repeat), e.g. preset=cxr-sex-prevalence.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for card.json and card.csv.")] = None,
+    age_bins: Annotated[str | None, typer.Option(
+        "--age-bins", help="Age groups: medfair (age > 60, MEDFAIR/FairDi), fairmedfm (age >= 60), "
+        "medfair_5bins (0-19/20-39/40-59/60-79/80+) or cut points such as 40,60.")] = None,
+    age_threshold: Annotated[float, typer.Option(help="Threshold of --age-bins medfair/fairmedfm.")] = 60,
 ) -> None:
-    """Print (and write) a dataset's data card: group sizes, prevalence per group, skew, missing values."""
+    """Print (and write) a dataset's data card: what label 1 means, group sizes, prevalence per group,
+    skew, missing values, the loader's options and the rows it dropped.
+
+    Real chest X-ray tables take options such as --option views=PA, --option one_per_patient=true,
+    --option uncertain=missing (CheXpert), --option check_files=false (NIH: the CSV alone)."""
     from medequity.data import DATASETS, create_dataset
+    from medequity.data.attributes import with_age_groups
     from medequity.data.card import build_data_card
 
     kwargs = parse_options(option)
     try:
         ds = create_dataset(dataset, root, **kwargs)
-    except KeyError:
-        fail(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS.names())}")
-    except (ValueError, TypeError) as exc:
+        if age_bins is not None:
+            ds = with_age_groups(ds, age_bins, age_threshold)
+    except KeyError as exc:
+        if dataset not in DATASETS:
+            fail(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS.names())}")
+        fail(str(exc.args[0]) if exc.args else str(exc))
+    except TypeError as exc:
+        import inspect
+
+        accepted = [p for p in inspect.signature(DATASETS.get(dataset)).parameters if p != "root"]
+        fail(f"{exc}; {dataset} takes the options: {', '.join(accepted)}")
+    except ValueError as exc:
         fail(str(exc))
     from rich.markdown import Markdown
 

@@ -42,6 +42,9 @@ intersection   ``intersect(table, ["sex", "age"])``; <NA> if any part is     ``f
 ============== ============================================================ ======================
 
 Raw values stay in the table next to the ``group:<attr>`` columns (see :mod:`medequity.data.base`).
+:func:`age_grouping` names the papers' age codings (``medfair``: > 60, ``fairmedfm``: ≥ 60,
+``medfair_5bins``, or cut points); loaders take it as ``age_bins=`` and :func:`with_age_groups`
+applies it to any loaded dataset (``medequity data card --age-bins``).
 """
 
 from __future__ import annotations
@@ -106,7 +109,14 @@ def _as_series(values: Any) -> pd.Series:
 
 def _is_unknown_text(text: str) -> bool:
     text = text.strip().lower()
-    return text in _UNKNOWN_WORDS or text.startswith(("unknown", "unable", "patient declined", "patient refused"))
+    # The CHEXPERT DEMO table writes unknown race as "Unknown", "Race and Ethnicity Unknown",
+    # "Patient Refused" and "Declines to State"; none of them is a race, so none may become "Other".
+    return (
+        text in _UNKNOWN_WORDS
+        or "unknown" in text
+        or "refused" in text
+        or text.startswith(("unable", "patient declined", "declin"))
+    )
 
 
 def _map_codes(values: pd.Series, codes: Mapping[Any, str]) -> pd.Series:
@@ -237,6 +247,67 @@ def quantile_groups(values: Any, q: int = 4) -> pd.Series:
     codes = binned.cat.codes.to_numpy()
     out = pd.Series([labels[c] if c >= 0 else pd.NA for c in codes], index=numbers.index, dtype="string")
     return out
+
+
+AGE_BINS = {
+    "medfair": "MEDFAIR/FairDi: old if age > threshold (default 60): <=60 / >60",
+    "fairmedfm": "FairMedFM: old if age >= threshold (default 60): <60 / >=60",
+    "medfair_5bins": "MEDFAIR's 5 bins: 0-19 / 20-39 / 40-59 / 60-79 / 80+",
+}
+
+
+def age_grouping(bins: str | Sequence[float] | None = None, threshold: float = 60, rule: str = ">") -> dict[str, Any]:
+    """The ``add_group_columns`` options for the ``age`` attribute, by name (:data:`AGE_BINS`).
+
+    ``None`` or ``"binary"``: ``threshold`` and ``rule`` as given. ``"medfair"`` (MEDFAIR, FairDi:
+    age > threshold), ``"fairmedfm"`` (FairMedFM: age ≥ threshold; it uses thresholds 50, 60, 75
+    or 10 per dataset) and ``"medfair_5bins"`` (MEDFAIR's 0-19/…/80+) are the papers' codings;
+    cut points (``[40, 60]`` or the text ``"40,60"`` from a command line) give left-closed bins.
+    """
+    if bins is None or bins == "binary":
+        return {"kind": "age", "threshold": threshold, "rule": rule}
+    if isinstance(bins, str):
+        key = bins.strip().lower().replace("-", "_")
+        if key == "medfair":
+            return {"kind": "age", "threshold": threshold, "rule": ">"}
+        if key == "fairmedfm":
+            return {"kind": "age", "threshold": threshold, "rule": ">="}
+        if key in ("medfair_5bins", "medfair5"):
+            return {"kind": "age_bins"}
+        try:
+            cuts = [float(part) for part in key.split(",") if part.strip()]
+        except ValueError:
+            cuts = []
+        if not cuts:
+            raise ValueError(f"unknown age bins {bins!r}; choose one of {['binary', *AGE_BINS]} or cut points such as '40,60'")
+        return {"kind": "cut", "cuts": cuts}
+    cuts = [float(c) for c in bins]
+    if not cuts:
+        raise ValueError("age bins: give at least one cut point, e.g. [40, 60]")
+    return {"kind": "cut", "cuts": cuts}
+
+
+def describe_age_grouping(options: Mapping[str, Any]) -> str:
+    """One line saying how ages became groups (for a dataset's ``info`` and its data card)."""
+    if options["kind"] == "age_bins":
+        return AGE_BINS["medfair_5bins"]
+    if options["kind"] == "cut":
+        return f"bins cut at {[_fmt_number(c) for c in options['cuts']]} (left-closed)"
+    t = _fmt_number(options["threshold"])
+    return f"old if age {options['rule']} {t}: " + (f"<={t} / >{t}" if options["rule"] == ">" else f"<{t} / >={t}")
+
+
+def with_age_groups(dataset, bins: str | Sequence[float] | None, threshold: float = 60, rule: str = ">"):
+    """``dataset`` with ``group:age`` recomputed from its raw ``age`` column by :func:`age_grouping`
+    (a new dataset object; ``info["age_groups"]`` says which grouping). Works for any loader that
+    keeps the raw age, so MEDFAIR's or FairMedFM's age coding can be chosen after loading."""
+    from dataclasses import replace
+
+    if "age" not in dataset.table.columns:
+        raise KeyError(f"dataset {dataset.name!r} has no raw 'age' column to group; columns: {list(dataset.table.columns)}")
+    options = age_grouping(bins, threshold, rule)
+    table = add_group_columns(dataset.table, {"age": options})
+    return replace(dataset, table=table, info={**dataset.info, "age_groups": describe_age_grouping(options)})
 
 
 # --- race -----------------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 For every attribute: each group's size and share, its label counts and prevalence (FairDi's
 "Label 0 / Label 1 / Total" per group), the unknown (<NA>) count, the attribute skew
 majority:minority (FairMedFM's "SA skewness", e.g. Male : Female) and, when the table has a
-``split`` column, each group's size per split. ``build_data_card(dataset)`` makes it;
+``split`` column, each group's size per split. The card also says what label 1 means and so what
+its prevalence counts (CheXpert/NIH label 1 = "No Finding" = healthy, so their prevalence is the
+share of healthy images, not of disease), how ages were grouped, and, from the loader's ``info``,
+every loader option and every row the loader dropped and why. ``build_data_card(dataset)`` makes it;
 :class:`DataCard` shows it as a DataFrame, Markdown or a dict, and saves card.json + card.csv
 atomically (write to a temporary file in the same folder, then ``os.replace``), so a reader never
 sees half a card.
@@ -36,6 +39,8 @@ class DataCard:
     groups: pd.DataFrame  # one row per attribute × group (and an "(unknown)" row when any)
     attributes: dict[str, dict[str, Any]] = field(default_factory=dict)  # skew, unknown counts
     split_sizes: dict[str, int] = field(default_factory=dict)
+    label: dict[str, Any] = field(default_factory=dict)  # rule, what label 1 means, what prevalence counts
+    loader: dict[str, Any] = field(default_factory=dict)  # the loader's info: options, dropped rows, provenance
 
     def to_frame(self) -> pd.DataFrame:
         return self.groups.copy()
@@ -50,6 +55,8 @@ class DataCard:
             "n_positive": self.n_positive,
             "prevalence": _plain(self.n_positive / self.n_samples) if self.n_samples else None,
             "split_sizes": self.split_sizes,
+            "label": self.label,
+            "loader": self.loader,
             "attributes": self.attributes,
             "groups": rows,
         }
@@ -64,6 +71,19 @@ class DataCard:
         ]
         if self.split_sizes:
             lines.append("Splits: " + ", ".join(f"{k} {v}" for k, v in self.split_sizes.items()) + ".")
+        lines += ["", f"- Label rule: {self.label['rule']}", f"- Label 1 means: {self.label['label_1']}",
+                  f"- Prevalence (n_positive / n): {self.label['prevalence']}"]
+        if self.loader.get("age_groups"):
+            lines.append(f"- Age groups: {self.loader['age_groups']}")
+        dropped = self.loader.get("dropped_rows")
+        if isinstance(dropped, dict) and any(dropped.values()):
+            lines.append("- Rows dropped by the loader: " + "; ".join(f"{n} ({why})" for why, n in dropped.items() if n))
+        elif isinstance(dropped, int) and dropped:
+            lines.append(f"- Rows dropped by the loader: {dropped}")
+        if self.loader.get("absent_image_folders"):
+            lines.append("- Absent image folders: " + ", ".join(self.loader["absent_image_folders"]))
+        if self.loader.get("options"):
+            lines.append("- Loader options: " + ", ".join(f"{k}={v!r}" for k, v in self.loader["options"].items()))
         lines += ["", "| attribute | skew (majority:minority) | unknown |", "|---|---|---|"]
         for name, facts in self.attributes.items():
             skew = facts["skew"]
@@ -93,6 +113,29 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def _jsonable(value: Any) -> Any:
+    """The loader's info as JSON data: mappings and sequences kept, paths and other objects as text."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        return _jsonable(value.tolist())
+    value = _plain(value)
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def label_meaning(info: dict[str, Any]) -> dict[str, Any]:
+    """What the card's label columns mean, from the loader's ``info`` (``label_rule``, ``label_1``,
+    ``prevalence``); a loader that states none gets a card that says so rather than guessing."""
+    rule = info.get("label_rule", "not stated by the loader")
+    return {
+        "rule": rule,
+        "label_1": info.get("label_1", f"as the label rule says ({rule})"),
+        "prevalence": info.get("prevalence", "share of samples with label 1"),
+    }
 
 
 def _fmt(value: Any) -> str:
@@ -148,6 +191,8 @@ def build_data_card(dataset: MedicalDataset, split: str | None = None) -> DataCa
         groups=frame,
         attributes=attributes,
         split_sizes=split_sizes,
+        label=label_meaning(dataset.info),
+        loader=_jsonable(dataset.info),
     )
 
 

@@ -102,3 +102,71 @@ def check_plain_ids(ids: pd.Series, source: str, column: str) -> None:
             f"{source}: row {row}: column {column!r} value {text[row]!r} is not a plain id "
             "(ids must not contain paths; files outside the dataset root are refused)"
         )
+
+
+# --- options the chest X-ray loaders share (torchxrayvision's ``views`` and ``unique_patients``) ---
+
+VIEW_CHOICES = ("AP", "PA", "lateral", "frontal")
+
+
+def parse_views(views: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """Canonical view names from ``"PA"``, ``"AP,PA"``, ``["PA", "lateral"]`` (any case); None = all.
+
+    ``frontal`` means every frontal image (AP, PA and any other frontal code), ``lateral`` every
+    lateral one. AP and PA differ in patient population (AP is portable, bedside: older and sicker
+    patients), so a view filter changes the age and sex mix that a fairness audit sees.
+    """
+    if views is None:
+        return None
+    items = [part for part in (views.split(",") if isinstance(views, str) else views)]
+    lookup = {choice.lower(): choice for choice in VIEW_CHOICES}
+    chosen = []
+    for item in items:
+        name = lookup.get(str(item).strip().lower())
+        if name is None:
+            raise ValueError(f"unknown view {item!r} in views={views!r}; choose from {list(VIEW_CHOICES)}")
+        chosen.append(name)
+    if not chosen:
+        raise ValueError(f"views={views!r} names no view; choose from {list(VIEW_CHOICES)} or leave it unset for all")
+    return tuple(dict.fromkeys(chosen))
+
+
+def view_mask(view: pd.Series, frontal: pd.Series, views: tuple[str, ...]) -> pd.Series:
+    """Rows whose ``view`` (AP/PA/lateral/…) is chosen; ``frontal`` (bool) answers ``"frontal"``."""
+    keep = view.astype("string").isin([v for v in views if v in ("AP", "PA", "lateral")]).fillna(False)
+    if "frontal" in views:
+        keep = keep | frontal.fillna(False).astype(bool)
+    if "lateral" in views:
+        keep = keep | ~frontal.fillna(True).astype(bool)
+    return keep.astype(bool)
+
+
+def no_rows_left(source: str, dropped: dict[str, int]) -> DatasetFormatError:
+    reasons = ", ".join(f"{n} {why}" for why, n in dropped.items() if n) or "no rows in the table"
+    return DatasetFormatError(f"{source}: no rows left after the loader's filters ({reasons})")
+
+
+def first_image_per_patient(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """One row per ``patient_id``: the first by ``order`` (e.g. study number, then view number).
+
+    The choice is a sort, not a random draw, so the same table always gives the same images
+    (torchxrayvision's ``unique_patients`` keeps the first row in file order instead).
+    """
+    first = table.sort_values(["patient_id", *order], kind="mergesort").drop_duplicates("patient_id").index
+    return table[table.index.isin(first)]  # file order kept
+
+
+def cxr_label_info(finding: str) -> dict[str, str]:
+    """What label 1 and the data card's prevalence mean for a chest X-ray ``finding`` label.
+
+    With ``"No Finding"`` (the MEDFAIR/FairDi task) label 1 is *healthy*, so the share of label 1
+    is the share of healthy images, the opposite of a disease prevalence; saying so stops a card
+    reader from reading 10 % "prevalence" as 10 % disease.
+    """
+    if finding == "No Finding":
+        return {
+            "label_1": "healthy: 'No Finding' (no abnormality reported); label 0 = at least one finding",
+            "prevalence": "share of healthy images (label 1 = No Finding), not disease prevalence; "
+            "the share with a finding is 1 - prevalence",
+        }
+    return {"label_1": f"{finding} present (disease)", "prevalence": f"disease prevalence: share of images with {finding}"}
