@@ -76,7 +76,8 @@ def with_finding_labels(
     if uncertain not in UNCERTAIN:
         raise ValueError(f"uncertain must be one of {UNCERTAIN}, got {uncertain!r}")
     labels = pd.DataFrame(index=frame.index)
-    for name in findings:
+    present = [name for name in findings if name in frame.columns]  # load_chexpert requires all 14 up front
+    for name in present:
         raw = pd.to_numeric(frame[name], errors="coerce")
         coded = pd.Series((raw == 1).astype(int), index=frame.index, dtype="Int64")
         if uncertain == "one":
@@ -84,7 +85,7 @@ def with_finding_labels(
         elif uncertain == "missing":
             coded = coded.mask(raw == -1, pd.NA)
         labels[f"label:{name}"] = coded
-    table = pd.concat([frame.drop(columns=list(findings)), labels], axis=1)
+    table = pd.concat([frame.drop(columns=present), labels], axis=1)
     table["label"] = table[f"label:{finding}"]
     return table
 

@@ -140,6 +140,10 @@ def load_nih_cxr14(
         looked = f"looked in {', '.join(folders)}" + (f"; absent archive folders: {', '.join(absent)}" if absent else "")
         paths, present = image_paths_from_ids(root, meta["Image Index"], index, source, "Image Index", looked, on_missing)
         n_absent = int((~present).sum())
+        if n_absent == len(meta) and len(meta):
+            raise DatasetFormatError(
+                f"{source}: none of the {len(meta)} images was found under {root} ({looked}); the images are missing"
+            )
         if n_absent:
             dropped["image file absent (on_missing='drop')"] = n_absent
             first = meta["Image Index"][~present].head(3).tolist()
@@ -147,10 +151,6 @@ def load_nih_cxr14(
                 f"{source}: dropped {n_absent} of {len(meta)} rows whose image is not under {root} (on_missing='drop'; "
                 f"{looked}; e.g. {', '.join(map(str, first))})",
                 stacklevel=2,
-            )
-        if n_absent == len(meta) and len(meta):
-            raise DatasetFormatError(
-                f"{source}: none of the {len(meta)} images was found under {root} ({looked}); the images are missing"
             )
         meta, paths = meta[present], paths[present]
     else:
