@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from medequity.experiment.spec import ExperimentSpec
+from medequity.experiment.tasks import create_task
 from medequity.experiment.views import Prepared
 from medequity.methods import Method, create_method
 from medequity.training.trainer import FitResult, TrainConfig, Trainer
-from medequity.usages import UsageContext, create_usage
+from medequity.usages import USAGES, UsageContext, create_usage
 
 
 @dataclass
@@ -31,9 +32,11 @@ class TrainedModel:
 
 
 def train_config(spec: ExperimentSpec, *, trains: bool = True, **changes: Any) -> TrainConfig:
-    """The spec's training settings (FairMedFM defaults for what it does not say); 0 epochs for
-    evaluation-only usages."""
-    return TrainConfig(**{"seed": spec.seed, **spec.train, **changes, **({} if trains else {"epochs": 0})})
+    """The spec's training settings over the task's and the usage's defaults (e.g. segmentation
+    selects by worst-group Dice; ``seg_lora`` uses SAMed's schedule), FairMedFM defaults for what
+    none says; 0 epochs for evaluation-only usages."""
+    defaults = {**create_task(spec.task).train_defaults, **getattr(USAGES.get(spec.usage), "train_defaults", {})}
+    return TrainConfig(**{"seed": spec.seed, **defaults, **spec.train, **changes, **({} if trains else {"epochs": 0})})
 
 
 def train_model(prepared: Prepared, *, trainer: Trainer | None = None, progress: Callable | None = None,

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medequity.registry import Registry
+from medequity.training.segmentation import is_mask_target, segmentation_per_sample_loss
 
 if TYPE_CHECKING:
     from torch.optim.lr_scheduler import LRScheduler
@@ -112,6 +113,10 @@ class Method:
         return model(x)
 
     def per_sample_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(B,) loss per sample: BCE on a label; on an integer mask target (segmentation usages)
+        FairSeg's 0.2·CE + 0.8·Dice per sample (:mod:`medequity.training.segmentation`)."""
+        if is_mask_target(y):
+            return segmentation_per_sample_loss(logits, y)
         return F.binary_cross_entropy_with_logits(logits, y, reduction="none")
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:

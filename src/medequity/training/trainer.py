@@ -37,8 +37,10 @@ if TYPE_CHECKING:
     from medequity.training.data import SplitData
 
 # "last" keeps the final epoch (e.g. to study overfitting, FairTune Fig. 1); the others keep the
-# epoch with the best value on the whole validation set.
-SELECTION_CRITERIA = ("worst_group_auc", "auc", "es_auc", "neg_loss", "last")
+# epoch with the best value on the whole validation set. The Dice criteria are measured by
+# segmentation models (their ``validation_summary``, :mod:`medequity.training.segmentation`).
+SELECTION_CRITERIA = ("worst_group_auc", "auc", "es_auc", "neg_loss", "last", "worst_group_dice", "dice", "es_dice")
+SCHEDULERS = ("cosine", "step", "poly", "none")
 
 
 @dataclass
@@ -49,9 +51,11 @@ class TrainConfig:
     weight_decay: float = 0.05
     optimizer: str = "adamw"  # adamw | adam | sgd
     momentum: float = 0.9
-    scheduler: str = "cosine"  # cosine | step | none
+    scheduler: str = "cosine"  # cosine | step | poly | none
     step_size: int = 10  # for scheduler="step" (FairDi: x0.1 every 10 epochs)
     gamma: float = 0.1
+    warmup_steps: int = 0  # for scheduler="poly": linear warm-up over this many mini-batches (SAMed)
+    power: float = 0.9  # for scheduler="poly": (1 − t)^power decay after the warm-up (SAMed)
     patience: int | None = 5  # epochs without improvement before stopping (None = never)
     selection: str = "worst_group_auc"  # validation criterion for checkpoint selection
     seed: int = 0
@@ -64,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"selection must be one of {SELECTION_CRITERIA}; got {self.selection!r}")
         if self.optimizer not in ("adamw", "adam", "sgd"):
             raise ValueError(f"optimizer must be adamw, adam or sgd; got {self.optimizer!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}; got {self.scheduler!r}")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -106,7 +112,17 @@ def build_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torc
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> LRScheduler | None:
     """``config.scheduler`` stepped after every mini-batch: cosine over all steps, ×``gamma`` every
-    ``step_size`` epochs, or None."""
+    ``step_size`` epochs, ``poly`` (SAMed's: linear warm-up over ``warmup_steps`` mini-batches, then
+    ``(1 − t)^power`` with ``t`` the fraction of the remaining steps done), or None."""
+    if config.scheduler == "poly":
+        total, warmup, power = max(1, config.epochs * steps_per_epoch), int(config.warmup_steps), float(config.power)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, 1.0 - (step - warmup) / max(1, total - warmup)) ** power
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     if config.scheduler == "step":
@@ -165,16 +181,21 @@ def predict_scores(model: nn.Module, method: TrainableMethod, data: SplitData, *
 
     The samples' groups reach ``method.logits`` only for methods that declare
     ``needs_groups_at_inference`` (e.g. InD's per-group heads); every other method gets ``None``,
-    so its scores cannot depend on the group by accident."""
+    so its scores cannot depend on the group by accident. A model with ``validation_scores(logits,
+    batch)`` (segmentation: per-sample Dice, :mod:`medequity.training.segmentation`) scores its
+    samples itself instead of the sigmoid."""
     model.eval()
     method.extra.eval()
     loader = torch.utils.data.DataLoader(data.items, batch_size=batch_size, shuffle=False)
     with_groups = bool(getattr(method, "needs_groups_at_inference", False))
+    own_scores = getattr(model, "validation_scores", None)
     out = []
     for batch in loader:
         batch = _to_device(batch, torch.device(device))
         groups = batch["group"] if with_groups else None
-        out.append(torch.sigmoid(method.logits(model, batch["x"], groups).float()).cpu().numpy())
+        logits = method.logits(model, batch["x"], groups)
+        scores = own_scores(logits, batch) if own_scores is not None else torch.sigmoid(logits.float())
+        out.append(scores.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -260,9 +281,11 @@ class Trainer:
                     scheduler.step()
             columns = dict(method.epoch_metrics(steps))
             val_scores = self.predict(model, method, val, config)
-            summary = validation_summary(val.labels, val_scores, val.groups, val.group_names)
+            own_summary = getattr(model, "validation_summary", None)  # segmentation models: Dice, not AUC
+            summary = (own_summary(val, val_scores) if own_summary is not None
+                       else validation_summary(val.labels, val_scores, val.groups, val.group_names))
             method.on_epoch_end(model, epoch, val_scores, summary)
-            value = summary["auc" if config.selection == "last" else config.selection]
+            value = _selection_value(summary, config.selection)
             improved = keep_last or (np.isfinite(value) and value > best_value)
             if improved or best_state is None:
                 best_value, best_epoch, stale = (value if np.isfinite(value) else -math.inf), epoch, 0
@@ -291,6 +314,18 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_fit_end(result)
         return result
+
+
+def _selection_value(summary: Mapping[str, float], selection: str) -> float:
+    """The validation value ``selection`` keeps the best epoch by (``last``: the first one measured,
+    for the history only); an error naming what this model's validation measures otherwise."""
+    if selection == "last":
+        return float(summary.get("auc", next(iter(summary.values()), math.nan)))
+    if selection not in summary:
+        measured = [c for c in SELECTION_CRITERIA if c in summary or c == "last"]
+        raise ValueError(f"selection {selection!r} is not measured on this model's validation split; it measures "
+                         f"{measured}: set train.selection to one of them")
+    return float(summary[selection])
 
 
 def save_checkpoint(path: Path, model: nn.Module, method: TrainableMethod) -> Path:

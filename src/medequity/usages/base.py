@@ -43,6 +43,9 @@ class Usage:
     uses_features: ClassVar[bool] = False
     #: False for evaluation-only usages (CLIP zero-shot): the pipeline then trains for 0 epochs.
     trains: ClassVar[bool] = True
+    #: Training settings (TrainConfig fields) of the usage's recipe unless the spec says otherwise
+    #: (``seg_lora``: SAMed's AdamW with warm-up and poly decay).
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any):
         unknown = sorted(set(params) - set(self.defaults))

@@ -108,17 +108,12 @@ class PromptedSegmenter(nn.Module):
 
     def embeddings(self, data: SplitData) -> np.ndarray:
         """(N, C, h, w) embeddings of the split, memory-mapped from the cache (computed once)."""
-        encoder = _FlatEncoder(self.segmenter)
-        shape = self.segmenter.embedding_shape()
-        features, from_cache = cached_features(
-            encoder, _EncoderInput(data.items, self.segmenter), backbone_name=self.segmenter.name,
-            backbone_config=self.segmenter.config, data_fingerprint=data.fingerprint,
-            transform_config=self.segmenter.profile.to_dict(), feature_dim=int(np.prod(shape)), cache_dir=self.cache_dir,
-            batch_size=int(self.params["batch_size"]), device=self.device,
-            progress=None if self.progress is None else lambda done, total: self.progress(done, total, "encoding images"))
+        embeddings, from_cache = cached_embeddings(self.segmenter, data, cache_dir=self.cache_dir,
+                                                   batch_size=int(self.params["batch_size"]), device=self.device,
+                                                   progress=self.progress)
         if not from_cache:
             self.encoded += len(data)
-        return features.reshape(len(data), *shape)
+        return embeddings
 
     def features(self, data: SplitData) -> np.ndarray:
         """(N, C) mean-pooled image-encoder embeddings of a 2D split (FairMedFM D.2.4: the
@@ -154,13 +149,7 @@ class PromptedSegmenter(nn.Module):
                 "bbox": {"jitter": int(self.params["jitter"])}}[kind]
 
     def _scores(self, pred: np.ndarray, truth: np.ndarray, spacing) -> dict[str, float]:
-        """Dice, IoU, HD95 (an empty prediction: the image diagonal) and NSD of one class's masks."""
-        pair = (pred[None].astype(np.int64), truth[None].astype(np.int64))
-        surface = {"spacing": None if spacing is None else [list(spacing)], "classes": [1]}
-        return {"dice": float(dice_per_sample(*pair, classes=[1]).values[0]),
-                "iou": float(iou_per_sample(*pair, classes=[1]).values[0]),
-                "hd95": float(hd95_per_sample(*pair, one_empty="diagonal", **surface).values[0]),
-                "nsd": float(nsd_per_sample(*pair, tolerance=float(self.params["nsd_tolerance"]), **surface).values[0])}
+        return class_scores(pred, truth, spacing=spacing, nsd_tolerance=float(self.params["nsd_tolerance"]))
 
     def _volume(self, image: np.ndarray, mask: np.ndarray, cls: int, sample_id: str, seed: int,
                 kind: str) -> tuple[np.ndarray, dict]:
@@ -287,14 +276,46 @@ class PromptedSegmenter(nn.Module):
             yield {**row, "skipped": False, **self._scores(pred, truth, spacing), "pred_area": int(pred.sum()), **extra}
 
     def _with_cdr_error(self, rows: list[dict[str, Any]], mask: np.ndarray) -> list[dict[str, Any]]:
-        """Fundus rim (1) and cup (2): |vertical CDR predicted − true| of the sample (FairSeg),
-        from the predicted label map (the cup drawn over the rim), on every row of the sample."""
+        """Fundus rim (1) and cup (2) from the predicted binary masks, the cup drawn over the rim."""
         predicted = np.zeros(mask.shape, dtype=np.int64)
         for cls in (1, 2):
             if cls in self._last_masks:
                 predicted[self._last_masks[cls]] = cls
-        error = float(cup_to_disc_ratio_error(predicted[None], np.asarray(mask, dtype=np.int64)[None]).values[0])
-        return [{**row, "cdr_error": error} for row in rows]
+        return with_cdr_error(rows, predicted, mask)
+
+
+def cached_embeddings(segmenter: Segmenter, data: SplitData, *, cache_dir: Path | None, batch_size: int, device: str,
+                      progress=None) -> tuple[np.ndarray, bool]:
+    """((N, C, h, w) image-encoder embeddings of a 2D split memory-mapped from the cache, whether they
+    came from it). The key hashes the segmenter's whole module as it is now: call this before
+    training any of its parts (``seg_decoder`` does), so zero-shot runs and decoder training share
+    one entry."""
+    shape = segmenter.embedding_shape()
+    features, from_cache = cached_features(
+        _FlatEncoder(segmenter), _EncoderInput(data.items, segmenter), backbone_name=segmenter.name,
+        backbone_config=segmenter.config, data_fingerprint=data.fingerprint, transform_config=segmenter.profile.to_dict(),
+        feature_dim=int(np.prod(shape)), cache_dir=cache_dir, batch_size=batch_size, device=device,
+        progress=None if progress is None else lambda done, total: progress(done, total, "encoding images"))
+    return features.reshape(len(data), *shape), from_cache
+
+
+def class_scores(pred: np.ndarray, truth: np.ndarray, *, spacing=None, nsd_tolerance: float = 2.0) -> dict[str, float]:
+    """Dice, IoU, HD95 (an empty prediction: the image diagonal) and NSD of one class's binary masks
+    at the original size (spacing: pixel/voxel size per axis, None = 1)."""
+    pair = (pred[None].astype(np.int64), truth[None].astype(np.int64))
+    surface = {"spacing": None if spacing is None else [list(spacing)], "classes": [1]}
+    return {"dice": float(dice_per_sample(*pair, classes=[1]).values[0]),
+            "iou": float(iou_per_sample(*pair, classes=[1]).values[0]),
+            "hd95": float(hd95_per_sample(*pair, one_empty="diagonal", **surface).values[0]),
+            "nsd": float(nsd_per_sample(*pair, tolerance=nsd_tolerance, **surface).values[0])}
+
+
+def with_cdr_error(rows: list[dict[str, Any]], predicted: np.ndarray, mask: np.ndarray) -> list[dict[str, Any]]:
+    """Fundus rim (1) and cup (2): |vertical CDR predicted − true| of the sample (FairSeg), from the
+    predicted label map, on every row of the sample."""
+    error = float(cup_to_disc_ratio_error(np.asarray(predicted, dtype=np.int64)[None],
+                                          np.asarray(mask, dtype=np.int64)[None]).values[0])
+    return [{**row, "cdr_error": error} for row in rows]
 
 
 @register_usage

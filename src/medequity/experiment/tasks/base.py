@@ -31,6 +31,9 @@ class Task:
     """How one kind of prediction is made, tabled and evaluated."""
 
     name: ClassVar[str] = "base"
+    #: Training settings (TrainConfig fields) this task needs unless the spec says otherwise
+    #: (segmentation: select checkpoints by worst-group Dice, not AUC).
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def build_backbone(self, spec: ExperimentSpec, model_options: dict[str, Any]) -> Any:
         """The model the usage builds on, from local weights (``model_options["checkpoint"]``)."""

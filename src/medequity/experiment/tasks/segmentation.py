@@ -29,11 +29,19 @@ if TYPE_CHECKING:
     from medequity.experiment.train import TrainedModel
 
 SEGMENTATION_METRICS = ("dice", "iou", "hd95", "nsd", "cdr_error")  # those the predictions have
+SEGMENTATION_USAGES = ("seg_zs", "seg_decoder", "seg_lora", "seg_ft")
 
 
 @TASKS.register("segmentation")
 class Segmentation(Task):
+    """Segmentation runs: zero-shot (``seg_zs``, nothing trained) or trained through the shared
+    trainer (``seg_decoder``, ``seg_lora``, ``seg_ft``): the usage's model gives logits over C + 1
+    classes and the label masks ride in the batches (``y``), any method trains it, checkpoints are
+    selected by worst-group validation Dice (``train_defaults``); then every usage's model tables
+    its masks scored at the original size (``model.segment``)."""
+
     name = "segmentation"
+    train_defaults = {"selection": "worst_group_dice"}
 
     def build_backbone(self, spec: ExperimentSpec, model_options: dict[str, Any]) -> Segmenter:
         return create_segmenter(spec.model, **model_options)
@@ -45,7 +53,7 @@ class Segmentation(Task):
     def predict(self, trained: TrainedModel) -> tuple[pd.DataFrame, dict]:
         model, spec = trained.model, trained.prepared.spec
         if not hasattr(model, "segment"):
-            raise ValueError(f"usage {spec.usage!r} does not segment; segmentation usages: seg_zs")
+            raise ValueError(f"usage {spec.usage!r} does not segment; segmentation usages: {SEGMENTATION_USAGES}")
         frames = []
         for name in ("val", "test"):
             data = trained.data[name]
@@ -58,7 +66,7 @@ class Segmentation(Task):
                 if column.startswith(GROUP_PREFIX):
                     rows[column] = data.table[column].astype(object).to_numpy()[index]
             frames.append(rows)
-        return pd.concat(frames, ignore_index=True), {"rule": "logit > 0", "value": 0.0, **model.record()}
+        return pd.concat(frames, ignore_index=True), {"rule": "logit > 0", "value": 0.0, **model.record()}  # trained: argmax
 
     def evaluate(self, test: pd.DataFrame, attributes, *, n_boot: int, n_permutations: int,
                  seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, GroupMetricResult]]:
