@@ -64,7 +64,7 @@ def test_save_writes_valid_json_and_csv_without_temp_files(demo_report, tmp_path
     paths = report.save(tmp_path)
     data = json.loads(paths["json"].read_text())  # strict JSON: NaN would fail with allow_nan=False
     assert data["settings"]["threshold_setting"] == "0.5"
-    assert data["tasks"]["positive"]["threshold"] == {"value": 0.5, "rule": "fixed", "fitted_on": "none"}
+    assert data["tasks"]["positive"]["threshold"] == {"value": 0.5, "rule": "fixed", "fitted_on": "none", "operator": ">"}
     assert data["settings"]["provenance"]["versions"]["numpy"] == np.__version__
     groups = pd.read_csv(paths["groups"])
     assert {"task", "attribute", "group", "metric", "value", "ci_low", "ci_high", "n", "n_pos", "n_neg"} <= set(groups.columns)

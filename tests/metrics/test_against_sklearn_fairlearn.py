@@ -12,10 +12,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from fairlearn import metrics as flm
-from sklearn.metrics import accuracy_score, f1_score, log_loss, mutual_info_score, precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    log_loss,
+    mutual_info_score,
+    precision_recall_curve,
+    precision_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 from medequity.metrics import (
     GroupMetricWarning,
+    Threshold,
     adf,
     best_f1_threshold,
     binary_cross_entropy,
@@ -317,14 +327,11 @@ def test_ece_quantile_bins_have_equal_counts():
 # --- thresholds ----------------------------------------------------------------------------------
 
 
-def _candidates(s):
-    return [np.nextafter(s.min(), -np.inf)] + sorted(set(s.tolist()))
-
-
 def _brute_force(y, s, criterion):
+    """Exact (Fraction) best threshold of ``score >= t`` over the scores in the data."""
     best, best_t = None, None
-    for t in _candidates(s):  # ascending: keep the first (lowest) maximiser
-        p = s > t
+    for t in sorted(set(s.tolist())):  # ascending: keep the first (lowest) maximiser
+        p = s >= t
         tp, fp = int(np.sum(p & (y == 1))), int(np.sum(p & (y == 0)))
         fn, tn = int(np.sum(~p & (y == 1))), int(np.sum(~p & (y == 0)))
         if criterion == "f1":
@@ -336,30 +343,36 @@ def _brute_force(y, s, criterion):
     return best_t, best
 
 
+def _sklearn_best_f1(y, s):
+    """The best-F1 threshold as FairMedFM and MEDFAIR fit it with scikit-learn."""
+    precision, recall, thresholds = precision_recall_curve(y, s)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+    return thresholds[np.argmax(f1[:-1])]  # the last point (recall 0) has no threshold
+
+
 @pytest.mark.parametrize("seed", SEEDS + [100 + k for k in range(12)])
 def test_best_f1_threshold_brute_force(seed):
     y, s, _ = make_case(seed)
     t = best_f1_threshold(y, s)
-    t_ref, f1_ref = _brute_force(y, s, "f1")
-    assert t == t_ref
-    assert f1_score(y, (s > t).astype(int)) == pytest.approx(float(f1_ref), abs=1e-12)
-    # strict: samples exactly at t are negative
-    assert not np.any((s == t) & ((s > t) == 1))
+    assert t == _sklearn_best_f1(y, s)  # the score value scikit-learn reports, not a midpoint
+    assert t in set(s.tolist())
+    _, f1_ref = _brute_force(y, s, "f1")
+    assert f1_score(y, (s >= t).astype(int)) == pytest.approx(float(f1_ref), abs=1e-12)
+    assert Threshold(t, "best_f1", "evaluated set").predict(s).tolist() == (s >= t).astype(int).tolist()
 
 
 def test_best_f1_threshold_lowest_on_ties_by_hand():
-    # t=0.2 -> preds [0,1,1,1]: tp 2, fp 1 -> F1 = 4/5; t=0.6 -> [0,0,0,1]: tp 1 -> 2/3;
-    # t=0.4 -> [0,0,1,1]: tp 2, fp 0 -> 1. Best is 0.4 (strict '>' keeps 0.4 negative).
+    # t=0.2 -> preds [1,1,1,1]: tp 2, fp 2 -> F1 = 2/3; t=0.4 -> [0,1,1,1]: tp 2, fp 1 -> 4/5;
+    # t=0.6 -> [0,0,1,1]: tp 2, fp 0 -> 1; t=0.8 -> [0,0,0,1]: 2/3. Best is 0.6 (>=: 0.6 positive).
     y = np.array([0, 0, 1, 1])
     s = np.array([0.2, 0.4, 0.6, 0.8])
-    assert best_f1_threshold(y, s) == 0.4
-    # two thresholds with the same F1: y=[1,0,1], s=[.1,.2,.3]: t<.1 -> tp2 fp1 F1 4/5; t=.2 -> tp1 F1 2/3;
-    # t=.1 -> tp1 fp1 -> 1/2. Make a real tie: y=[1,0,0,1], s=[.1,.2,.3,.4]
-    # t<.1: tp2 fp2 -> 4/6; t=.1: tp1 fp2 -> 2/5; t=.2: tp1 fp1 -> 1/2; t=.3: tp1 -> 2/3 (tie with below-all)
+    assert best_f1_threshold(y, s) == 0.6
+    # A real tie: y=[1,0,0,1], s=[.1,.2,.3,.4]: t=.1: tp2 fp2 -> 2/3; t=.2: tp1 fp2 -> 2/5;
+    # t=.3: tp1 fp1 -> 1/2; t=.4: tp1 fp0 -> 2/3 (tie with t=.1): the lowest wins.
     y = np.array([1, 0, 0, 1])
     s = np.array([0.1, 0.2, 0.3, 0.4])
-    t = best_f1_threshold(y, s)
-    assert t < 0.1  # the lowest of the tied thresholds
+    assert best_f1_threshold(y, s) == 0.1
 
 
 @pytest.mark.parametrize("seed", SEEDS + [100 + k for k in range(12)])
@@ -368,8 +381,9 @@ def test_youden_threshold_brute_force_and_sklearn(seed):
     t = youden_threshold(y, s)
     t_ref, j_ref = _brute_force(y, s, "youden")
     assert t == t_ref
-    fpr, tpr, _ = roc_curve(y, s)
+    fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
     assert np.max(tpr - fpr) == pytest.approx(float(j_ref), abs=1e-12)
+    assert t in thresholds  # a roc_curve threshold (score >= t), not a midpoint
 
 
 def test_group_metrics_threshold_rules_recorded():
@@ -380,9 +394,9 @@ def test_group_metrics_threshold_rules_recorded():
     yv, sv, _ = make_case(6)
     r = quiet_group_metrics(y, s, sensitive_features=g, metrics=("tpr",), threshold="best_f1", y_val=yv, score_val=sv)
     assert r.threshold.fitted_on == "validation set"
-    t_val = _brute_force(yv, sv, "f1")[0]
+    t_val = _sklearn_best_f1(yv, sv)
     assert r.threshold.value == t_val
-    pred = s > t_val
+    pred = s >= t_val
     for name, value in zip(r.groups, r.by_group["tpr"]):
         mask = (g.astype(str) == name) & (y == 1)
         assert value == pytest.approx(pred[mask].mean(), abs=1e-12)
@@ -649,8 +663,8 @@ def test_other_parity_functions_vs_fairlearn(seed):
     assert fairmedfm_equalized_odds(y, s, sensitive_features=g, threshold=0.5) == pytest.approx(
         1 - (diff["tpr"] + diff["tnr"]) / 2, abs=1e-12
     )
-    # ... and at the best-F1 threshold of the evaluated set by default
-    t = _brute_force(y, s, "f1")[0]
+    # ... and by default FairMedFM's rule: scikit-learn's best-F1 score t, then predictions s > t
+    t = _sklearn_best_f1(y, s)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mf_t = flm.MetricFrame(metrics={"tpr": flm.true_positive_rate, "tnr": flm.true_negative_rate},

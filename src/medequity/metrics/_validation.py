@@ -10,6 +10,12 @@ import warnings
 
 import numpy as np
 
+# Groups with fewer samples are flagged (GroupMetricWarning) by every per-group function alike.
+MIN_GROUP_SIZE = 30
+
+# Rounding slack of a mean of values in [0, 1] (a weighted mean can land 1 ulp above 1).
+_FRACTION_SLACK = 1e-9
+
 
 class GroupMetricWarning(UserWarning):
     """A per-group value could not be computed (NaN) or rests on too few samples."""
@@ -79,3 +85,20 @@ def check_scores(values, name: str = "y_score", *, probability: bool = True) -> 
             " — apply a sigmoid/softmax first"
         )
     return array
+
+
+def check_fractions(values, name: str, function: str) -> None:
+    """Raise if ``values`` (NaN allowed: an undefined group) leave [0, 1]: ``function``'s formula is
+    defined on fractions, and a value above 1 is almost always a percentage (FairMedFM and FairDi
+    print their tables in percent), which would silently give a wrong number."""
+    array = np.asarray(values, dtype=np.float64)
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        return
+    high, low = finite.max(), finite.min()
+    if high > 1.0 + _FRACTION_SLACK or low < -_FRACTION_SLACK:
+        bad = high if high > 1.0 + _FRACTION_SLACK else low
+        hint = f" — percentages? divide by 100 ({bad:g} -> {bad / 100:g})" if 1.0 < bad <= 100.0 else ""
+        raise ValueError(
+            f"{function} needs {name} as fractions in [0, 1] (AUC, accuracy, Dice, ...); found {bad:g}{hint}"
+        )

@@ -43,7 +43,8 @@ GLOSSARY = [
     ("AUC", "Area under the ROC curve of the scores in a group (ties count ½, as scikit-learn). Undefined "
      "for a group that has samples of only one class.", "Standard; per-group AUC as in FairMedFM, FairDi, MEDFAIR."),
     ("ACC, TPR, TNR, FPR, FNR, PPV, NPV", "Accuracy, true/false positive and negative rates, predictive values of "
-     "the hard prediction ŷ = 1 if score > t (strict) at the decision threshold in the header. FNR is the "
+     "the hard prediction at the decision threshold t in the header: ŷ = 1 if score > t for a fixed t (as "
+     "FairMedFM, MEDFAIR and fairlearn), score ≥ t for a fitted one (t a score, as scikit-learn's curves). FNR is the "
      "under-diagnosis rate.", "Seyyed-Kalantari et al. (under-diagnosis); review Table 1."),
     ("Selection rate", "P(ŷ = 1) in a group.", "Demographic parity, review Table 1; fairlearn."),
     ("ECE", "Expected calibration error: 10 bins, sample-weighted mean over non-empty bins of |mean score − "
@@ -356,7 +357,7 @@ def _threshold_text(threshold: dict | None, settings: dict) -> str:
         return f"fixed, score > {value:g}"
     where = {"evaluated set": "the audited set itself (optimistic: a label leak)",
              "validation set": "the validation set"}.get(fitted, fitted)
-    return f"{rule} rule, score > {value:.4g}, fitted on {where}"
+    return f"{rule} rule, score ≥ {value:.4g}, fitted on {where}"  # fitted rules: score >= t (metrics.thresholds)
 
 
 def _settings_rows(report) -> list[tuple[str, str]]:
