@@ -358,3 +358,21 @@ def test_data_card_cli_on_nih_table_alone(tmp_path):
     assert bad.exit_code == 2 and "takes the options" in bad.output and "views" in bad.output
     no_images = CliRunner().invoke(app, ["data", "card", "nih_cxr14", "--root", str(root)])
     assert no_images.exit_code == 2 and "images are missing" in no_images.output
+
+
+def test_nih_original_2017_table_with_its_trailing_comma(tmp_path):
+    root = make_nih(tmp_path)
+    (root / "Data_Entry_2017_v2020.csv").unlink()
+    # the 2017 table ends every line with a comma (an unnamed 12th column) and wrote ages as "058Y"
+    rows = [row.replace(",58,", ",058Y,") + "," for row in NIH_ROWS]
+    (root / "Data_Entry_2017.csv").write_text("\n".join([NIH_HEADER + ",", *rows]) + "\n")
+    ds = create_dataset("nih_cxr14", root)
+    assert len(ds) == 5 and column(ds, "age")["00000001_001.png"] == 58
+
+
+def test_race_codes_of_the_chexpert_demo_table():
+    from medequity.data.attributes import race_groups
+
+    raw = ["White", "White, non-Hispanic", "Black or African American", "Asian, non-Hispanic", "Other", "Other, Hispanic",
+           "Unknown", "Race and Ethnicity Unknown", "Patient Refused", "Declines to State", "Declined", None]
+    assert [None if pd.isna(v) else v for v in race_groups(raw)] == ["White"] * 2 + ["non-White"] * 4 + [None] * 6

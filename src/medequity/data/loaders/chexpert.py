@@ -92,11 +92,8 @@ def with_finding_labels(
 
 def _inside_dataset(paths: pd.Series) -> pd.Series:
     """Path values without their "CheXpert-v1.0[-small]/" prefix: the path inside the dataset folder."""
-    text = paths.astype("string").str.strip()
-    first = text.str.split("/", n=1).str[0]
-    rest = text.str.split("/", n=1).str[1]
-    prefixed = first.str.startswith("CheXpert-v1.0").fillna(False) & rest.notna()
-    return rest.where(prefixed, text).astype("string")
+    # one regex pass: splitting 223k strings twice took seconds
+    return paths.astype("string").str.strip().str.replace(r"^CheXpert-v1\.0[^/]*/(?=.)", "", regex=True)
 
 
 def _number(paths: pd.Series, pattern: str) -> pd.Series:
