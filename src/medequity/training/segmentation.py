@@ -32,7 +32,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
 CE_WEIGHT = 0.2  # FairSeg's loss weights (0.2·CE + 0.8·Dice)
 DICE_WEIGHT = 0.8
 DICE_SMOOTH = 1e-5  # FairSeg's Dice smoothing (numerator and denominator)
@@ -78,9 +77,9 @@ def segmentation_per_sample_loss(logits: torch.Tensor, target: torch.Tensor, *, 
     if logits.shape[0] != target.shape[0] or tuple(logits.shape[2:]) != tuple(target.shape[1:]):
         raise ValueError(f"logits {tuple(logits.shape)} and mask {tuple(target.shape)} do not match: the mask must be "
                          "(B, *spatial) at the logits' resolution")
+    onehot = one_hot(target, logits.shape[1])  # checks the labels before the cross-entropy indexes with them
     ce = F.cross_entropy(logits.float(), target.long(), reduction="none").flatten(1).mean(dim=1)
-    probs = torch.softmax(logits.float(), dim=1)
-    dice = per_sample_dice_loss(probs, one_hot(target, logits.shape[1]))
+    dice = per_sample_dice_loss(torch.softmax(logits.float(), dim=1), onehot)
     return ce_weight * ce + dice_weight * dice
 
 
