@@ -354,6 +354,7 @@ def test_data_card_cli_on_nih_table_alone(tmp_path):
     assert document["n_samples"] == 3 and document["loader"]["options"]["views"] == "PA"
     assert {g["group"] for g in document["groups"] if g["attribute"] == "age"} == {"40-59", "60-79"}
     assert document["loader"]["age_groups"].startswith("MEDFAIR's 5 bins")
+    assert document["loader"]["options"]["age_bins"] == "medfair_5bins"
     bad = CliRunner().invoke(app, ["data", "card", "nih_cxr14", "--root", str(root), "--option", "frontal_only=true"])
     assert bad.exit_code == 2 and "takes the options" in bad.output and "views" in bad.output
     no_images = CliRunner().invoke(app, ["data", "card", "nih_cxr14", "--root", str(root)])
@@ -376,3 +377,13 @@ def test_race_codes_of_the_chexpert_demo_table():
     raw = ["White", "White, non-Hispanic", "Black or African American", "Asian, non-Hispanic", "Other", "Other, Hispanic",
            "Unknown", "Race and Ethnicity Unknown", "Patient Refused", "Declines to State", "Declined", None]
     assert [None if pd.isna(v) else v for v in race_groups(raw)] == ["White"] * 2 + ["non-White"] * 4 + [None] * 6
+
+
+def test_age_groups_need_a_raw_age_column():
+    from medequity.data import MedicalDataset
+
+    ds = MedicalDataset("toy", pd.DataFrame({"sample_id": ["a"], "patient_id": ["p"], "label": [1], "path": ["a.png"]}))
+    with pytest.raises(KeyError, match=r"dataset 'toy' has no raw 'age' column to group; columns: \['sample_id'"):
+        with_age_groups(ds, "medfair")
+    with pytest.raises(ValueError, match="at least one cut point"):
+        with_age_groups(ds.__class__("toy", ds.table.assign(age=[50])), [])

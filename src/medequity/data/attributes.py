@@ -307,7 +307,10 @@ def with_age_groups(dataset, bins: str | Sequence[float] | None, threshold: floa
         raise KeyError(f"dataset {dataset.name!r} has no raw 'age' column to group; columns: {list(dataset.table.columns)}")
     options = age_grouping(bins, threshold, rule)
     table = add_group_columns(dataset.table, {"age": options})
-    return replace(dataset, table=table, info={**dataset.info, "age_groups": describe_age_grouping(options)})
+    info = {**dataset.info, "age_groups": describe_age_grouping(options)}
+    if "age_bins" in info.get("options", {}):  # a loader with age_bins: the same as loading with them
+        info["options"] = {**info["options"], "age_bins": bins, "age_threshold": threshold, "age_rule": rule}
+    return replace(dataset, table=table, info=info)
 
 
 # --- race -----------------------------------------------------------------------------------------
