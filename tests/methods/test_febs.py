@@ -125,9 +125,11 @@ def test_direction_febs_shrinks_the_worse_groups_share_of_the_gradient_in_both_m
     onehot = one_hot(target, 2)
     plain = gradient_ratio(lambda x: 0.2 * F.cross_entropy(x, target) + 0.8 * pooled_dice_loss(torch.softmax(x, 1), onehot),
                            logits, groups)
-    ratios = {(mode, gamma): gradient_ratio(lambda x, m=febs(mode=mode, gamma=gamma): m.febs_loss(x, target, groups),
-                                            logits, groups)
-              for mode in ("paper", "coded") for gamma in (1.0, 3.0)}
+    ratios = {}
+    for mode in ("paper", "coded"):
+        for gamma in (1.0, 3.0):
+            method = febs(mode=mode, gamma=gamma)
+            ratios[(mode, gamma)] = gradient_ratio(lambda x, m=method: m.febs_loss(x, target, groups), logits, groups)
     with capsys.disabled():
         print(f"\nFEBS direction (worse/better gradient norm): plain {plain:.3f}; "
               + "; ".join(f"{m} γ={g:g} {r:.3f}" for (m, g), r in ratios.items()))

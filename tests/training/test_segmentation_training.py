@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medequity.metrics.segmentation import dice_per_sample
 from medequity.methods import create_method
+from medequity.metrics.segmentation import dice_per_sample
 from medequity.training.segmentation import (
     hard_dice_per_sample,
     is_mask_target,
