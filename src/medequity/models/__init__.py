@@ -14,6 +14,7 @@ from medequity.models import (  # noqa: E402,F401
            segmenters,  # noqa: E402,F401  (segmenter families register on import)
            small_cnn,
            timm_backbones,
+           zoo,  # the foundation-model zoo (FairMedFM's classification FMs by name)
 )
 from medequity.models.checkpoint import CheckpointError, load_weights, read_state_dict
 from medequity.models.classifier import Classifier

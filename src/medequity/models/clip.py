@@ -101,7 +101,11 @@ class CLIPModelBundle:
 def clip_bundle(backbone: Backbone) -> CLIPModelBundle:
     """The text side of an open_clip backbone; a clear error for backbones without one."""
     tokenizer = getattr(backbone.module, "tokenizer", None)
-    if not hasattr(backbone.module, "encode_text") or tokenizer is None:
+    if hasattr(backbone.module, "encode_text") and tokenizer is None:
+        raise ValueError(f"backbone {backbone.name!r} has a text tower but no tokenizer: give its local tokenizer "
+                         "folder (the files beside the model: vocab.txt / tokenizer.json) as model option "
+                         "tokenizer=<folder>; nothing is downloaded")
+    if not hasattr(backbone.module, "encode_text"):
         raise ValueError(f"backbone {backbone.name!r} has no text tower: CLIP zero-shot/CLIP-Adapt need an "
                          "open_clip backbone (e.g. 'open_clip:ViT-B-32'); FairMedFM marks these usages "
                          "not applicable to vision-only models")
@@ -188,7 +192,9 @@ def open_clip_backbone(*, model_name: str, model_cfg: dict | None = None, input_
     if "multimodal_cfg" in config:
         raise ValueError(f"open_clip model {model_name!r} is a captioning model (CoCa); only contrastive CLIP models are supported")
     if "hf_model_name" in config.get("text_cfg", {}):
-        raise ValueError(f"open_clip model {model_name!r} needs a Hugging Face text model from the hub; nothing is downloaded here")
+        raise ValueError(f"open_clip model {model_name!r} needs a Hugging Face text model from the hub; nothing is "
+                         "downloaded here. BiomedCLIP is the zoo model 'biomedclip' (its BERT built offline); "
+                         "`medequity models list` shows the zoo")
     vision_cfg = config.setdefault("vision_cfg", {})
     if vision_cfg.get("timm_model_pretrained"):
         vision_cfg["timm_model_pretrained"] = False  # would download ImageNet weights

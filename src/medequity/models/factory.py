@@ -4,10 +4,13 @@ The factory neither downloads nor trains. ``checkpoint`` is a local file or fold
 executing code (safetensors, or ``torch.load(weights_only=True)``). Our own synthetic pre-training
 (``"synthetic:<modality>"``) is resolved to such a path by the experiment layer
 (:func:`medequity.experiment.pretrain.synthetic_checkpoint`) before it calls this factory.
+Foundation models of the zoo (:mod:`medequity.models.zoo`, e.g. ``dinov2-vitb14``) load their
+official files through their own :attr:`~medequity.models.registry.Backbone.load_checkpoint`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +20,17 @@ from medequity.models.registry import BACKBONES, Backbone, resolve_backbone_name
 SYNTHETIC_PREFIX = "synthetic:"
 
 
-def create_backbone(name: str, *, checkpoint: str | Path | None = None, **kwargs: Any) -> Backbone:
+def create_backbone(name: str, *, checkpoint: str | Path | None = None, key_map: Mapping[str, str] | None = None,
+                    allow_unexpected: Sequence[str] | None = None, allow_missing: Sequence[str] = (),
+                    **kwargs: Any) -> Backbone:
     """Create a backbone by name; ``checkpoint`` loads local weights (safely), else random init.
 
-    Names: a registered name (``small_cnn``), ``timm:<model>`` or any timm model name, or
-    ``open_clip:<model>`` (see :func:`medequity.models.registry.resolve_backbone_name`). Other
-    keyword arguments go to the family's factory.
+    Names: a registered name (``small_cnn``, a zoo model such as ``biomedclip``), ``timm:<model>``
+    or any timm model name, or ``open_clip:<model>`` (see
+    :func:`medequity.models.registry.resolve_backbone_name`). ``key_map`` renames checkpoint keys
+    (``{"old.": "new."}`` or ``{"re:<regex>": "<repl>"}``); ``allow_unexpected``/``allow_missing``
+    are ``fnmatch`` patterns of keys that may be unused/absent (a zoo model adds its own, e.g. the
+    classifier head its features skip). Other keyword arguments go to the family's factory.
     """
     if isinstance(checkpoint, str) and checkpoint.startswith(SYNTHETIC_PREFIX):
         raise ValueError(
@@ -35,7 +43,14 @@ def create_backbone(name: str, *, checkpoint: str | Path | None = None, **kwargs
     entry, extra = resolve_backbone_name(name)
     backbone = BACKBONES.create(entry, **extra, **kwargs)
     if checkpoint is not None:
-        report = load_weights(backbone.module, checkpoint)
+        rules = {"key_map": dict(key_map or {}), "allow_missing": tuple(allow_missing),
+                 "allow_unexpected": None if allow_unexpected is None else tuple(allow_unexpected)}
+        if backbone.load_checkpoint is not None:
+            report = backbone.load_checkpoint(checkpoint, **rules)
+        else:
+            report = load_weights(backbone.module, checkpoint, **rules)
         backbone.config["checkpoint"] = str(checkpoint)
         backbone.config["unexpected_keys"] = list(report.unexpected)[:20]
+        if key_map:
+            backbone.config["key_map"] = dict(key_map)
     return backbone

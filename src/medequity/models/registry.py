@@ -47,12 +47,21 @@ class Backbone:
     config: dict[str, Any] = field(default_factory=dict)  # how it was created (for cache keys and records)
     # Module-name groups for PEFT masks (FairTune): name -> list of parameter-name prefixes.
     module_groups: Callable[[], dict[str, list[str]]] | None = None
+    # How this backbone loads a checkpoint file (zoo models: into the right submodule, with their
+    # own allowed unused keys); ``create_backbone`` calls it with (path, key_map=, allow_unexpected=,
+    # allow_missing=) and records the returned LoadReport. None: the plain load_weights(module, path).
+    load_checkpoint: Callable[..., Any] | None = None
+    # The 2D transform config when the model's own differs from FairMedFM's resize-256/crop-224
+    # (e.g. RAD-DINO's 518 pixels); None: :meth:`transform_config`'s default.
+    preprocess: dict[str, Any] | None = None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.module(images)
 
     def transform_config(self) -> dict[str, Any]:
         """The 2D preprocessing this backbone expects (FairMedFM D.1.1 for 224-pixel models)."""
+        if self.preprocess is not None:
+            return {"name": "2d", "mean": list(self.mean), "std": list(self.std), **self.preprocess}
         if self.input_size >= 224:
             return {"name": "2d", "resize": 256, "crop": 224, "mean": list(self.mean), "std": list(self.std)}
         return {"name": "2d", "resize": self.input_size, "crop": None, "mean": list(self.mean), "std": list(self.std)}
