@@ -118,10 +118,19 @@ def test_unknown_group_is_own_cell_or_dropped(make_split):
     setup_method(method, make_split, labels, groups)
     assert method.group_names[-2:] == ["unknown|y=0", "unknown|y=1"]
     assert method.log["group_counts"] == [1, 1, 1, 1, 0, 1]
-    dropped = create_method("groupdro", unknown="drop")
+    dropped = create_method("groupdro", missing_attribute="drop")
     setup_method(dropped, make_split, labels, groups)
     assert len(dropped.group_names) == 4
     assert int(dropped.group_index(torch.tensor([-1]), torch.tensor([1.0]))) == -1
+
+
+def test_the_old_parameter_name_is_refused_with_the_new_one():
+    with pytest.raises(ValueError, match=r"'unknown' is now called 'missing_attribute'.*missing_attribute='drop'"):
+        create_method("groupdro", unknown="drop")
+    with pytest.raises(ValueError, match="missing_attribute='group'"):  # the old default value, translated
+        create_method("groupdro", unknown="cell")
+    with pytest.raises(ValueError, match="'group'.*or 'drop'"):
+        create_method("groupdro", missing_attribute="cell")
 
 
 def test_end_to_end(run_tiny_experiment, assert_finite_run):

@@ -19,7 +19,7 @@ Example::
     methods:
       - erm
       - name: groupdro
-        grid: {eta: [0.01, 0.1]}
+        grid: {step_size: [0.01, 0.1]}
     attributes: [sex]
     seeds: [0]
     train: {epochs: 1}
@@ -49,7 +49,6 @@ prompt types competing in validation selection::
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -60,7 +59,10 @@ from typing import Any
 import yaml
 
 from medequity.experiment import ExperimentSpec
+from medequity.experiment.spec import SpecError as ExperimentSpecError
+from medequity.experiment.validation import check_dataset_options, check_params, check_train_settings
 from medequity.metrics.selection import RULES
+from medequity.utils.safe_yaml import YamlError, load_yaml
 
 TOP_LEVEL_KEYS = ("name", "description", "datasets", "models", "usages", "methods", "attributes", "seeds", "train",
                   "evaluation", "selection", "split", "cache_dir", "task")
@@ -84,7 +86,7 @@ SETTING_PARAMS = ("prompt",)
 NOT_IN_RUN_ID = ("cache_dir",)
 
 
-class SpecError(ValueError):
+class SpecError(ExperimentSpecError):
     """A benchmark spec that cannot run; the message names the key and what is valid."""
 
 
@@ -158,7 +160,8 @@ def hparams_key(method_params: dict, usage_params: dict) -> str:
 
 # --- loading ----------------------------------------------------------------------------------------
 def load_spec(source: str | Path | dict) -> BenchSpec:
-    """Read (safe_load) and validate a spec from a YAML file or a dict; expand its grid."""
+    """Read and validate a spec from a YAML file (plain data, aliases bounded:
+    :func:`~medequity.utils.safe_yaml.load_yaml`) or a dict; expand its grid."""
     text = None
     if isinstance(source, dict):
         raw = source
@@ -168,9 +171,9 @@ def load_spec(source: str | Path | dict) -> BenchSpec:
             raise SpecError(f"spec file {str(path)!r} does not exist")
         text = path.read_text(encoding="utf-8")
         try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SpecError(f"spec file {str(path)!r} is not valid YAML: {exc}") from None
+            raw = load_yaml(text, source=f"spec file {str(path)!r}")
+        except YamlError as exc:
+            raise SpecError(str(exc)) from None
     if not isinstance(raw, dict):
         raise SpecError(f"a spec is a mapping with keys {list(TOP_LEVEL_KEYS)}; got {type(raw).__name__}")
     bench = expand(raw)
@@ -196,8 +199,10 @@ def expand(raw: dict[str, Any]) -> BenchSpec:
                for i, m in enumerate(_as_list(raw, "methods", list(SEGMENTATION_METHODS)))]
     attributes = [str(a) for a in _as_list(raw, "attributes", ["sex"])]
     seeds = _as_list(raw, "seeds", [0])
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise SpecError(f"spec key 'seeds' must be a list of integers; got {seeds!r}")
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise SpecError(f"spec key 'seeds' must be a list of integers, at least one (e.g. seeds: [0, 1, 2]); got {seeds!r}")
+    if not attributes:
+        raise SpecError("spec key 'attributes' is empty; list the sensitive attributes to train on (e.g. attributes: [sex])")
     train = _mapping(raw, "train")
     evaluation = _evaluation(_mapping(raw, "evaluation"))
     selection = _selection(raw.get("selection", "worst_group"))
@@ -208,9 +213,14 @@ def expand(raw: dict[str, Any]) -> BenchSpec:
     if segmentation and "threshold" in _mapping(raw, "evaluation"):
         raise SpecError("evaluation.threshold does not apply to segmentation: a pixel is foreground where its "
                         "logit > 0 (SAM's mask threshold); remove it")
-    _check_train(train)
+    from medequity.usages import USAGES
+
+    for dataset in datasets:
+        _check(check_dataset_options, dataset["name"], dict(dataset.get("options") or {}))
     for usage in usages:
-        _check_train(dict(usage.get("train") or {}))
+        trains = bool(getattr(USAGES.get(usage["name"]), "trains", True))
+        _check(check_train_settings, {**train, **dict(usage.get("train") or {})}, trains=trains,
+               where="train" if not usage.get("train") else f"train (with usage {usage['name']!r}'s train)")
     usage_settings = {u["name"]: _settings(u, "usage") for u in usages}
     method_settings = [(m["name"], _settings(m, "method")) for m in methods]
     _labels_unique(datasets, "datasets")
@@ -317,14 +327,10 @@ def _settings(entry: dict, kind: str) -> list[dict]:
     from medequity.usages import USAGES
 
     registry = METHODS if kind == "method" else USAGES
-    defaults = getattr(registry.get(entry["name"]), "defaults", {})
     params = dict(entry.get("params") or {})
     grid = dict(entry.get("grid") or {})
     for where, keys in (("params", params), ("grid", grid)):
-        unknown = sorted(set(keys) - set(defaults))
-        if unknown:
-            raise SpecError(f"{kind} {entry['name']!r} has no parameter(s) {unknown} (in {where}); "
-                            f"valid: {sorted(defaults)}")
+        _check(check_params, registry.get(entry["name"]), keys, f"{kind} {entry['name']!r}", where)
     both = sorted(set(params) & set(grid))
     if both:
         raise SpecError(f"{kind} {entry['name']!r}: {both} given in both params and grid; keep one")
@@ -385,15 +391,12 @@ def _check_backbone(name: str) -> None:
                         f"(timm:<name>), or open_clip:<name>")
 
 
-def _check_train(train: dict) -> None:
-    from medequity.training.trainer import TrainConfig
-
-    valid = [f.name for f in dataclasses.fields(TrainConfig)]
-    _check_keys(train, tuple(valid), "train")
+def _check(check, *args, **kwargs) -> None:
+    """Run one of the experiment layer's checks, its error as a :class:`SpecError`."""
     try:
-        TrainConfig(**train)
-    except (TypeError, ValueError) as exc:
-        raise SpecError(f"train: {exc}") from None
+        check(*args, **kwargs)
+    except ExperimentSpecError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _evaluation(raw: dict) -> Evaluation:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -59,13 +61,18 @@ def audit_command(
     example: Annotated[bool, typer.Option(
         "--example", help="Audit the built-in simulated cohort (a classifier with known biases).")] = False,
     out: Annotated[Path, typer.Option(
-        "--out", "-o", help="Folder for report.html, report.json, groups.csv, gaps.csv.")] = Path("reports/audit"),
+        "--out", "-o", help="Folder for report.html, report.json, groups.csv, gaps.csv (an earlier report there is "
+        "replaced as a whole).")] = Path("reports/audit"),
     metadata: Annotated[Path | None, typer.Option(help="Metadata table joined on --id (CSV/Parquet).")] = None,
     id_column: Annotated[str | None, typer.Option("--id", help="Id column shared by predictions and metadata.")] = None,
-    label: Annotated[str | None, typer.Option(help="Label column (detected if omitted).")] = None,
+    label: Annotated[list[str] | None, typer.Option(
+        help="Label column (detected if omitted); repeat for a multi-label table, one task per finding.")] = None,
     score: Annotated[list[str] | None, typer.Option(
-        help="Score column (probability of the positive class); repeat for per-class scores.")] = None,
+        help="Score column; repeat for per-class scores, or one per --label in the same order.")] = None,
     score_prefix: Annotated[str | None, typer.Option(help="Per-class score columns share this prefix, e.g. 'p_' for p_mel, p_nv.")] = None,
+    scores: Annotated[str, typer.Option(
+        "--scores", help="What the scores are: 'auto' (probabilities if all in [0, 1], else real-valued: AUC and "
+        "thresholds, no calibration), 'probability', or 'logit' (a sigmoid is applied).")] = "auto",
     prediction: Annotated[str | None, typer.Option(
         help="Hard-prediction column: the model's own decisions (threshold metrics use it, AUC the score).")] = None,
     positive_label: Annotated[str | None, typer.Option(help="Label value of the positive class when labels are not 0/1.")] = None,
@@ -74,17 +81,22 @@ def audit_command(
         "--bin", help="Bin a continuous attribute: 'age=>60', 'age=>=60', 'age=40,60,80', 'age=q4'.")] = None,
     intersect: Annotated[list[str] | None, typer.Option(
         help="Intersection to audit, e.g. 'sex,age' (repeat); 'all' for every pair.")] = None,
-    threshold: Annotated[str, typer.Option(help="Decision threshold: a number, 'best_f1' or 'youden'.")] = "0.5",
+    keep_unknown: Annotated[bool, typer.Option(
+        "--keep-unknown", help="Keep values such as 'Unknown' or 'Declines to state' as groups (default: missing, "
+        "excluded and counted).")] = False,
+    threshold: Annotated[str | None, typer.Option(
+        help="Decision threshold: a number, 'best_f1' or 'youden' (default 0.5; 0 for real-valued scores).")] = None,
     validation: Annotated[Path | None, typer.Option(help="Validation predictions: threshold rules are fitted there (honest).")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for CIs (0 = none).")] = 1000,
     n_permutations: Annotated[int, typer.Option(help="Permutations for the gap = 0 test (0 = none).")] = 1000,
     ci: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
-    min_group_size: Annotated[int, typer.Option(help="Groups smaller than this are flagged.")] = 30,
+    min_group_size: Annotated[int, typer.Option(help="Groups with fewer samples, positives or negatives are flagged.")] = 30,
     missing: Annotated[str, typer.Option(help="Missing attribute values: 'drop' (counted) or 'category'.")] = "drop",
     seed: Annotated[int, typer.Option(help="Random seed of bootstrap and permutations.")] = 0,
     html: Annotated[bool, typer.Option(help="Write report.html.")] = True,
-    audit_task: Annotated[str, typer.Option(
-        "--task", help="'classification' (scores/labels) or 'segmentation' (mask paths or per-sample Dice).")] = "classification",
+    audit_task: Annotated[list[str] | None, typer.Option(
+        "--task", help="'classification' (default), 'segmentation' (mask paths or per-sample Dice), or LABEL=SCORE: "
+        "one finding of a multi-label table (repeat).")] = None,
     root: Annotated[Path | None, typer.Option(help="Segmentation: folder the mask paths are relative to (default: the table's).")] = None,
     truth: Annotated[str | None, typer.Option(help="Segmentation: ground-truth mask path column (detected if omitted).")] = None,
     dice: Annotated[str | None, typer.Option(help="Segmentation: per-sample Dice column, instead of --prediction masks.")] = None,
@@ -97,10 +109,19 @@ def audit_command(
     """Audit a model's predictions: per-group metrics with CIs, gaps with tests, ADF, plots."""
     from medequity.audit import AuditInputError, audit
     from medequity.cli.terminal import print_audit_summary
+    from medequity.utils.io import check_output_directory
 
-    if audit_task not in ("classification", "segmentation"):
-        fail(f"--task must be 'classification' or 'segmentation'; got {audit_task!r}")
-    if audit_task == "segmentation":
+    kinds = [t for t in audit_task or [] if "=" not in t]
+    pairs = [t for t in audit_task or [] if "=" in t]
+    if any(kind not in ("classification", "segmentation") for kind in kinds) or len(set(kinds)) > 1:
+        fail(f"--task must be 'classification', 'segmentation' or a LABEL=SCORE pair; got {', '.join(kinds)}")
+    try:
+        check_output_directory(out)
+    except NotADirectoryError as exc:
+        fail(f"--out {exc}")
+    if kinds == ["segmentation"]:
+        if pairs:
+            fail("--task LABEL=SCORE pairs are classification findings; a segmentation audit takes mask columns")
         _audit_segmentation(predictions, example=example, out=out, metadata=metadata, id_column=id_column, root=root,
                             truth=truth, prediction=prediction, dice=dice, attribute=attribute, bin_rule=bin_rule,
                             spacing=spacing, tolerance=tolerance, mask_values=mask_values, n_boot=n_boot,
@@ -122,23 +143,44 @@ def audit_command(
         intersections = True if intersect == ["all"] else [tuple(x.split(",")) for x in intersect]
     positive = _coerce_label(positive_label)
     try:
-        with progress_bar() as bar:
-            task = bar.add_task("auditing", total=None)
+        with _progress_when_started() as on_progress:
             report = audit(
-                predictions, metadata=metadata, id_column=id_column, label=label,
+                predictions, metadata=metadata, id_column=id_column, label=label or None,
                 score=score if score else None, score_prefix=score_prefix, prediction=prediction,
                 positive_label=positive, attributes=attribute or None, bins=bin_rule or None,
-                intersections=intersections, threshold=threshold, validation=validation, n_boot=n_boot,
-                n_permutations=n_permutations, ci=ci, min_group_size=min_group_size, missing=missing,
-                random_state=seed,
-                progress=lambda done, total, what: bar.update(task, completed=done, total=total, description=what),
+                intersections=intersections, pairs=pairs or None, score_type=scores, keep_unknown=keep_unknown,
+                threshold=threshold, validation=validation, n_boot=n_boot, n_permutations=n_permutations, ci=ci,
+                min_group_size=min_group_size, missing=missing, random_state=seed, progress=on_progress,
             )
     except (AuditInputError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    paths = report.save(out, html=html)
+    try:
+        paths = report.save(out, html=html)
+    except OSError as exc:
+        fail(f"could not write the report into {out} ({exc}); nothing was written there — check the folder and its permissions")
     print_audit_summary(report, console)
     for kind, path in paths.items():
         console.print(f"[green]wrote[/] {kind:6s} {path}", soft_wrap=True)
+
+
+@contextmanager
+def _progress_when_started() -> Iterator[Callable[[int, int, str], None]]:
+    """A ``progress(done, total, what)`` callback whose bar appears at its first call: the audit
+    calls it once every input is checked, so an input error prints no empty "0/?" bar first."""
+    state: dict = {}
+
+    def update(done: int, total: int, what: str) -> None:
+        if "bar" not in state:
+            state["bar"] = progress_bar()
+            state["bar"].start()
+            state["task"] = state["bar"].add_task(what, total=total)
+        state["bar"].update(state["task"], completed=done, total=total, description=what)
+
+    try:
+        yield update
+    finally:
+        if "bar" in state:
+            state["bar"].stop()
 
 
 def _audit_segmentation(table: Path | None, *, example: bool, out: Path, root: Path | None, spacing: str | None,
@@ -169,19 +211,21 @@ def _audit_segmentation(table: Path | None, *, example: bool, out: Path, root: P
             fail("give a segmentation table (CSV/Parquet), or --example for the built-in one")
         assert source is not None
         try:
-            with progress_bar() as bar:
-                job = bar.add_task("reading masks", total=None)
+            with _progress_when_started() as on_progress:
                 report = audit_segmentation(
                     source, root=root, id_column=options["id_column"], truth_column=options["truth"],
                     prediction_column=options["prediction"], dice_column=options["dice"], attributes=attribute or None,
                     metadata=options["metadata"], bins=bin_rule or None, spacing=spacing_value, tolerance=options["tolerance"],
                     mask_values=options["mask_values"], n_boot=options["n_boot"], n_permutations=options["n_permutations"],
                     ci=options["ci"], min_group_size=options["min_group_size"], missing=options["missing"], random_state=seed,
-                    progress=lambda done, total, what: bar.update(job, completed=done, total=total, description=what),
+                    progress=on_progress,
                 )
         except (AuditInputError, ValueError, FileNotFoundError) as exc:
             fail(str(exc))
-    paths = report.save(out, html=html)
+    try:
+        paths = report.save(out, html=html)
+    except OSError as exc:
+        fail(f"could not write the report into {out} ({exc}); nothing was written there — check the folder and its permissions")
     console.print(f"[bold]Segmentation fairness audit[/] — {report.settings['n_samples']} samples, "
                   f"metrics {', '.join(report.metrics)}")
     for row in report.headline().to_dict(orient="records"):
@@ -281,6 +325,51 @@ def train_command(
                   f"({result.threshold['rule']} on the {result.threshold['fitted_on']}), {result.seconds:.0f} s")
     for kind, path in paths.items():
         console.print(f"[green]wrote[/] {kind:16s} {path}", soft_wrap=True)
+    _print_test_metrics(result)
+
+
+def _print_test_metrics(result) -> None:
+    """The run's test metrics on its training attribute: the headline metric (AUC; Dice for
+    segmentation) per group with its CI, the decision rates, and the gap, worst group and
+    equity-scaled summary (FairMedFM ES-AUC / FairSeg ES-Dice)."""
+    from rich.table import Table
+
+    from medequity.bench.store import headline
+
+    head = headline(result.spec.task)
+    metrics, summaries = result.metrics, result.summaries
+    attribute = result.spec.attribute if (metrics.attribute == result.spec.attribute).any() else metrics.attribute.iloc[0]
+    rows = metrics[metrics.attribute == attribute]
+    shown = [m for m in (head.metric, "acc", "tpr", "fpr") if (rows.metric == m).any()]
+    table = Table(title=f"test metrics by {attribute} ({head.metric} with its 95% CI)", title_justify="left")
+    table.add_column("group")
+    table.add_column("n", justify="right")
+    for metric in shown:
+        table.add_column(metric, justify="right")
+    for group in rows.group.drop_duplicates():
+        cells = rows[rows.group == group].set_index("metric")
+        n = cells["n"].iloc[0]
+        table.add_row(str(group), "" if n != n else str(int(n)),
+                      *(_with_ci(cells.loc[m], ci=m == head.metric) if m in cells.index else "" for m in shown))
+    console.print(table)
+    summary = summaries[(summaries.attribute == attribute) & (summaries.metric == head.metric)].set_index("summary")
+    parts = []
+    for key, label in (("gap", f"{head.metric} gap"), ("worst", "worst group"), (head.es_summary, head.columns[3])):
+        if key in summary.index:
+            row = summary.loc[key]
+            p = row.get("p_value")
+            parts.append(f"{label} {_with_ci(row)}" + (f" (p = {p:.3g})" if key == "gap" and p == p and p is not None else ""))
+    if parts:
+        console.print(", ".join(parts), soft_wrap=True)
+
+
+def _with_ci(row, *, ci: bool = True) -> str:
+    value, low, high = row["value"], row.get("ci_low"), row.get("ci_high")
+    if value != value:  # NaN: not measurable (a group with one class)
+        return "n/a"
+    if not ci or low is None or high is None or low != low or high != high:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
 @data_app.command("card")

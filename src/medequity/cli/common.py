@@ -26,14 +26,17 @@ def fail(message: str) -> None:
 
 def parse_options(pairs: list[str] | None) -> dict:
     """``["preset=cxr-sex-prevalence", "n=400"]`` → ``{"preset": ..., "n": 400}``; values are YAML data, never code."""
-    import yaml
+    from medequity.utils.safe_yaml import YamlError, load_yaml
 
     options = {}
     for pair in pairs or []:
         if "=" not in pair:
             fail(f"option {pair!r} must look like key=value")
         key, value = pair.split("=", 1)
-        options[key.strip()] = yaml.safe_load(value)
+        try:
+            options[key.strip()] = load_yaml(value, source=f"the value of option {key.strip()!r}")
+        except YamlError as exc:
+            fail(str(exc))
     return options
 
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from medequity.experiment.pretrain import PREFIX, synthetic_checkpoint
 from medequity.experiment.spec import SPLITS, ExperimentSpec
+from medequity.experiment.validation import validate_spec
 from medequity.experiment.views import Prepared, build_prepared
 from medequity.training.data import SplitData
 
@@ -39,9 +40,9 @@ def prepare(spec: ExperimentSpec | dict, *, splits: Sequence[str] | Mapping[str,
     builds the backbone with random weights and skips pre-training (enough for the transform and
     the views: rebuilding a saved run's test split).
     """
-    spec = ExperimentSpec.coerce(spec)
-    # Pre-training (on a cold cache) runs first and draws random numbers of its own; seeding after
-    # it makes a cold-cache run and a warm-cache run start from the same state.
+    spec = validate_spec(ExperimentSpec.coerce(spec))  # a bad setting fails now, not after pre-training
+    # Pre-training (on a cold cache) runs first and draws random numbers of its own;
+    # build_prepared seeds after it, so a cold-cache run and a warm-cache run start from the same state.
     if load_weights:
         model_options = resolve_checkpoint(spec).model_options
     else:

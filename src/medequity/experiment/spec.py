@@ -14,6 +14,11 @@ from medequity.metrics.groups import canonical_attribute
 SPLITS = ("train", "val", "test")
 
 
+class SpecError(ValueError):
+    """A spec that cannot run; the message names the field, what was given and what is valid
+    (:func:`medequity.experiment.validation.validate_spec` checks a spec before any work)."""
+
+
 @dataclass
 class ExperimentSpec:
     """Everything that defines one run; plain data (YAML/JSON), never code."""
@@ -54,7 +59,7 @@ class ExperimentSpec:
         valid = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - valid)
         if unknown:
-            raise ValueError(f"unknown experiment keys {unknown}; valid keys: {sorted(valid)}")
+            raise SpecError(f"unknown experiment keys {unknown}; valid keys: {sorted(valid)}")
         return cls(**data)
 
     @classmethod

@@ -18,9 +18,11 @@ Details that differ from public code, on purpose:
   MEDFAIR also updated it on validation batches.
 * A group absent from the batch is neither updated (factor 1) nor in the loss (a batch says nothing
   about it; adding its adjustment to a zero loss would raise its weight for being absent).
-* Samples whose group is unknown (-1): ``unknown="cell"`` (default) makes "unknown" one more
-  attribute value, so (unknown, y) are DRO groups too and no sample is discarded;
-  ``unknown="drop"`` leaves them out of the loss. With no unknown samples in training both agree.
+* Samples whose sensitive attribute is missing (group -1): ``missing_attribute="group"`` (default)
+  makes "unknown" one more attribute value, so (unknown, y) are DRO groups too and no sample is
+  discarded; ``missing_attribute="drop"`` leaves them out of the loss. With no such samples in
+  training both agree. (This parameter was called ``unknown``, with values ``cell``/``drop``; the
+  old name is refused with an error that gives the new one.)
 
 ``self.log["q"]`` has q after every epoch (one list per epoch, ordered as ``self.log["groups"]``).
 """
@@ -38,12 +40,19 @@ class GroupDRO(Method):
     """Online worst-group reweighting (Sagawa et al. 2020) over sensitive attribute × label."""
 
     name = "groupdro"
-    defaults = {"step_size": 0.01, "adjustment": 1.0, "unknown": "cell"}
+    defaults = {"step_size": 0.01, "adjustment": 1.0, "missing_attribute": "group"}
+    #: Earlier parameter names -> current ones (spec validation names the new one).
+    renamed = {"unknown": "missing_attribute"}
 
     def __init__(self, **params):
+        if "unknown" in params:
+            value = {"cell": "group"}.get(params["unknown"], params["unknown"])
+            raise ValueError(f"groupdro's parameter 'unknown' is now called 'missing_attribute' (what to do with "
+                             f"samples whose sensitive attribute is missing): write missing_attribute={value!r}")
         super().__init__(**params)
-        if self.params["unknown"] not in ("cell", "drop"):
-            raise ValueError(f"unknown must be 'cell' or 'drop'; got {self.params['unknown']!r}")
+        if self.params["missing_attribute"] not in ("group", "drop"):
+            raise ValueError("groupdro's missing_attribute must be 'group' (samples with a missing attribute form "
+                             f"their own group) or 'drop' (left out of the loss); got {self.params['missing_attribute']!r}")
         if not float(self.params["step_size"]) >= 0:
             raise ValueError("step_size must be >= 0")
         if not float(self.params["adjustment"]) >= 0:
@@ -56,14 +65,14 @@ class GroupDRO(Method):
     def group_index(self, groups: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """DRO group of each sample (2·a + y); -1 where the sample takes no part."""
         a = groups.long()
-        if self.params["unknown"] == "cell":
+        if self.params["missing_attribute"] == "group":
             a = torch.where(a < 0, torch.full_like(a, self.n_attr - 1), a)
         index = 2 * a + (y > 0.5).long()
         return torch.where(a < 0, torch.full_like(index, -1), index)
 
     def setup(self, model, train, config) -> None:
         groups = np.asarray(train.groups, dtype=np.int64)
-        has_unknown = bool((groups < 0).any()) and self.params["unknown"] == "cell"
+        has_unknown = bool((groups < 0).any()) and self.params["missing_attribute"] == "group"
         self.n_attr = train.n_groups + int(has_unknown)
         names = list(train.group_names) + (["unknown"] if has_unknown else [])
         self.group_names = [f"{name}|y={y}" for name in names for y in (0, 1)]
