@@ -2,7 +2,10 @@
 
 timm itself is imported on first use (it is slow to import), so importing :mod:`medequity.models`
 stays cheap. Weights come from ``create_backbone(..., checkpoint=<local file>)``; nothing is
-downloaded (``pretrained=False``).
+downloaded (``pretrained=False``). timm's own ``checkpoint_path`` option would read the file with
+timm's loader; here it goes through ours (:func:`medequity.models.checkpoint.load_weights`:
+safetensors or ``weights_only`` torch files, never pickled code), and ``pretrained=True`` (a
+download) is refused.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from medequity.models.checkpoint import load_weights
 from medequity.models.registry import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, Backbone, register_backbone
 
 VIT_LIKE = ("vit", "deit", "swin", "eva", "beit")  # timm models whose image size is a constructor argument
@@ -25,9 +29,16 @@ def timm_backbone(*, model_name: str, input_size: int | None = None, **kwargs: A
         close = timm.list_models(f"*{model_name.split('_')[0]}*")[:8]
         raise KeyError(f"unknown backbone {model_name!r}; registered: {BACKBONES.names()}; timm models like it: {close}")
     options = dict(kwargs)
+    checkpoint_path = options.pop("checkpoint_path", None)
+    if options.pop("pretrained", False):
+        raise ValueError(f"timm model {model_name!r}: pretrained weights are never downloaded here; give a local "
+                         "file with the model option checkpoint=<file> (safetensors or a weights-only torch file)")
     if input_size is not None and any(k in model_name for k in VIT_LIKE):
         options["img_size"] = input_size
     module = timm.create_model(model_name, pretrained=False, num_classes=0, **options)
+    if checkpoint_path:  # timm would torch.load it itself; our loader never runs pickled code
+        load_weights(module, checkpoint_path)
+        options["checkpoint_path"] = str(checkpoint_path)  # recorded with the backbone's config
     cfg = getattr(module, "pretrained_cfg", {}) or {}
     size = input_size or int(cfg.get("input_size", (3, 224, 224))[-1])
     backbone = Backbone(model_name, module, int(module.num_features), input_size=size,
