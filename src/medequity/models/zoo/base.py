@@ -46,6 +46,9 @@ class ZooEntry:
     resize: int | None = None  # None: FairMedFM's resize 256 -> centre crop 224 for 224-pixel models
     allow_unexpected: tuple[str, ...] = ()  # keys of the official file the features do not use
     allow_missing: tuple[str, ...] = ()
+    # Renames from the published names to the module's, applied before the user's key_map (e.g.
+    # transformers 5 renamed Dinov2's attention weights; files published earlier keep the old names).
+    key_map: tuple[tuple[str, str], ...] = ()
     text: str | None = None  # text tower and tokenizer, for CLIP zero-shot / CLIP-Adapt
     notes: str = ""
 
@@ -140,7 +143,7 @@ def zoo_backbone(entry: ZooEntry, module: nn.Module, *, load_into: nn.Module | N
     def load_checkpoint(path: str | Path, *, key_map: Mapping[str, str] | None = None,
                         allow_unexpected: Sequence[str] | None = None, allow_missing: Sequence[str] = ()) -> LoadReport:
         try:
-            report = load_weights(target, path, key_map=key_map,
+            report = load_weights(target, path, key_map={**dict(entry.key_map), **dict(key_map or {})},
                                   allow_unexpected=entry.allow_unexpected + tuple(allow_unexpected or ()),
                                   allow_missing=entry.allow_missing + tuple(allow_missing))
         except CheckpointError as exc:

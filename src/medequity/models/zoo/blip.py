@@ -93,7 +93,7 @@ def blip(*, arch: dict[str, Any] | None = None, config_file: str | Path | None =
     config = merge(config, arch)
     module = blip_module(config)
     freeze_text_tower(module, module.is_image_parameter)
-    context = 35
+    context = min(35, int(config["text_config"].get("max_position_embeddings", 512)))  # BLIP: 35 tokens
     folder = tokenizer_folder(tokenizer, None)
     module.tokenizer = HFTokenizer(folder, context) if folder is not None else None
 

@@ -69,6 +69,11 @@ RAD_DINO = ZooEntry(
     feature_dim=768, input_size=518, resize=518, mean=(0.5307,) * 3, std=(0.2583,) * 3,
     licence="MSRLA (Microsoft Research Licence Agreement: research use only)",
     allow_unexpected=("embeddings.mask_token",),
+    # The published file uses transformers 4's names; transformers 5's Dinov2 calls them q/k/v/o_proj.
+    key_map=((r"re:\.attention\.attention\.query\.", ".attention.q_proj."),
+             (r"re:\.attention\.attention\.key\.", ".attention.k_proj."),
+             (r"re:\.attention\.attention\.value\.", ".attention.v_proj."),
+             (r"re:\.attention\.output\.dense\.", ".attention.o_proj.")),
     formats=("Hugging Face folder (config.json + model.safetensors)", ".safetensors", ".pth/.bin (weights_only)"),
 )
 RAD_DINO_CONFIG: dict[str, Any] = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
