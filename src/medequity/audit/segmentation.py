@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medequity.audit.core import _clean, _records
+from medequity.audit.core import _clean, _records, write_report_files
 from medequity.audit.inputs import ATTRIBUTE_CANDIDATES, ID_CANDIDATES, AuditInputError, BinRule, _check, _detect, _read
 from medequity.data.base import DatasetFormatError, safe_join
 from medequity.data.loaders._seg import NIFTI_SUFFIXES, read_array
@@ -41,7 +41,6 @@ from medequity.metrics.groups import encode_groups
 from medequity.metrics.segmentation import SegmentationGroupResult, dice_per_sample, iou_per_sample, segmentation_group_metrics_from_values
 from medequity.metrics.surface import check_spacing, hd95_per_sample, nsd_per_sample
 from medequity.provenance import provenance
-from medequity.utils.io import atomic_write_text
 
 TRUTH_CANDIDATES = ("mask_path", "truth_path", "gt_path", "ground_truth_path", "truth", "gt", "ground_truth",
                     "mask", "label_path", "seg_path", "target_path")
@@ -135,20 +134,17 @@ class SegmentationAuditReport:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     def save(self, out_dir: str | Path, *, html: bool = True) -> dict[str, Path]:
-        """Write report.json, groups.csv, gaps.csv, samples.csv (and report.html) atomically."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "json": atomic_write_text(out / "report.json", self.to_json()),
-            "groups": atomic_write_text(out / "groups.csv", self.groups_frame().to_csv(index=False)),
-            "gaps": atomic_write_text(out / "gaps.csv", self.gaps_frame().to_csv(index=False)),
-            "samples": atomic_write_text(out / "samples.csv", self.samples.to_csv(index=False)),
-        }
+        """Write report.json, groups.csv, gaps.csv, samples.csv (and report.html) into ``out_dir``:
+        all or none, replacing an earlier report as a whole (:func:`medequity.audit.core.write_report_files`)."""
+        contents = {"json": ("report.json", self.to_json()),
+                    "groups": ("groups.csv", self.groups_frame().to_csv(index=False)),
+                    "gaps": ("gaps.csv", self.gaps_frame().to_csv(index=False)),
+                    "samples": ("samples.csv", self.samples.to_csv(index=False))}
         if html:
             from medequity.report.segmentation_html import render_segmentation_audit_html
 
-            paths["html"] = atomic_write_text(out / "report.html", render_segmentation_audit_html(self))
-        return paths
+            contents["html"] = ("report.html", render_segmentation_audit_html(self))
+        return write_report_files(out_dir, contents)
 
 
 # -- inputs ----------------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ their own ``"missing"`` group — never silently merged into another group.
 This module is the one place group codes and intersection names are made (the lowest layer that
 data, training and methods can all import):
 
-- :func:`encode_groups` *discovers* the groups of some values (names = sorted distinct values);
+- :func:`encode_groups` *discovers* the groups of some values (names = distinct values in
+  :func:`group_sort_key` order: numeric bins by their bounds, ``<40``, ``40-<60``, ``>=60``);
 - :meth:`Groups.from_names` encodes values against a *fixed* coding (e.g. the training split's
   group names applied to the test split): code = position in ``names``, ``-1`` for missing;
-- :func:`group_names` is the coding a column implies (its categories, else its sorted values);
+- :func:`group_names` is the coding a column implies (its categories, else its values in that order);
 - :func:`intersection_name` / :func:`split_intersection`: an intersection of attributes is named
   ``"sex & age"`` and its groups ``"female & >60"``, with the one separator :data:`INTERSECTION_SEP`.
   On input the compact spelling ``"sex&age"`` (CLI options, saved specs) is accepted too.
@@ -19,6 +20,8 @@ data, training and methods can all import):
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -64,13 +67,44 @@ def same_attribute(a: str, b: str) -> bool:
     return canonical_attribute(a) == canonical_attribute(b)
 
 
+# A group name that starts with a number, optionally after a comparison ("<40", ">=80", "40-<60",
+# "80+", "3") or a quantile label ("Q2 [40, 55]"). Its order is that of the bin's lower bound.
+_NUMERIC_GROUP = re.compile(r"^\s*(?:Q(?=\d))?(?P<op><=|<|>=|>)?\s*(?P<number>[-+]?\d+(?:\.\d+)?)")
+_OPERATOR_RANK = {"<": 0, "<=": 1, None: 2, ">=": 2, ">": 3}
+
+
+def group_sort_key(name: str) -> tuple:
+    """Sort key listing groups as a reader expects: numeric bins in numeric order (``<40``,
+    ``40-<60``, ``60-<80``, ``>=80``; ``<=60``, ``>60``; ``Q1`` … ``Q10``; ``2`` before ``10``),
+    then text names in text order. Intersections (``"F & <40"``) sort part by part.
+
+    Plain text order put ``40-<60`` before ``<40`` and ``10`` before ``2``. A bin is ordered by its
+    lower bound: ``<X`` has none (first), ``X-<Y``/``>=X``/``X+`` start at X, ``>X`` just above X.
+    """
+    key = []
+    for part in str(name).split(INTERSECTION_SEP):
+        match = _NUMERIC_GROUP.match(part)
+        if match is None:
+            key.append((1, 0.0, 0.0, 0, part))
+            continue
+        number, op = float(match["number"]), match["op"]
+        lower = -math.inf if op in ("<", "<=") else number
+        key.append((0, lower, number, _OPERATOR_RANK[op], part))
+    return tuple(key)
+
+
+def sort_group_names(names) -> list[str]:
+    """``names`` as text in :func:`group_sort_key` order."""
+    return sorted((str(name) for name in names), key=group_sort_key)
+
+
 def group_names(values) -> tuple[str, ...]:
     """The coding a column implies: a categorical's categories (a subset keeps them), otherwise the
-    sorted distinct known values as text. Missing values are no group."""
+    distinct known values as text in :func:`group_sort_key` order. Missing values are no group."""
     series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=object))
     if isinstance(series.dtype, pd.CategoricalDtype):
         return tuple(str(c) for c in series.cat.categories)
-    return tuple(sorted({str(v) for v in series.dropna().unique()}))
+    return tuple(sort_group_names({str(v) for v in series.dropna().unique()}))
 
 
 @dataclass(frozen=True)
@@ -177,7 +211,8 @@ def encode_groups(
     ``missing="drop"`` excludes samples with a missing value (counted in ``n_excluded_missing``);
     ``missing="category"`` makes them a group named ``"missing"``. Groups with fewer than
     ``min_group_size`` samples are flagged (``small_groups``) and, with ``drop_small=True``,
-    excluded. Group order is the sorted order of the values, so results are reproducible.
+    excluded. Groups are listed in :func:`group_sort_key` order (numeric bins numerically), so
+    results are reproducible and tables read in the bins' natural order.
     """
     if missing not in ("drop", "category"):
         raise ValueError(f"missing must be 'drop' or 'category'; got {missing!r}")
@@ -218,6 +253,10 @@ def encode_groups(
     kept_values = combined[keep]
     names, kept_codes = (np.unique(kept_values.astype(str), return_inverse=True) if keep.any()
                          else (np.array([]), np.array([], dtype=np.int64)))
+    order = np.array(sorted(range(len(names)), key=lambda i: group_sort_key(str(names[i]))), dtype=np.int64)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    names, kept_codes = names[order], rank[np.asarray(kept_codes, dtype=np.int64).reshape(-1)]
     codes[keep] = kept_codes
     n_missing = int(missing_mask.sum())
     if n_missing:

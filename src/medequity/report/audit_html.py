@@ -296,7 +296,7 @@ def _plots(report, task, name: str, result, fmt: str) -> tuple[list[dict], str]:
         note = "Sample-level plots are skipped: the groups could not be rebuilt from the audited table."
     else:
         frame = data.frame
-        y = (frame[data.label] == task.positive_label).to_numpy().astype(int)
+        y = (frame[data.label_column(task.name)] == task.positive_label).to_numpy().astype(int)
         score = frame[score_column].to_numpy(dtype=np.float64)
         threshold = (task.threshold or {}).get("value")
         ece_bins = report.settings.get("ece_bins", "unit")
@@ -304,10 +304,16 @@ def _plots(report, task, name: str, result, fmt: str) -> tuple[list[dict], str]:
         figures += [
             {"title": "ROC curves", "caption": "One curve per group; the legend gives each group's AUC.",
              "uri": plots.fig_to_data_uri(plots.roc_curves(y, score, groups, group_order=result.groups, colors=colors), fmt)},
-            {"title": "Calibration", "caption": f"Reliability diagram ({ece_bins} bins, as the ECE); marker area ∝ samples in the bin; "
-                                                "points above the diagonal: the model under-estimates risk.",
-             "uri": plots.fig_to_data_uri(plots.calibration_curves(y, score, groups, bins=ece_bins, group_order=result.groups,
-                                                                   colors=colors), fmt)},
+        ]
+        if data.score_type == "real":  # margins are not probabilities: no reliability diagram (nor ECE)
+            note = "No calibration plot: the scores are not probabilities (pass --scores logit for logits)."
+        else:
+            figures.append(
+                {"title": "Calibration", "caption": f"Reliability diagram ({ece_bins} bins, as the ECE); marker area ∝ samples in "
+                                                    "the bin; points above the diagonal: the model under-estimates risk.",
+                 "uri": plots.fig_to_data_uri(plots.calibration_curves(y, score, groups, bins=ece_bins, group_order=result.groups,
+                                                                       colors=colors), fmt)})
+        figures += [
             {"title": "Score distributions", "caption": "Per group: negatives (light) and positives (dark); "
                                                         "dashed line: decision threshold.",
              "uri": plots.fig_to_data_uri(plots.score_distributions(y, score, groups, threshold=threshold,
