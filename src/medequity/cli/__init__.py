@@ -43,6 +43,9 @@ def _register_subcommands() -> None:
     from medequity.cli.validate import validate_app
 
     app.add_typer(validate_app, name="validate")
+    from medequity.cli.models import models_app
+
+    app.add_typer(models_app, name="models")
 
 
 _register_subcommands()
