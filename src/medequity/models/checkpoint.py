@@ -64,7 +64,7 @@ class LoadReport:
 
 
 def resolve_weights_file(path: str | Path) -> Path:
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         for name in HF_WEIGHT_FILES:
             if (path / name).is_file():

@@ -119,9 +119,10 @@ class HFTokenizer:
 def tokenizer_folder(tokenizer: str | Path | None, checkpoint: str | Path | None) -> Path | None:
     """The tokenizer folder: the one given, else the checkpoint folder when it holds tokenizer files."""
     if tokenizer is not None:
-        return Path(tokenizer)
-    if checkpoint is not None and Path(checkpoint).is_dir() and any((Path(checkpoint) / f).is_file() for f in TOKENIZER_FILES):
-        return Path(checkpoint)
+        return Path(tokenizer).expanduser()
+    folder = Path(checkpoint).expanduser() if checkpoint is not None else None
+    if folder is not None and folder.is_dir() and any((folder / f).is_file() for f in TOKENIZER_FILES):
+        return folder
     return None
 
 
