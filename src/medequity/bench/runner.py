@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from medequity.bench.spec import BenchSpec, Cell, Evaluation, load_spec
-from medequity.bench.store import Results, ResultsStore, frame_to_parquet, now
+from medequity.bench.store import Results, ResultsLock, ResultsStore, frame_to_parquet, now
 from medequity.data.base import GROUP_PREFIX
 from medequity.experiment import RunResult, run_experiment
 from medequity.training.trainer import Trainer
+from medequity.utils.process import worker_initializer
 
 Progress = Callable[[int, int, str], None]  # (runs done, runs in total, what is happening)
 
@@ -35,12 +36,21 @@ def run_benchmark(spec: str | Path | dict | BenchSpec, out: str | Path, *, ray_a
                   n_jobs: int = 1, progress: Progress | None = None) -> Results:
     """Run the cells of ``spec`` not yet finished under ``out``; return all results.
 
-    ``n_jobs=1`` runs inline; more runs that many spawned processes; ``ray_address`` sends runs to
-    a Ray cluster (``"local"`` starts a local Ray with ``n_jobs`` CPUs).
+    ``n_jobs=1`` runs inline; more runs that many spawned processes (which end when this process
+    does, however it ends: :func:`~medequity.utils.process.die_with_parent`); ``ray_address`` sends runs to a Ray cluster
+    (``"local"`` starts a local Ray with ``n_jobs`` CPUs). One call at a time may write ``out``: a
+    second raises :class:`~medequity.bench.store.ResultsLocked` naming the first.
     """
     bench = spec if isinstance(spec, BenchSpec) else load_spec(spec)
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be at least 1; got {n_jobs}")
+    # One writer per folder: a second `bench run` on the same --out fails here, naming the first.
+    with ResultsLock(out):
+        return _run_locked(bench, out, ray_address=ray_address, n_jobs=n_jobs, progress=progress)
+
+
+def _run_locked(bench: BenchSpec, out: str | Path, *, ray_address: str | None, n_jobs: int,
+                progress: Progress | None) -> Results:
     store = ResultsStore(out)
     store.write_header(bench.to_yaml(), {
         "name": bench.name, "task": bench.task, "selection": bench.selection.to_dict(), "warnings": bench.warnings,
@@ -90,19 +100,11 @@ def _run_inline(cells: list[Cell], evaluation: Evaluation, describe: Callable[[s
         yield cell, execute_cell(cell, evaluation, on_epoch=on_epoch)
 
 
-def _init_process(threads: int) -> None:
-    # n_jobs processes share the cores instead of each taking all of them (oversubscription is slow).
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    threadpool_limits(limits=threads)
-
-
 def _run_in_processes(cells: list[Cell], evaluation: Evaluation, n_jobs: int) -> Iterator[tuple[Cell, dict]]:
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
-    executor = ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn"), initializer=_init_process,
-                                   initargs=(threads,))
+    # Workers end with this process, however it ends (utils.process.worker_initializer).
+    executor = ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn"), initializer=worker_initializer,
+                                   initargs=(threads, os.getpid()))
     try:
         futures = {executor.submit(execute_cell, cell, evaluation): cell for cell in cells}
         for future in as_completed(futures):

@@ -8,10 +8,12 @@ Layout (the HTML report and DuckDB queries rely on it)::
     <out>/runs/<run_id>/metrics.parquet, summaries.parquet, predictions.parquet,
                         history.parquet, representation.parquet, run.json   (run.json last)
     <out>/runs/<run_id>/error.json  a failed run (rerun on resume)
+    <out>/bench.lock                who is running into the folder (PID, host, start time), empty when no one
 
 Every file is written atomically (temporary file + ``os.replace``), and ``run.json`` is written
 last: a run folder without it is unfinished and runs again, so a killed benchmark loses nothing
-and never counts a run twice.
+and never counts a run twice. One ``bench run`` at a time writes a folder (:class:`ResultsLock`):
+two would both run every cell, and the last ``bench.json`` would describe the other's runs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import socket
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +40,7 @@ ERROR_FILE = "error.json"
 BENCH_FILE = "bench.json"
 RESULTS_FILE = "results.parquet"
 SPEC_FILE = "spec.yaml"
+LOCK_FILE = "bench.lock"
 TABLES = ("metrics", "summaries", "predictions", "history", "representation")
 IDENTIFIERS = ("run_id", *SELECTION_GROUP, "hparams")
 RESULT_COLUMNS = (*IDENTIFIERS, "selected", "selection_rule")
@@ -102,6 +108,113 @@ def frame_to_parquet(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return buffer.getvalue()
+
+
+class ResultsLocked(RuntimeError):
+    """Another process is running a benchmark into the same results folder."""
+
+
+class StaleLockWarning(UserWarning):
+    """A lock left by a benchmark that no longer runs was taken over."""
+
+
+class ResultsLock:
+    """Exclusive use of a results folder by one process, for as long as the ``with`` block runs.
+
+    An advisory ``flock`` on ``<out>/bench.lock``: the operating system releases it when its
+    holder exits in any way (even SIGKILL), so a lock can never outlive its process. The file
+    records the holder — PID, host, start time, command — for the error a second process gets;
+    it is emptied on release. A file that still names a holder but is not locked was left by a
+    process that died: it is taken over, with a :class:`StaleLockWarning` naming that process.
+    """
+
+    def __init__(self, out: str | Path):
+        self.path = Path(out) / LOCK_FILE
+        self._handle: Any = None
+
+    def __enter__(self) -> ResultsLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until __exit__
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(handle)
+                handle.close()
+                raise ResultsLocked(
+                    f"results folder {str(self.path.parent)!r} is in use by another `medequity bench run` "
+                    f"({describe_holder(holder)}); wait for it to finish, stop it, or give this run another --out. "
+                    f"(The lock is {str(self.path)!r}; it is released when that process exits.)") from None
+            except BaseException:
+                handle.close()
+                raise
+            # The file may have been replaced between open and flock (a holder does not delete it, but
+            # a user might): only a lock on the file that is at the path now counts.
+            if _same_file(handle, self.path):
+                break
+            handle.close()
+        previous = _read_holder(handle)
+        if previous:
+            warnings.warn(f"taking over the results folder {str(self.path.parent)!r} from a benchmark that is no "
+                          f"longer running ({describe_holder(previous)}); its finished runs are kept, the rest rerun",
+                          StaleLockWarning, stacklevel=2)
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": now(), "command": _command()}
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(holder))
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        handle, self._handle = self._handle, None
+        if handle is None:
+            return
+        try:
+            handle.seek(0)
+            handle.truncate()  # no holder; the OS releases the flock when the file closes
+            handle.flush()
+        finally:
+            handle.close()
+
+
+def _read_holder(handle: Any) -> dict:
+    handle.seek(0)
+    text = handle.read()
+    try:
+        holder = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError:
+        holder = {"unreadable": text[:200]}
+    return holder if isinstance(holder, dict) else {"unreadable": text[:200]}
+
+
+def _same_file(handle: Any, path: Path) -> bool:
+    try:
+        on_disk = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(handle.fileno())
+    return (opened.st_dev, opened.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+
+def _command() -> str:
+    import sys
+
+    return " ".join(sys.argv)[:300]
+
+
+def describe_holder(holder: dict) -> str:
+    """'PID 123 on host h, started 2026-…, command …' (what a lock file records)."""
+    if not holder:
+        return "a process that has not written its details yet"
+    if "unreadable" in holder:
+        return f"unreadable lock details {holder['unreadable']!r}"
+    parts = [f"PID {holder.get('pid')} on host {holder.get('host')}", f"started {holder.get('started')}"]
+    if holder.get("command"):
+        parts.append(f"command {holder['command']!r}")
+    return ", ".join(parts)
 
 
 class ResultsStore:

@@ -47,12 +47,17 @@ def run_command(
     console.print(f"[bold]{bench.name}[/]: {len(bench.cells)} runs, selection rule [bold]{bench.selection.rule}[/] → {out}")
     for warning in bench.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
+    from medequity.bench.store import ResultsLocked
+
     progress = progress_bar()
-    with progress:
-        task = progress.add_task("runs", total=len(bench.cells))
-        results = run_benchmark(bench, out, ray_address=ray, n_jobs=jobs,
-                                progress=lambda done, total, what: progress.update(task, completed=done, total=total,
-                                                                                   description=what[:70]))
+    try:
+        with progress:
+            task = progress.add_task("runs", total=len(bench.cells))
+            results = run_benchmark(bench, out, ray_address=ray, n_jobs=jobs,
+                                    progress=lambda done, total, what: progress.update(task, completed=done, total=total,
+                                                                                       description=what[:70]))
+    except ResultsLocked as exc:  # another `bench run` writes this --out
+        fail(str(exc))
     print_leaderboard(leaderboard(results), results.selection.get("rule", ""))
     if not results.failed.empty:
         console.print(f"[bold red]{len(results.failed)} run(s) failed[/] (see runs/<id>/error.json; rerun to retry):")
