@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from medequity.experiment.spec import ExperimentSpec
 from medequity.experiment.train import train_model
@@ -45,6 +51,12 @@ def synthetic_checkpoint(backbone_name: str, spec: str, *, cache_dir: str | Path
     path = folder / "pretrained" / f"{backbone_name}-{modality}-{key}.safetensors"
     if path.is_file():
         return path
+    with preserved_random_state():
+        return _pretrain(backbone_name, modality, path, n=n, epochs=epochs, options=options, cache_dir=cache_dir)
+
+
+def _pretrain(backbone_name: str, modality: str, path: Path, *, n: int, epochs: int, options: dict,
+              cache_dir: str | Path | None) -> Path:
     preset = f"{modality}-unbiased"
     pretraining = ExperimentSpec(dataset="synthetic", dataset_options={"preset": preset, "n": n, "seed": PRETRAIN_SEED},
                                  attribute=_first_attribute(preset, n), model=backbone_name, model_options=options,
@@ -55,6 +67,31 @@ def synthetic_checkpoint(backbone_name: str, spec: str, *, cache_dir: str | Path
     weights = {k: v.detach().cpu().contiguous() for k, v in trained.model.backbone.state_dict().items()}
     metadata = {"pretrained_on": f"synthetic {preset} n={n} seed={PRETRAIN_SEED}", "epochs": str(epochs)}
     return atomic_save_safetensors(path, weights, metadata)
+
+
+@contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Run the block (pre-training) without changing the caller's random state: Python's, NumPy's
+    and torch's global generators (CPU and every CUDA device) are restored afterwards.
+
+    Pre-training seeds and draws from the global generators; whether it runs depends on the cache
+    (cold: in this process; warm: not at all). Restoring them keeps everything the caller draws
+    afterwards independent of the cache — :func:`~medequity.experiment.prepare.prepare` also seeds
+    with the run's seed after resolving the checkpoint, and this makes any other caller safe too.
+    CUDA generators are restored when CUDA was already started; if pre-training is what started
+    it, there was no earlier CUDA state to restore (``prepare`` then seeds them with the run's seed).
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    torch_state = torch.random.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.random.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
 
 
 def _first_attribute(preset: str, n: int) -> str:
