@@ -99,3 +99,25 @@ def test_scores_logit_applies_a_sigmoid_and_gives_calibration():
     same = audit(table, score="score", attributes=["sex"], n_boot=0, n_permutations=0).tasks["positive"].results["sex"]
     for metric in ("auc", "tpr", "fpr", "ece"):
         np.testing.assert_allclose(result.values[metric], same.values[metric], atol=1e-12)
+
+
+def test_threshold_scale_follows_the_scores():
+    """Margins take any finite threshold (score > t); probabilities and sigmoid-ed logits need [0, 1]."""
+    from medequity.audit import AuditInputError
+
+    table = _table()
+    report = audit(table, score="logit", attributes=["sex"], threshold="1.5", metrics=["selection_rate"], n_boot=0,
+                   n_permutations=0)
+    result = report.tasks["positive"].results["sex"]
+    for g, group in enumerate(result.groups):
+        assert result.values["selection_rate"][g + 1] == pytest.approx(np.mean(table.logit[table.sex == group] > 1.5))
+    with pytest.raises(AuditInputError, match=r"--threshold 1.5: the scores are probabilities \(after the sigmoid"):
+        audit(table, score="logit", score_type="logit", attributes=["sex"], threshold="1.5")
+
+
+def test_unknown_category_of_a_categorical_column_is_missing_and_unused_ones_not_counted():
+    table = _table()
+    table["race"] = pd.Categorical(table.race, categories=[*sorted(set(table.race)), "Not reported"])
+    report = audit(table, score="score", attributes=["race"], n_boot=0, n_permutations=0)
+    assert "Not reported" not in report.settings["excluded_unknown"]["race"]  # no row has it
+    assert report.tasks["positive"].results["race"].groups == ("Asian", "Black", "White")

@@ -468,7 +468,8 @@ def _flag_small_classes(result: GroupMetricResult, min_group_size: int) -> tuple
 
 
 def _parse_threshold(threshold, score_type: str = "probability"):
-    """A number (finite; in (0, 1) for probabilities), ``"best_f1"`` or ``"youden"``; None → the default."""
+    """A number (finite; in [0, 1] for probabilities: a fitted rule may land on 0 or 1), ``"best_f1"``
+    or ``"youden"``; None → the default."""
     if threshold is None:
         return 0.0 if score_type == "real" else 0.5
     value = threshold
@@ -481,10 +482,10 @@ def _parse_threshold(threshold, score_type: str = "probability"):
             return threshold
     if not isinstance(value, int | float | np.number) or isinstance(value, bool) or not math.isfinite(value):
         raise AuditInputError(f"--threshold {threshold!r}: give a finite number, 'best_f1' or 'youden'")
-    if score_type != "real" and not 0 < value < 1:
+    if score_type != "real" and not 0 <= value <= 1:
         scale = "probabilities (after the sigmoid of --scores logit)" if score_type == "logit" else "probabilities"
-        raise AuditInputError(f"--threshold {threshold}: the scores are {scale}, so the threshold must lie strictly "
-                              "between 0 and 1, e.g. 0.5")
+        raise AuditInputError(f"--threshold {threshold}: the scores are {scale}, so the threshold must lie between 0 "
+                              "and 1, e.g. 0.5")
     return float(value)
 
 

@@ -492,6 +492,7 @@ def _unknown_to_missing(values: pd.Series) -> tuple[pd.Series, dict[str, int]]:
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return values, {}
     counts = values.value_counts(dropna=True)
+    counts = counts[counts > 0]  # a categorical lists unused categories too
     unknown = [v for v in counts.index if isinstance(v, str) and _is_unknown_text(v)]
     if not unknown:
         return values, {}
