@@ -87,5 +87,6 @@ def test_train_command_fails_fast_with_the_message(tmp_path):
     result = CliRunner().invoke(app, ["train", "--checkpoint", "synthetic:cxr", "--epochs", "-2",
                                       "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 2 and "train.epochs must be an integer >= 1" in " ".join(result.output.split())
+    assert "training" not in result.output  # refused before the progress bar, let alone pre-training
     assert not (tmp_path / "cache").exists()  # nothing was pre-trained
     assert time.perf_counter() - start < 10

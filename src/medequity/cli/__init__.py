@@ -300,6 +300,7 @@ def train_command(
 ) -> None:
     """Train one model with one mitigation method; save it with its predictions and fairness report."""
     from medequity.experiment import run_experiment, save_run
+    from medequity.experiment.validation import validate_spec
     from medequity.methods import METHODS
     from medequity.training.trainer import Trainer
 
@@ -311,6 +312,10 @@ def train_command(
         train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "selection": selection},
         n_boot=n_boot, n_permutations=n_boot, cache_dir=str(cache_dir) if cache_dir else None,
     )
+    try:
+        validate_spec(spec)  # every setting, before any data is loaded or pre-trained
+    except ValueError as exc:
+        fail(str(exc))
     with progress_bar() as bar:
         task = bar.add_task("training", total=epochs)
 
