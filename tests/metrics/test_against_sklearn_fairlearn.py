@@ -94,7 +94,8 @@ def test_group_auc_equals_sklearn_per_group(seed):
     y, s, g = make_case(seed)
     result = quiet_group_metrics(y, s, sensitive_features=g, metrics=("auc",))
     assert result.values["auc"][0] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-    expected_names = sorted({str(v) for v in g})
+    # numbers sort as numbers ('3' before '13'), the rest as text
+    expected_names = sorted({str(v) for v in g}, key=lambda v: (0, float(v), v) if v.lstrip("-").isdigit() else (1, 0.0, v))
     assert list(result.groups) == expected_names
     for name, value in zip(result.groups, result.by_group["auc"]):
         mask = np.array([str(v) == name for v in g])

@@ -171,7 +171,7 @@ def test_permutation_p_values_uniformish_when_groups_exchangeable():
         g = rng.choice(["a", "b", "c"], n)
         result = run(y, s, sensitive_features=g, metrics=("auc",), n_boot=0, n_permutations=199, random_state=seed)
         summaries = result.summaries()
-        p_values.append(summaries[(summaries.metric == "auc") & (summaries.summary == "gap")].p_value.iloc[0])
+        p_values.append(summaries[(summaries.metric == "auc") & (summaries.summary == "gap")].p_permutation.iloc[0])
     p_values = np.array(p_values)
     assert np.all((p_values > 0) & (p_values <= 1))
     assert 0.3 < p_values.mean() < 0.7
@@ -188,10 +188,10 @@ def test_permutation_p_value_tiny_when_one_group_clearly_worse():
     s = 1 / (1 + np.exp(-(rng.normal(size=n) + signal * y)))
     result = run(y, s, sensitive_features=g, metrics=("auc",), n_boot=0, n_permutations=499)
     summaries = result.summaries()
-    p = summaries[(summaries.metric == "auc") & (summaries.summary == "gap")].p_value.iloc[0]
+    p = summaries[(summaries.metric == "auc") & (summaries.summary == "gap")].p_permutation.iloc[0]
     assert p == pytest.approx(1 / 500)
     # only the gap carries a permutation p-value
-    assert summaries[summaries.summary != "gap"].p_value.isna().all()
+    assert summaries[summaries.summary != "gap"].p_permutation.isna().all()
 
 
 # --- paired bootstrap --------------------------------------------------------------------------
@@ -281,7 +281,7 @@ def test_permutation_null_support_is_the_exact_relabelling_distribution(bins, se
     assert distance.max() < 1e-12
     # and the p-value is the exact relabelling p-value up to Monte Carlo error
     exact = np.mean(support >= observed - 1e-12)
-    p = result.summaries().query("metric == 'ece' and summary == 'gap'").p_value.iloc[0]
+    p = result.summaries().query("metric == 'ece' and summary == 'gap'").p_permutation.iloc[0]
     assert p == pytest.approx(exact, abs=0.08)
 
 

@@ -23,7 +23,7 @@ Example::
     attributes: [sex]
     seeds: [0]
     train: {epochs: 1}
-    evaluation: {threshold: best_f1, n_boot: 20, n_permutations: 20}
+    evaluation: {threshold: best_f1, n_boot: 20}
     selection: worst_group          # or {rule: constrained, max_gap: 0.05}
 
 Segmentation (``task: segmentation``; FairMedFM SEG-ZS) lists segmenters (checked against
@@ -44,7 +44,7 @@ prompt types competing in validation selection::
         grid: {prompt: [bbox, center, rand, rands]}
     attributes: [skin_tone]
     seeds: [0, 1]
-    evaluation: {n_boot: 20, n_permutations: 20}
+    evaluation: {n_boot: 20}
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class SpecError(ExperimentSpecError):
 class Evaluation:
     threshold: str | float = "best_f1"
     n_boot: int = 200
-    n_permutations: int = 200
+    n_permutations: int = 0  # optional permutation test of max - min (p_permutation); p-values come from max-T
     attributes: tuple[str, ...] | None = None  # evaluated attributes; default: all of the dataset's
     embedding: str = "tsne"  # 2-D picture of the test representation: tsne | pca
     embedding_samples: int = 1000

@@ -30,12 +30,15 @@ from medequity.metrics.bootstrap import (
     stratified_counts,
 )
 from medequity.metrics.calibration import ece_bin_index
+from medequity.metrics.contrasts import ContrastFamily, max_t_contrasts
 from medequity.metrics.groups import Groups, encode_groups
 from medequity.metrics.thresholds import Threshold, resolve_threshold
 from medequity.metrics.weighted import SampleSet, get_metric, undefined_message
 
 DEFAULT_METRICS = ("auc", "acc", "tpr", "tnr", "fpr", "fnr", "ppv", "selection_rate", "ece", "bce")
 SCORE_ONLY_METRICS = ("auc", "ece", "bce")
+CONTRAST_COLUMNS = ["attribute", "metric", "group", "group_value", "pooled_value", "difference", "ci_low", "ci_high",
+                    "se", "p_adjusted", "significant"]
 
 
 class _Evaluator:
@@ -62,6 +65,11 @@ class _Evaluator:
         self.n_groups = groups.n_groups
         group_bounds = np.searchsorted(self.codes, np.arange(self.n_groups + 1))
         self.slices = [slice(0, codes.size)] + [slice(group_bounds[g], group_bounds[g + 1]) for g in range(self.n_groups)]
+        # The pool the contrasts compare each group with: every sample with a known group. It is the
+        # overall set unless samples were excluded for a missing attribute (then one more column).
+        self.has_excluded = bool(group_bounds[-1] < codes.size)
+        if self.has_excluded:
+            self.slices.append(slice(0, int(group_bounds[-1])))
         self.metrics = list(metrics)
         self.specs = {name: get_metric(name) for name in self.metrics}
         self.ece_bins, self.n_bins = ece_bins, n_bins
@@ -77,15 +85,18 @@ class _Evaluator:
         return self.specs[name].prepare(self.sample_set(sl))
 
     def values_for(self, W: np.ndarray) -> dict[str, np.ndarray]:
-        """Metric values (b, G+1) for weight rows W over the arranged samples."""
+        """Metric values (b, G+2) for weight rows W: overall, the G groups, then the pool."""
         out = {}
         for name in self.metrics:
             spec, plans = self.specs[name], self.plans[name]
-            out[name] = np.column_stack([spec.compute(plan, W[:, sl]) for plan, sl in zip(plans, self.slices)])
+            columns = [spec.compute(plan, W[:, sl]) for plan, sl in zip(plans, self.slices)]
+            if not self.has_excluded:
+                columns.append(columns[0])
+            out[name] = np.column_stack(columns)
         return out
 
     def bootstrap(self, n_boot: int, seed: np.random.SeedSequence, max_elements: int, n_jobs) -> dict[str, np.ndarray]:
-        """Metric values (n_boot, G+1) over stratified bootstrap replicates."""
+        """Metric values (n_boot, G+2) over stratified bootstrap replicates (see ``values_for``)."""
         work = lambda b, rng: self.values_for(stratified_counts(self.strata_bounds, b, rng))  # noqa: E731
         chunks = map_chunks(work, n_boot, self.codes.size, seed, max_elements=max_elements, n_jobs=n_jobs)
         return {name: np.concatenate([c[name] for c in chunks]) for name in self.metrics}
@@ -148,6 +159,8 @@ class GroupMetricResult:
     warnings: list[str] = field(default_factory=list)
     n_excluded_missing: int = 0
     extra_settings: dict = field(default_factory=dict)  # e.g. the empty-mask convention of Dice
+    pooled: dict[str, float] = field(default_factory=dict)  # metric -> value on every sample with a group
+    pooled_replicates: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> (B,)
 
     # -- tables -----------------------------------------------------------------------------------
     @property
@@ -189,8 +202,41 @@ class GroupMetricResult:
                 )
         return pd.DataFrame(rows)
 
+    def contrast_family(self, metric: str) -> ContrastFamily | None:
+        """Max-T inference for "group g − pool" of ``metric`` (None without bootstrap replicates)."""
+        if metric not in self.replicates or metric not in self.pooled_replicates:
+            return None
+        point = self.values[metric][1:] - self.pooled[metric]
+        reps = self.replicates[metric][:, 1:] - self.pooled_replicates[metric][:, None]
+        return max_t_contrasts(point, reps, self.ci)
+
+    def contrasts(self) -> pd.DataFrame:
+        """One row per (metric, group): d_g = M(group) − M(all audited samples) with a simultaneous
+        interval and a max-T adjusted p-value that agree (see :mod:`medequity.metrics.contrasts`).
+        ``significant`` is p_adjusted < 1 − ci, i.e. the interval excludes 0."""
+        rows = []
+        for metric in self.metrics:
+            family = self.contrast_family(metric)
+            for g, group in enumerate(self.groups):
+                value = self.values[metric][g + 1] - self.pooled.get(metric, np.nan)
+                low = high = p = se = np.nan
+                if family is not None:
+                    low, high, p, se = family.ci_low[g], family.ci_high[g], family.p_adjusted[g], family.se[g]
+                rows.append({
+                    "attribute": self.attribute, "metric": metric, "group": group,
+                    "group_value": float(self.values[metric][g + 1]), "pooled_value": float(self.pooled.get(metric, np.nan)),
+                    "difference": float(value), "ci_low": float(low), "ci_high": float(high), "se": float(se),
+                    "p_adjusted": float(p), "significant": bool(np.isfinite(p) and p < 1 - self.ci),
+                })
+        return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
+
     def summaries(self) -> pd.DataFrame:
-        """Every gap summary of every metric with its bootstrap CI; p-value of "gap = 0"."""
+        """Every gap summary of every metric with its bootstrap CI (a size, not a test).
+
+        ``p_value`` of the gap row is the omnibus test "no group differs from the pool" (the
+        smallest max-T adjusted p-value of :meth:`contrasts`); with ``n_permutations`` the
+        permutation test of "max − min = 0" is given as ``p_permutation``.
+        """
         rows = []
         for metric in self.metrics:
             higher = get_metric(metric).higher_is_better
@@ -203,11 +249,14 @@ class GroupMetricResult:
                 low = high = np.float64(np.nan)
                 if reps is not None:
                     low, high = (np.float64(bound) for bound in percentile_interval(reps[summary], self.ci))
-                p_value = np.nan
-                if summary == "gap" and metric in self.permutation_gaps and np.isfinite(value):
-                    null = self.permutation_gaps[metric]
-                    null = null[np.isfinite(null)]
-                    p_value = (np.sum(null >= value - 1e-12) + 1) / (null.size + 1)
+                p_value = p_permutation = np.nan
+                if summary == "gap":
+                    family = self.contrast_family(metric)
+                    p_value = family.p_omnibus if family is not None and np.isfinite(value) else np.nan
+                    if metric in self.permutation_gaps and np.isfinite(value):
+                        null = self.permutation_gaps[metric]
+                        null = null[np.isfinite(null)]
+                        p_permutation = (np.sum(null >= value - 1e-12) + 1) / (null.size + 1)
                 rows.append(
                     {
                         "attribute": self.attribute,
@@ -217,6 +266,7 @@ class GroupMetricResult:
                         "ci_low": float(low),
                         "ci_high": float(high),
                         "p_value": float(p_value),
+                        "p_permutation": float(p_permutation),
                     }
                 )
         return pd.DataFrame(rows)
@@ -276,7 +326,7 @@ def group_metrics(
     y_val=None,
     score_val=None,
     n_boot: int = 1000,
-    n_permutations: int = 1000,
+    n_permutations: int = 0,
     ci: float = 0.95,
     stratify: bool = True,
     ece_bins: str = "unit",
@@ -338,13 +388,15 @@ def group_metrics(
     messages = [str(w.message) for w in caught]
 
     evaluator = _Evaluator(y, score, pred, values, groups, metrics, ece_bins=ece_bins, n_bins=n_bins, stratify=stratify)
-    point = {name: v[0] for name, v in evaluator.values_for(np.ones((1, n))).items()}
+    point_all = {name: v[0] for name, v in evaluator.values_for(np.ones((1, n))).items()}
+    point = {name: v[:-1] for name, v in point_all.items()}
     counts = _counts_table(y, pred, groups, min_group_size)
     messages += _explain_nans(point, metrics, counts, groups.attribute)
 
     # Independent, reproducible streams for the bootstrap and the permutation test.
     boot_seed, perm_seed = np.random.SeedSequence(random_state).spawn(2)
-    stacked = evaluator.bootstrap(n_boot, boot_seed, max_elements, n_jobs) if n_boot else {}
+    stacked_all = evaluator.bootstrap(n_boot, boot_seed, max_elements, n_jobs) if n_boot else {}
+    stacked = {name: v[:, :-1] for name, v in stacked_all.items()}
     perm = evaluator.permutation_gaps(n_permutations, perm_seed, max_elements, n_jobs) if n_permutations else {}
 
     for message in messages:
@@ -364,4 +416,6 @@ def group_metrics(
         permutation_gaps=perm,
         warnings=messages,
         n_excluded_missing=groups.n_excluded_missing,
+        pooled={name: float(v[-1]) for name, v in point_all.items()},
+        pooled_replicates={name: v[:, -1] for name, v in stacked_all.items()},
     )

@@ -182,7 +182,10 @@ class SegmentationGroupResult(GroupMetricResult):
     def fairness_table(self) -> pd.DataFrame:
         """One row per summary (overall, worst, delta, std, and for utilities skew, es_std,
         es_sum_abs_dev): value, percentile bootstrap CI, and the permutation p-value of "no
-        disparity" (delta: the group_metrics gap test; others: the same null, their own statistic)."""
+        disparity". ``p_value`` of every disparity row is the omnibus test "no group differs from the
+        pool" (max-T over the group-vs-pool contrasts, :meth:`contrasts`: it agrees with their
+        intervals); ``p_permutation`` is each statistic's own permutation test when
+        ``n_permutations`` > 0 (delta: the group_metrics gap test)."""
         values = self.values[self.metric]
         point = segmentation_disparities(values[0], values[1:], higher_is_better=self.higher_is_better)
         reps = None
@@ -190,18 +193,22 @@ class SegmentationGroupResult(GroupMetricResult):
             r = self.replicates[self.metric]
             reps = segmentation_disparities(r[:, 0], r[:, 1:], higher_is_better=self.higher_is_better)
         observed = _disparity_terms(values[0], values[1:], self.higher_is_better)
+        family = self.contrast_family(self.metric)
+        omnibus = family.p_omnibus if family is not None else np.nan
         rows = []
         for key, value in point.items():
             low = high = np.nan
             if reps is not None:
                 low, high = (float(b) for b in percentile_interval(reps[key], self.ci))
-            p_value = np.nan
+            p_value = p_permutation = np.nan
             null = self.permutation_gaps.get(self.metric) if key == "delta" else self.disparity_nulls.get(key)
-            if null is not None and key in observed and np.isfinite(observed[key]):
-                null = null[np.isfinite(null)]
-                p_value = (np.sum(null >= observed[key] - 1e-12) + 1) / (null.size + 1)
+            if key in observed and np.isfinite(observed[key]):
+                p_value = omnibus
+                if null is not None:
+                    null = null[np.isfinite(null)]
+                    p_permutation = (np.sum(null >= observed[key] - 1e-12) + 1) / (null.size + 1)
             rows.append({"attribute": self.attribute, "metric": self.metric, "summary": key, "value": float(value),
-                         "ci_low": low, "ci_high": high, "p_value": float(p_value)})
+                         "ci_low": low, "ci_high": high, "p_value": float(p_value), "p_permutation": float(p_permutation)})
         return pd.DataFrame(rows)
 
 
@@ -270,7 +277,7 @@ def segmentation_group_metrics_from_values(sample_values, *, sensitive_features,
     result.extra_settings.update(extra)
     higher = get_metric(metric).higher_is_better
     nulls: dict[str, np.ndarray] = {}
-    n_perm = kwargs.get("n_permutations", 1000)
+    n_perm = kwargs.get("n_permutations", 0)
     if n_perm:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

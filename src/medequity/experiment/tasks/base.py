@@ -24,7 +24,7 @@ from medequity.training.data import SplitData
 if TYPE_CHECKING:
     from medequity.experiment.train import TrainedModel
 
-SUMMARY_COLUMNS = ["attribute", "metric", "summary", "value", "ci_low", "ci_high", "p_value"]
+SUMMARY_COLUMNS = ["attribute", "metric", "summary", "value", "ci_low", "ci_high", "p_value", "p_permutation"]
 
 
 class Task:

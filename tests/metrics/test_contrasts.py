@@ -1,0 +1,122 @@
+"""Group-vs-pool contrasts: max-T intervals and adjusted p-values that cannot disagree."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
+
+from medequity.metrics import GroupMetricWarning, group_metrics
+from medequity.metrics.contrasts import max_t_contrasts
+
+
+def run(*args, **kwargs):
+    kwargs.setdefault("min_group_size", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GroupMetricWarning)
+        return group_metrics(*args, **kwargs)
+
+
+def test_hand_computed_family():
+    # Two contrasts, five replicates. se by hand (ddof=1), T* = max_g |d* - d| / se.
+    value = np.array([0.3, -0.1])
+    reps = np.array([[0.2, 0.0], [0.4, -0.2], [0.3, -0.1], [0.5, -0.1], [0.1, -0.1]])
+    family = max_t_contrasts(value, reps, ci=0.5)
+    se = reps.std(axis=0, ddof=1)
+    t_star = np.sort(np.max(np.abs(reps - value) / se, axis=1))[::-1]
+    # alpha = 0.5, B = 5: (1 + e)/6 < 0.5 <=> e <= 1, so c is the 2nd largest T*.
+    assert family.critical == pytest.approx(t_star[1])
+    np.testing.assert_allclose(family.ci_low, value - t_star[1] * se)
+    np.testing.assert_allclose(family.ci_high, value + t_star[1] * se)
+    t_obs = np.abs(value) / se
+    expected_p = [(1 + np.sum(t_star >= t)) / 6 for t in t_obs]
+    np.testing.assert_allclose(family.p_adjusted, expected_p)
+    assert family.p_omnibus == pytest.approx(min(expected_p))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    g=st.integers(2, 6),
+    b=st.integers(5, 300),
+    seed=st.integers(0, 10_000),
+    ci=st.sampled_from([0.8, 0.9, 0.95, 0.99]),
+    shift=st.floats(-3, 3),
+)
+def test_interval_excludes_zero_exactly_when_adjusted_p_below_alpha(g, b, seed, ci, shift):
+    rng = np.random.default_rng(seed)
+    scale = rng.uniform(0.01, 1, g)
+    value = rng.normal(shift, 1, g) * scale
+    reps = value + rng.standard_t(4, size=(b, g)) * scale
+    family = max_t_contrasts(value, reps, ci=ci)
+    excludes_zero = (family.ci_low > 0) | (family.ci_high < 0)
+    significant = family.p_adjusted < 1 - ci
+    np.testing.assert_array_equal(excludes_zero, significant)
+    assert family.p_omnibus == pytest.approx(family.p_adjusted.min())
+
+
+def test_undefined_contrasts_leave_the_family():
+    value = np.array([0.2, np.nan, -0.1])
+    rng = np.random.default_rng(0)
+    reps = value + rng.normal(0, 0.05, size=(200, 3))
+    family = max_t_contrasts(value, reps)
+    assert np.isnan(family.p_adjusted[1]) and np.isnan(family.ci_low[1])
+    assert np.isfinite(family.p_adjusted[[0, 2]]).all()
+
+
+def test_bad_shapes_and_levels_are_refused():
+    with pytest.raises(ValueError, match="shape"):
+        max_t_contrasts([0.1, 0.2], np.zeros((10, 3)))
+    with pytest.raises(ValueError, match="ci must be in"):
+        max_t_contrasts([0.1, 0.2], np.zeros((10, 2)), ci=1.5)
+
+
+def _cohort(n, deficits, seed, shares=None):
+    """Groups with AUC deficits (signal strength per group), group sizes by ``shares``."""
+    rng = np.random.default_rng(seed)
+    names = [f"g{k}" for k in range(len(deficits))]
+    g = rng.choice(names, n, p=shares)
+    y = rng.binomial(1, 0.3, n)
+    strength = np.array([1.8 - d for d in deficits])[np.searchsorted(names, g)]
+    s = 1 / (1 + np.exp(-(rng.normal(size=n) + strength * y - 0.9)))
+    return y, s, g
+
+
+def test_contrast_is_group_auc_minus_pooled_auc_with_missing_rows_excluded():
+    y, s, g = _cohort(600, [0, 0.5, 1.0], seed=1)
+    g = g.astype(object)
+    g[:40] = None  # missing attribute: excluded from the groups and from the pool
+    result = run(y, s, sensitive_features=g, metrics=("auc",), n_boot=200)
+    known = np.array([v is not None for v in g])
+    pooled = roc_auc_score(y[known], s[known])
+    assert result.pooled["auc"] == pytest.approx(pooled, abs=1e-12)
+    assert result.values["auc"][0] == pytest.approx(roc_auc_score(y, s), abs=1e-12)  # overall keeps them
+    table = result.contrasts().set_index("group")
+    for name in ("g0", "g1", "g2"):
+        member = known & (g == name)
+        expected = roc_auc_score(y[member], s[member]) - pooled
+        assert table.loc[name, "difference"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_real_deficit_is_flagged_and_the_gap_p_value_is_the_omnibus():
+    # The audit case of issue 14: a minority with a large AUC deficit among several small groups.
+    y, s, g = _cohort(5000, [0, 0.9, 0.1, 0.0, 0.2], seed=3, shares=[0.6, 0.15, 0.12, 0.08, 0.05])
+    result = run(y, s, sensitive_features=g, metrics=("auc", "tpr"), threshold=0.5, n_boot=500)
+    table = result.contrasts().set_index(["metric", "group"])
+    worst = table.loc[("auc", "g1")]
+    assert worst.significant and worst.ci_high < 0 and worst.p_adjusted < 0.01
+    summaries = result.summaries().set_index(["metric", "summary"])
+    family_p = table.loc["auc"].p_adjusted.min()
+    assert summaries.loc[("auc", "gap"), "p_value"] == pytest.approx(family_p)
+    assert np.isnan(summaries.loc[("auc", "worst"), "p_value"])
+
+
+def test_no_difference_gives_intervals_that_cover_zero():
+    y, s, g = _cohort(3000, [0, 0, 0], seed=11, shares=[0.6, 0.3, 0.1])
+    result = run(y, s, sensitive_features=g, metrics=("auc",), n_boot=400)
+    table = result.contrasts()
+    assert (table.ci_low < 0).all() and (table.ci_high > 0).all()
+    assert not table.significant.any()
