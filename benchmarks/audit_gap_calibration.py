@@ -2,7 +2,7 @@
 
 For each setting the script draws many cohorts, audits them with :func:`group_metrics` (defaults:
 1,000 stratified bootstrap replicates, 95 %) and counts how often the omnibus test (the smallest
-max-T adjusted p-value of the group-vs-pool contrasts) rejects at α = 0.05:
+min-P adjusted p-value of the group-vs-pool contrasts) rejects at α = 0.05:
 
 * bias-free cohorts with 2–6 groups of unequal sizes (the smallest group is small): the rejection
   rate must be α within Monte Carlo error (± 2·sqrt(α(1 − α)/sims));

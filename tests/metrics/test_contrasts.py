@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
 from medequity.metrics import GroupMetricWarning, group_metrics
-from medequity.metrics.contrasts import max_t_contrasts
+from medequity.metrics.contrasts import min_p_contrasts
 
 
 def run(*args, **kwargs):
@@ -22,20 +22,27 @@ def run(*args, **kwargs):
 
 
 def test_hand_computed_family():
-    # Two contrasts, five replicates. se by hand (ddof=1), T* = max_g |d* - d| / se.
+    # Two contrasts, B = 5 replicates, ci = 0.5 (alpha = 0.5). Percentile p-values with +1
+    # smoothing: p(v) = 2 * min(#{d* <= v} + 1, #{d* >= v} + 1) / 6, capped at 1.
     value = np.array([0.3, -0.1])
     reps = np.array([[0.2, 0.0], [0.4, -0.2], [0.3, -0.1], [0.5, -0.1], [0.1, -0.1]])
-    family = max_t_contrasts(value, reps, ci=0.5)
-    se = reps.std(axis=0, ddof=1)
-    t_star = np.sort(np.max(np.abs(reps - value) / se, axis=1))[::-1]
-    # alpha = 0.5, B = 5: (1 + e)/6 < 0.5 <=> e <= 1, so c is the 2nd largest T*.
-    assert family.critical == pytest.approx(t_star[1])
-    np.testing.assert_allclose(family.ci_low, value - t_star[1] * se)
-    np.testing.assert_allclose(family.ci_high, value + t_star[1] * se)
-    t_obs = np.abs(value) / se
-    expected_p = [(1 + np.sum(t_star >= t)) / 6 for t in t_obs]
-    np.testing.assert_allclose(family.p_adjusted, expected_p)
-    assert family.p_omnibus == pytest.approx(min(expected_p))
+    family = min_p_contrasts(value, reps, ci=0.5)
+    # group 0: all replicates > 0 -> p(0) = 2 * (0 + 1) / 6 = 1/3; group 1: #{<= 0} = 5, #{>= 0} = 1
+    # -> p(0) = 2 * 2 / 6 = 2/3.
+    np.testing.assert_allclose(family.p_marginal, [1 / 3, 2 / 3])
+    # each replicate's own p-values, by hand (column 0 sorted: .1 .2 .3 .4 .5; column 1: -.2 -.1 -.1 -.1 0)
+    p0 = {0.1: 2 * 2 / 6, 0.2: 2 * 3 / 6, 0.3: 1.0, 0.4: 2 * 3 / 6, 0.5: 2 * 2 / 6}
+    p1 = {-0.2: 2 * 2 / 6, -0.1: 1.0, 0.0: 2 * 2 / 6}
+    m_star = sorted(min(p0[round(a, 1)], p1[round(b, 1)]) for a, b in reps)  # [2/3, 2/3, 2/3, 1, 1]
+    # adjusted p = (1 + #{m* <= p(0)}) / 6
+    expected = [(1 + sum(m <= p + 1e-12 for m in m_star)) / 6 for p in (1 / 3, 2 / 3)]
+    np.testing.assert_allclose(family.p_adjusted, np.minimum(1, expected))
+    # alpha = 0.5: (1 + e)/6 < 0.5 <=> e <= 1, so gamma is the 2nd smallest m*
+    assert family.critical_level == pytest.approx(m_star[1])
+    # interval {v : p(v) >= 2/3}: r = (2/3) * 6 / 2 - 1 = 1 -> from the smallest to the largest replicate
+    np.testing.assert_allclose(family.ci_low, [0.1, -0.2])
+    np.testing.assert_allclose(family.ci_high, [0.5, 0.0])
+    assert family.p_omnibus == pytest.approx(min(expected))
 
 
 @settings(max_examples=200, deadline=None)
@@ -51,7 +58,7 @@ def test_interval_excludes_zero_exactly_when_adjusted_p_below_alpha(g, b, seed, 
     scale = rng.uniform(0.01, 1, g)
     value = rng.normal(shift, 1, g) * scale
     reps = value + rng.standard_t(4, size=(b, g)) * scale
-    family = max_t_contrasts(value, reps, ci=ci)
+    family = min_p_contrasts(value, reps, ci=ci)
     excludes_zero = (family.ci_low > 0) | (family.ci_high < 0)
     significant = family.p_adjusted < 1 - ci
     np.testing.assert_array_equal(excludes_zero, significant)
@@ -62,16 +69,16 @@ def test_undefined_contrasts_leave_the_family():
     value = np.array([0.2, np.nan, -0.1])
     rng = np.random.default_rng(0)
     reps = value + rng.normal(0, 0.05, size=(200, 3))
-    family = max_t_contrasts(value, reps)
+    family = min_p_contrasts(value, reps)
     assert np.isnan(family.p_adjusted[1]) and np.isnan(family.ci_low[1])
     assert np.isfinite(family.p_adjusted[[0, 2]]).all()
 
 
 def test_bad_shapes_and_levels_are_refused():
     with pytest.raises(ValueError, match="shape"):
-        max_t_contrasts([0.1, 0.2], np.zeros((10, 3)))
+        min_p_contrasts([0.1, 0.2], np.zeros((10, 3)))
     with pytest.raises(ValueError, match="ci must be in"):
-        max_t_contrasts([0.1, 0.2], np.zeros((10, 2)), ci=1.5)
+        min_p_contrasts([0.1, 0.2], np.zeros((10, 2)), ci=1.5)
 
 
 def _cohort(n, deficits, seed, shares=None):

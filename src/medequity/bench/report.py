@@ -520,7 +520,7 @@ def _settings_rows(bench: dict, results: Results) -> list[tuple[str, str]]:
         ("Bootstrap", f"B = {evaluation.get('n_boot', '—')} stratified resamples, 95% percentile intervals; "
                       f"with several seeds the interval is a 95% t-interval over seeds"),
         ("Gap test", "the gap (max − min) is a size; its p-value is the omnibus test that no group differs from "
-                     "all test samples (bootstrap max-T over the group-vs-pool differences, which controls the "
+                     "all test samples (bootstrap min-P over the group-vs-pool differences, which controls the "
                      f"family-wise error); highlighted at p < {SIGNIFICANCE_LEVEL:g}"),
         ("Datasets", ", ".join(_ordered(runs.dataset)) or "—"),
         ("Models", ", ".join(_ordered(runs.model)) or "—"),

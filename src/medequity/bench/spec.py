@@ -94,7 +94,7 @@ class SpecError(ExperimentSpecError):
 class Evaluation:
     threshold: str | float = "best_f1"
     n_boot: int = 200
-    n_permutations: int = 0  # optional permutation test of max - min (p_permutation); p-values come from max-T
+    n_permutations: int = 0  # optional permutation test of max - min (p_permutation); p-values come from min-P
     attributes: tuple[str, ...] | None = None  # evaluated attributes; default: all of the dataset's
     embedding: str = "tsne"  # 2-D picture of the test representation: tsne | pca
     embedding_samples: int = 1000

@@ -41,7 +41,7 @@ class ExperimentSpec:
     split_seed: int = 0
     threshold: str | float = "best_f1"  # fitted on validation, applied to test
     n_boot: int = 200
-    n_permutations: int = 0  # optional permutation test of max - min (p_permutation); p-values come from max-T
+    n_permutations: int = 0  # optional permutation test of max - min (p_permutation); p-values come from min-P
     eval_attributes: list[str] | None = None  # default: every attribute of the dataset
     cache_dir: str | None = None
 

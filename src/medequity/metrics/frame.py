@@ -30,7 +30,7 @@ from medequity.metrics.bootstrap import (
     stratified_counts,
 )
 from medequity.metrics.calibration import ece_bin_index
-from medequity.metrics.contrasts import ContrastFamily, max_t_contrasts
+from medequity.metrics.contrasts import ContrastFamily, min_p_contrasts
 from medequity.metrics.groups import Groups, encode_groups
 from medequity.metrics.thresholds import Threshold, resolve_threshold
 from medequity.metrics.weighted import SampleSet, get_metric, undefined_message
@@ -203,16 +203,16 @@ class GroupMetricResult:
         return pd.DataFrame(rows)
 
     def contrast_family(self, metric: str) -> ContrastFamily | None:
-        """Max-T inference for "group g − pool" of ``metric`` (None without bootstrap replicates)."""
+        """Min-P inference for "group g − pool" of ``metric`` (None without bootstrap replicates)."""
         if metric not in self.replicates or metric not in self.pooled_replicates:
             return None
         point = self.values[metric][1:] - self.pooled[metric]
         reps = self.replicates[metric][:, 1:] - self.pooled_replicates[metric][:, None]
-        return max_t_contrasts(point, reps, self.ci)
+        return min_p_contrasts(point, reps, self.ci)
 
     def contrasts(self) -> pd.DataFrame:
         """One row per (metric, group): d_g = M(group) − M(all audited samples) with a simultaneous
-        interval and a max-T adjusted p-value that agree (see :mod:`medequity.metrics.contrasts`).
+        interval and a min-P adjusted p-value that agree (see :mod:`medequity.metrics.contrasts`).
         ``significant`` is p_adjusted < 1 − ci, i.e. the interval excludes 0."""
         rows = []
         for metric in self.metrics:
@@ -234,7 +234,7 @@ class GroupMetricResult:
         """Every gap summary of every metric with its bootstrap CI (a size, not a test).
 
         ``p_value`` of the gap row is the omnibus test "no group differs from the pool" (the
-        smallest max-T adjusted p-value of :meth:`contrasts`); with ``n_permutations`` the
+        smallest min-P adjusted p-value of :meth:`contrasts`); with ``n_permutations`` the
         permutation test of "max − min = 0" is given as ``p_permutation``.
         """
         rows = []

@@ -183,7 +183,7 @@ class SegmentationGroupResult(GroupMetricResult):
         """One row per summary (overall, worst, delta, std, and for utilities skew, es_std,
         es_sum_abs_dev): value, percentile bootstrap CI, and the permutation p-value of "no
         disparity". ``p_value`` of every disparity row is the omnibus test "no group differs from the
-        pool" (max-T over the group-vs-pool contrasts, :meth:`contrasts`: it agrees with their
+        pool" (min-P over the group-vs-pool contrasts, :meth:`contrasts`: it agrees with their
         intervals); ``p_permutation`` is each statistic's own permutation test when
         ``n_permutations`` > 0 (delta: the group_metrics gap test)."""
         values = self.values[self.metric]
