@@ -77,7 +77,7 @@ def test_unknown_drop_and_cell():
     labels, groups = imbalanced(unknown=250)
     w = balanced_weights(labels, groups, "drop")
     assert w[groups == -1].sum() == 0 and w.sum() == pytest.approx(1.0)
-    w = balanced_weights(labels, groups, "cell")
+    w = balanced_weights(labels, groups, "group")
     assert w[groups == -1].sum() == pytest.approx(1 / 5)  # (unknown, 0) is a fifth cell; (unknown, 1) is empty
     with pytest.raises(ValueError):
         balanced_weights(np.array([0, 1]), np.array([-1, -1]), "drop")
@@ -95,11 +95,36 @@ def test_seeded_by_trainer_generator(make_split):
 def test_parameters_validated():
     with pytest.raises(ValueError, match="no parameter"):
         create_method("resampling", gamma=1)
-    with pytest.raises(ValueError):
-        create_method("resampling", unknown="ignore")
+    with pytest.raises(ValueError, match="missing_attribute"):
+        create_method("resampling", missing_attribute="ignore")
+
+
+def test_old_parameter_name_refused_with_the_new_one():
+    with pytest.raises(ValueError, match=r"'unknown' is now called 'missing_attribute'.*missing_attribute='drop'"):
+        create_method("resampling", unknown="drop")
+    with pytest.raises(ValueError, match="missing_attribute='group'"):  # the old value 'cell', translated
+        create_method("resampling", unknown="cell")
+    labels, groups = imbalanced(unknown=250)
+    by_keyword = create_method("resampling", missing_attribute="group")
+    assert by_keyword.params["missing_attribute"] == "group"
+    np.testing.assert_allclose(balanced_weights(labels, groups, missing_attribute="group"),
+                               balanced_weights(labels, groups, "group"))
 
 
 def test_end_to_end(run_tiny_experiment, assert_finite_run):
     result = run_tiny_experiment("resampling")
     assert_finite_run(result)
     assert sum(cell["share"] for cell in result.method_log["cells"]) == pytest.approx(1.0)
+
+
+def test_spec_validation_names_the_new_name():
+    from medequity.experiment import ExperimentSpec
+    from medequity.experiment.spec import SpecError
+    from medequity.experiment.validation import validate_spec
+
+    spec = ExperimentSpec(dataset_options={"preset": "cxr-sex-prevalence", "n": 120, "image_size": 32},
+                          model_options={"input_size": 32}, train={"epochs": 1}, method="resampling",
+                          method_params={"unknown": "cell"})
+    with pytest.raises(SpecError, match=r"\['unknown'\].*'unknown' is now called 'missing_attribute'.*valid: "
+                                        r"\['missing_attribute', 'num_samples'\]"):
+        validate_spec(spec)

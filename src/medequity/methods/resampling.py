@@ -11,13 +11,17 @@ probability 1/K per draw. Draws are with replacement (``torch.utils.data.Weighte
 and an epoch has as many draws as the training set has samples (``num_samples``, changeable). The
 sampler is seeded by the trainer's generator, so a run is reproducible.
 
-Samples whose group is unknown (code -1) have no cell. Parameter ``unknown``:
+Samples whose sensitive attribute is missing (group code -1) have no cell. Parameter
+``missing_attribute``:
 
-* ``"natural"`` (default): they keep their natural share ``n_unknown / N`` of the draws (each is
-  drawn with probability 1/N), and the known cells split the remaining ``1 − n_unknown / N``
+* ``"natural"`` (default): they keep their natural share ``n_missing / N`` of the draws (each is
+  drawn with probability 1/N), and the known cells split the remaining ``1 − n_missing / N``
   equally — the known groups are balanced and no data are discarded or inflated;
-* ``"cell"``: "unknown" is one more group, so (unknown, y) cells get their 1/K share too;
+* ``"group"``: "missing" is one more attribute value, so (missing, y) cells get their 1/K share too;
 * ``"drop"``: they are never drawn.
+
+(This parameter was called ``unknown``, with values ``natural``/``cell``/``drop``, as groupdro's
+was; the old name is refused with an error that gives the new one and the value to write.)
 
 Empty cells (e.g. a group with no positives) simply do not take part; the rebalancing is over the
 cells that exist. ``self.log["cells"]`` records the cells, their counts and their target shares.
@@ -30,16 +34,16 @@ import torch
 
 from medequity.methods.base import Method, register_method
 
-UNKNOWN_POLICIES = ("natural", "cell", "drop")
+MISSING_POLICIES = ("natural", "group", "drop")
 
 
-def balanced_weights(labels: np.ndarray, groups: np.ndarray, unknown: str = "natural") -> np.ndarray:
+def balanced_weights(labels: np.ndarray, groups: np.ndarray, missing_attribute: str = "natural") -> np.ndarray:
     """Per-sample draw probabilities (summing to 1) that make each (group, label) cell equally likely.
 
-    See the module docstring for ``unknown`` (how samples with group -1 are treated).
+    See the module docstring for ``missing_attribute`` (how samples with group -1 are treated).
     """
-    if unknown not in UNKNOWN_POLICIES:
-        raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}; got {unknown!r}")
+    if missing_attribute not in MISSING_POLICIES:
+        raise ValueError(f"resampling's missing_attribute must be one of {MISSING_POLICIES}; got {missing_attribute!r}")
     labels = np.asarray(labels).astype(np.int64)
     groups = np.asarray(groups).astype(np.int64)
     if labels.shape != groups.shape or labels.ndim != 1:
@@ -49,16 +53,17 @@ def balanced_weights(labels: np.ndarray, groups: np.ndarray, unknown: str = "nat
         raise ValueError("cannot resample an empty training set")
     known = groups >= 0
     weights = np.zeros(n, dtype=np.float64)
-    balanced = known if unknown != "cell" else np.ones(n, dtype=bool)
-    if unknown == "natural":
+    balanced = known if missing_attribute != "group" else np.ones(n, dtype=bool)
+    if missing_attribute == "natural":
         weights[~known] = 1.0 / n
     mass = 1.0 - weights.sum()
     cells = {}
     for g, y in zip(groups[balanced], labels[balanced]):
         cells[(int(g), int(y))] = cells.get((int(g), int(y)), 0) + 1
     if not cells:
-        if unknown == "drop":
-            raise ValueError("every training sample has an unknown group and unknown='drop': nothing to sample")
+        if missing_attribute == "drop":
+            raise ValueError("every training sample has a missing sensitive attribute and missing_attribute='drop': "
+                             "nothing to sample; use missing_attribute='natural' or 'group'")
         return np.full(n, 1.0 / n)
     for (g, y), count in cells.items():
         members = balanced & (groups == g) & (labels == y)
@@ -70,23 +75,30 @@ def balanced_weights(labels: np.ndarray, groups: np.ndarray, unknown: str = "nat
 class Resampling(Method):
     """Group-balanced sampling: each (group, label) cell equally likely per draw; loss = mean BCE.
 
-    Parameters: ``unknown`` ("natural" | "cell" | "drop", see module docstring) and
+    Parameters: ``missing_attribute`` ("natural" | "group" | "drop", see module docstring) and
     ``num_samples`` (draws per epoch; None = the training-set size).
     """
 
     name = "resampling"
-    defaults = {"unknown": "natural", "num_samples": None}
+    defaults = {"missing_attribute": "natural", "num_samples": None}
+    #: Earlier parameter names -> current ones (spec validation names the new one).
+    renamed = {"unknown": "missing_attribute"}
 
     def __init__(self, **params):
+        if "unknown" in params:
+            value = {"cell": "group"}.get(params["unknown"], params["unknown"])
+            raise ValueError(f"resampling's parameter 'unknown' is now called 'missing_attribute' (what to do with "
+                             f"samples whose sensitive attribute is missing): write missing_attribute={value!r}")
         super().__init__(**params)
-        if self.params["unknown"] not in UNKNOWN_POLICIES:
-            raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}; got {self.params['unknown']!r}")
+        if self.params["missing_attribute"] not in MISSING_POLICIES:
+            raise ValueError(f"resampling's missing_attribute must be one of {MISSING_POLICIES} (see its docstring); "
+                             f"got {self.params['missing_attribute']!r}")
         n = self.params["num_samples"]
         if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
             raise ValueError(f"num_samples must be a positive integer or None; got {n!r}")
 
     def sampler(self, train, generator: torch.Generator) -> torch.utils.data.Sampler:
-        weights = balanced_weights(train.labels, train.groups, self.params["unknown"])
+        weights = balanced_weights(train.labels, train.groups, self.params["missing_attribute"])
         groups = np.asarray(train.groups)
         labels = np.asarray(train.labels).astype(np.int64)
         cells = []
