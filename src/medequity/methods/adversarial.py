@@ -51,9 +51,53 @@ def grad_reverse(x: torch.Tensor, coefficient: float = 1.0) -> torch.Tensor:
     return _GradReverse.apply(x, coefficient)
 
 
-def _has_trainable_backbone(model: nn.Module) -> bool:
+def has_trainable_backbone(model: nn.Module) -> bool:
+    """True when the model's backbone has parameters the optimiser updates (not linear probing)."""
     backbone = getattr(model, "backbone", None)
     return backbone is not None and any(p.requires_grad for p in backbone.parameters())
+
+
+def require_trainable_backbone(model: nn.Module, method: str) -> None:
+    """An error naming the fix when ``method`` shapes a representation that cannot change."""
+    if not hasattr(model, "features") or getattr(model, "feature_dim", None) is None or not has_trainable_backbone(model):
+        raise ValueError(f"{method} trains the encoder's representation; use a usage with a trainable backbone "
+                         "(e.g. 'ft'), not linear probing on frozen features")
+
+
+# --- shared by the representation adversaries (adversarial, LAFTR, CFair, LNL) ------------------
+
+
+def resolve_source(model: nn.Module, source: str) -> tuple[str, int]:
+    """(``"features"`` or ``"logit"``, input width of an adversary on it) for ``source``
+    ``"auto" | "features" | "logit"``: ``auto`` = features when the backbone has trainable
+    parameters, else the logit (under linear probing the cached features cannot change)."""
+    if source not in ("auto", "features", "logit"):
+        raise ValueError(f"source must be 'auto', 'features' or 'logit'; got {source!r}")
+    if source == "auto":
+        source = "features" if has_trainable_backbone(model) else "logit"
+    if source == "logit":
+        return source, 1
+    in_dim = getattr(model, "feature_dim", None)
+    if in_dim is None or not hasattr(model, "features"):
+        raise ValueError("source='features' needs a model with features(x) and feature_dim")
+    return source, int(in_dim)
+
+
+def make_adversary(in_dim: int, n_out: int, hidden: int) -> nn.Module:
+    """An MLP ``in_dim → hidden → n_out`` (ReLU), or a linear map when ``hidden`` is 0."""
+    if hidden > 0:
+        return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+    return nn.Linear(in_dim, n_out)
+
+
+def representation_and_logits(model: nn.Module, x: torch.Tensor, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(what the adversary sees, the task logit) in one forward pass: ``(z, head(z))`` for
+    ``source="features"``, ``(logit[:, None], logit)`` for ``"logit"``."""
+    if source == "features":
+        z = model.features(x)
+        return z, model.head(z).squeeze(-1)
+    logits = model(x)
+    return logits.unsqueeze(-1), logits
 
 
 @register_method
@@ -77,22 +121,9 @@ class Adversarial(Method):
     def setup(self, model, train, config) -> None:
         if train.n_groups < 2:
             raise ValueError(f"adversarial debiasing needs at least 2 groups; the attribute has {train.n_groups}")
-        source = self.params["source"]
-        if source == "auto":
-            source = "features" if _has_trainable_backbone(model) else "logit"
+        source, in_dim = resolve_source(model, self.params["source"])
         self.resolved_source = source
-        if source == "features":
-            in_dim = getattr(model, "feature_dim", None)
-            if in_dim is None:
-                raise ValueError("source='features' needs a model with features(x) and feature_dim")
-        else:
-            in_dim = 1
-        hidden = int(self.params["hidden"])
-        if hidden > 0:
-            adversary: nn.Module = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, train.n_groups))
-        else:
-            adversary = nn.Linear(in_dim, train.n_groups)
-        self.extra["adversary"] = adversary
+        self.extra["adversary"] = make_adversary(in_dim, train.n_groups, int(self.params["hidden"]))
         self.log.update({"source": source, "adv_loss": [], "adv_acc": []})
 
     def adversary_loss(self, representation: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -110,14 +141,8 @@ class Adversarial(Method):
     def loss(self, model, batch: dict) -> torch.Tensor:
         if self.resolved_source is None:
             raise RuntimeError("Adversarial.setup must run before loss (the trainer calls it)")
-        x, groups = batch["x"], batch["group"]
-        if self.resolved_source == "features":
-            z = model.features(x)
-            logits = model.head(z).squeeze(-1)
-            representation = z
-        else:
-            logits = self.logits(model, x, groups)
-            representation = logits.unsqueeze(-1)
+        groups = batch["group"]
+        representation, logits = representation_and_logits(model, batch["x"], self.resolved_source)
         task = self.per_sample_loss(logits, batch["y"]).mean()
         adv, correct, n_known = self.adversary_loss(representation, groups)
         if model.training:
