@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,10 +54,81 @@ def trial_progress(show: bool = True) -> Iterator[Callable[[int, int, str], None
         yield lambda done, total, what: bar.update(task, completed=done, total=total, description=what)
 
 
-def progress_bar() -> Progress:
-    """A bar with count, elapsed time and ETA, for per-epoch, per-trial and per-run progress."""
+def progress_bar() -> Progress | PlainProgress:
+    """A bar with count, elapsed time and ETA, for per-epoch, per-trial and per-run progress; when
+    the output is not a terminal (piped, redirected to a log, a CI job) plain lines instead, since a
+    live bar is drawn there only once, at the end."""
+    if not console.is_terminal:
+        return PlainProgress()
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+
+
+class PlainProgress:
+    """The part of :class:`rich.progress.Progress` the commands use, printing one plain line per
+    step: ``[elapsed] description  done/total  ETA m:ss``. A line is printed when the count or the
+    description changes, at most one per ``min_interval`` seconds except for the last step, so a
+    loop that reports thousands of steps (bootstrap replicates) does not flood a log."""
+
+    def __init__(self, min_interval: float = 2.0) -> None:
+        self.min_interval = min_interval
+        self.tasks: dict[int, dict] = {}
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def add_task(self, description: str, total: float | None = None, **_) -> int:
+        task = len(self.tasks)
+        self.tasks[task] = {"description": description, "total": total, "completed": 0, "start": time.monotonic(),
+                            "printed": None, "last": -math.inf}
+        self.update(task)  # a line at the start: the command is working, not hanging
+        return task
+
+    def update(self, task: int, *, completed: float | None = None, total: float | None = None,
+               description: str | None = None, advance: float | None = None, **_) -> None:
+        state = self.tasks[task]
+        if total is not None:
+            state["total"] = total
+        if description is not None:
+            state["description"] = description
+        if advance is not None:
+            state["completed"] += advance
+        if completed is not None:
+            state["completed"] = completed
+        shown = (state["description"], state["completed"])
+        now = time.monotonic()
+        done = state["total"] is not None and state["completed"] >= state["total"]
+        if shown == state["printed"] or (now - state["last"] < self.min_interval and not done):
+            return
+        state["printed"], state["last"] = shown, now
+        console.print(plain_progress_line(state["description"], state["completed"], state["total"], now - state["start"]),
+                      soft_wrap=True, markup=False, highlight=False)
+
+
+def plain_progress_line(description: str, done: float, total: float | None, elapsed: float) -> str:
+    """``[0:42] epoch 3: loss 0.41  3/10  ETA 1:38`` (the ETA assumes the remaining steps take as
+    long as the finished ones did on average)."""
+    line = f"[{_clock(elapsed)}] {description}"
+    if total:
+        line += f"  {int(done)}/{int(total)}"
+        if 0 < done < total:
+            line += f"  ETA {_clock(elapsed / done * (total - done))}"
+    return line
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
 # --- the data/model options every training command takes ----------------------------------------------
