@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medequity.bench.effects import UTILITY_TOLERANCE, aggregate_effects, paired_effects, verdict
 from medequity.bench.store import LEADERBOARD_KEYS, Results, leaderboard, load_results, read_bench
 from medequity.report import plots
 from medequity.report.audit_html import _environment, format_ci, format_value
@@ -79,15 +80,18 @@ class TaskView:
     # classification; segmenters and prompt types for segmentation
     rankings: tuple[tuple[str, tuple[str, ...], str], ...]
     pareto: tuple[str, tuple[str, ...]]  # (utility, fairness quantities)
+    # quantities a method may win only while its utility stays within UTILITY_TOLERANCE of the best:
+    # a gap closed by losing accuracy is levelling down, not fairness
+    utility_bound: tuple[str, ...] = ()
 
 
 TASK_VIEWS = {
     "classification": TaskView(QUANTITIES, "auc", "AUC", RANKED, (("method", RANK_SETTING_KEYS, "methods"),),
-                               ("auc", ("auc_gap", "es_auc"))),
+                               ("auc", ("auc_gap", "es_auc")), ("auc_gap", "eo_gap", "dp_gap", "adf")),
     "segmentation": TaskView(SEGMENTATION_QUANTITIES, "dice", "Dice", SEGMENTATION_RANKED,
                              (("usage", ("dataset", "model", "train_attribute", "seed"), "prompt types"),
                               ("model", ("dataset", "usage", "train_attribute", "seed"), "segmenters")),
-                             ("dice", ("dice_gap", "es_dice"))),
+                             ("dice", ("dice_gap", "es_dice")), ("dice_gap", "dice_skewness", "iou_gap")),
 }
 
 
@@ -215,9 +219,46 @@ def _cell(value, low=math.nan, high=math.nan, p=math.nan, n_significant=None, n_
             "undefined": not finite, "best": False}
 
 
+def best_values(rows: pd.DataFrame, columns: list[dict], utility: str | None, utility_bound=(),
+                tolerance: float = UTILITY_TOLERANCE) -> dict[str, float]:
+    """The starred value of each column: the best, none when all tie. A column in ``utility_bound``
+    (a gap) only counts rows whose ``utility`` is within ``tolerance`` of the table's best utility —
+    closing a gap by losing more accuracy than that is levelling down and earns no star (issue 15)."""
+    eligible = np.ones(len(rows), dtype=bool)
+    if utility is not None and utility in rows.columns:
+        values = rows[utility].to_numpy(np.float64)
+        if np.isfinite(values).any():
+            eligible = values >= np.nanmax(values) - tolerance - 1e-12
+    best = {}
+    for c in columns:
+        values = rows[c["name"]].to_numpy(np.float64)
+        finite = values[np.isfinite(values)]
+        if len(finite) < 2 or np.allclose(finite, finite[0], rtol=0, atol=1e-12):  # all tied: no best
+            continue
+        if c["name"] in utility_bound:
+            finite = values[np.isfinite(values) & eligible]
+            if len(finite) == 0:
+                continue
+        best[c["name"]] = finite.max() if c["higher"] else finite.min()
+    return best
+
+
+def interval_label(n_seeds: list[int]) -> str:
+    """What the brackets of a table mean: the run's bootstrap CI (one seed) or a t-interval over seeds."""
+    if n_seeds == [1]:
+        return "[ ] = 95% percentile bootstrap CI of the run's test set (one seed)"
+    if min(n_seeds) > 1:
+        seeds = "/".join(str(n) for n in n_seeds)
+        return (f"[ ] = 95% t-interval of the mean over {seeds} seeds (not a bootstrap CI; clipped to the range of the "
+                f"quantity: gaps ≥ 0, AUC/Dice ≤ 1)")
+    return ("[ ] = 95% bootstrap CI for rows with one seed, 95% t-interval over seeds for the others (clipped: "
+            "gaps ≥ 0)")
+
+
 def _leaderboard_sections(board: pd.DataFrame, methods: list[str], quantities: dict | None = None,
-                          segmentation: bool = False) -> list[dict]:
+                          segmentation: bool = False, view: TaskView | None = None) -> list[dict]:
     quantities = quantities if quantities is not None else QUANTITIES
+    view = view if view is not None else TASK_VIEWS["segmentation" if segmentation else "classification"]
     names = [n for n in quantities if n in board.columns]
     columns = [{"name": n, "label": quantities[n][0], "higher": quantities[n][2]} for n in names]
     sections = []
@@ -225,12 +266,7 @@ def _leaderboard_sections(board: pd.DataFrame, methods: list[str], quantities: d
         rows = rows.assign(_order=rows.method.map({m: i for i, m in enumerate(methods)})).sort_values(["model", "_order"])
         several_models = rows.model.nunique() > 1 or segmentation  # segmentation compares segmenters
         show_method = not segmentation or rows.method.nunique() > 1
-        best = {}
-        for c in columns:
-            values = rows[c["name"]].to_numpy(np.float64)
-            finite = values[np.isfinite(values)]
-            if len(finite) >= 2 and not np.allclose(finite, finite[0], rtol=0, atol=1e-12):  # all tied: no best
-                best[c["name"]] = finite.max() if c["higher"] else finite.min()
+        best = best_values(rows, columns, view.metric, view.utility_bound)
         body = []
         for row in rows.itertuples(index=False):
             data = row._asdict()
@@ -242,10 +278,66 @@ def _leaderboard_sections(board: pd.DataFrame, methods: list[str], quantities: d
                 cell["best"] = n in best and np.isfinite(data[n]) and np.isclose(data[n], best[n], rtol=0, atol=1e-12)
                 cells.append(cell)
             body.append({"model": data["model"], "method": data["method"], "n_seeds": int(data["n_seeds"]), "cells": cells})
+        n_seeds = sorted(set(int(s) for s in rows.n_seeds))
         sections.append({"dataset": key[0], "usage": key[1], "attribute": key[2], "columns": columns, "rows": body,
                          "several_models": several_models, "show_method": show_method,
-                         "n_seeds": sorted(set(int(s) for s in rows.n_seeds))})
+                         "n_seeds": n_seeds, "interval": interval_label(n_seeds)})
     return sections
+
+
+def _effect_sections(out: Path, results: Results, methods: list[str], view: TaskView, n_boot: int) -> list[dict]:
+    """Per (dataset, model, usage, attribute): each method's paired difference from ERM
+    (:mod:`medequity.bench.effects`) in utility, gap and worst group, and its verdict."""
+    effects = paired_effects(out, results, n_boot=n_boot)
+    if effects.empty:
+        return []
+    aggregated = aggregate_effects(effects)
+    label = view.metric_label
+    sections = []
+    for key, rows in aggregated.groupby(["dataset", "model", "usage", "train_attribute"], sort=False):
+        rows = rows.assign(_order=rows.method.map({m: i for i, m in enumerate(methods)})).sort_values("_order")
+        body = []
+        for row in rows.to_dict("records"):
+            n_seeds = int(row["n_seeds"])
+            cells = [_cell(row[n], row[f"{n}_ci_low"], row[f"{n}_ci_high"], row[f"{n}_p"], row[f"{n}_n_significant"],
+                           n_seeds) for n in ("utility", "gap", "worst")]
+            for cell, n in zip(cells, ("utility", "gap", "worst")):
+                cell["value"] = f"{row[n]:+.3f}" if np.isfinite(row[n]) else cell["value"]
+            kind, sentence = verdict(row, utility_label=label)
+            body.append({"method": row["method"], "cells": cells, "kind": kind, "verdict": sentence, "n_seeds": n_seeds})
+        n_seeds = sorted(set(int(n) for n in rows.n_seeds))
+        sections.append({"dataset": key[0], "model": key[1], "usage": key[2], "attribute": key[3], "rows": body,
+                         "interval": ("[ ] = 95% paired bootstrap CI (one seed)" if n_seeds == [1] else
+                                      "[ ] = 95% t-interval of the mean difference over seeds"),
+                         "labels": (f"Δ {label}", f"Δ {label} gap", f"Δ worst-group {label}")})
+    return sections
+
+
+def _findings(board: pd.DataFrame, effects: list[dict], view: TaskView) -> list[dict]:
+    """The page's first lines, per leaderboard with an ERM row: ERM's gap with its interval and test,
+    then what each method did to it (the verdicts of :func:`_effect_sections`)."""
+    utility, gap = view.metric, f"{view.metric}_gap"
+    if board.empty or gap not in board.columns:
+        return []
+    findings = []
+    for key, rows in board.groupby(list(LEADERBOARD_KEYS), sort=False):
+        for erm in rows[rows.method == "erm"].to_dict("records"):
+            p = erm.get(f"{gap}_p", math.nan)
+            p_text = plots.format_p_value(p) if p is not None and np.isfinite(p) else (
+                f"p < {SIGNIFICANCE_LEVEL:g} in {erm.get(f'{gap}_n_significant', 0)}/{int(erm['n_seeds'])} seeds")
+            def shown(name: str, erm=erm) -> str:
+                return f"{format_value(erm[name])} {format_ci(erm.get(f'{name}_ci_low'), erm.get(f'{name}_ci_high'))}"
+
+            worst = f"worst_group_{utility}"
+            text = (f"ERM: {view.metric_label} {shown(utility)}, worst-group {view.metric_label} {shown(worst)}, "
+                    f"{view.metric_label} gap {shown(gap)} ({p_text})")
+            section = next((e for e in effects if (e["dataset"], e["usage"], e["attribute"]) == key
+                            and e["model"] == erm["model"]), None)
+            verdicts = [{"method": r["method"], "kind": r["kind"], "verdict": r["verdict"]} for r in (section or {}).get("rows", [])]
+            significant = p is not None and np.isfinite(p) and p < SIGNIFICANCE_LEVEL
+            findings.append({"setting": f"{key[0]} · {erm['model']} · {key[1]} · {key[2]}", "erm": text,
+                             "biased": bool(significant), "verdicts": verdicts})
+    return findings
 
 
 def _rank_sections(table: pd.DataFrame, methods: list[str], colors: dict, fmt: str, view: TaskView | None = None,
@@ -572,6 +664,7 @@ def build_bench_context(out: str | Path, results: Results | None = None, *, fmt:
                "error": (str(row.error).strip().splitlines() or [""])[0]} for row in results.failed.itertuples()]
     n_done = len(results.runs)
     embedding = _embedding_figure(out, results, methods, fmt)
+    effects = _effect_sections(out, results, methods, view, int(bench.get("evaluation", {}).get("n_boot", 200)))
     return {
         "title": f"Benchmark — {bench.get('name', out.name)}",
         "name": bench.get("name", out.name),
@@ -587,7 +680,10 @@ def build_bench_context(out: str | Path, results: Results | None = None, *, fmt:
         "failed": failed,
         "task": results.task,
         "metric_label": view.metric_label,
-        "leaderboards": _leaderboard_sections(board, methods, view.quantities, segmentation) if not board.empty else [],
+        "leaderboards": _leaderboard_sections(board, methods, view.quantities, segmentation, view) if not board.empty else [],
+        "effects": effects,
+        "findings": _findings(board, effects, view),
+        "tolerance": UTILITY_TOLERANCE,
         "ranks": _rank_sections(table, methods, colors, fmt, view, {"usage": usages}),
         "pareto": (_segmentation_pareto_figures(table, usages, fmt) if segmentation
                    else _pareto_figures(table, methods, usages, colors, fmt)),

@@ -354,7 +354,8 @@ def leaderboard(results: Results) -> pd.DataFrame:
     ``es_auc``; segmentation (each prompt type is its own usage, ``seg_zs:bbox``): test Dice,
     worst-group Dice, Dice gap with its CI and ES-Dice (FairSeg, Dice / (1 + Σ_g |Dice − Dice_g|))
     — ``dice``, ``worst_group_dice``, ``dice_gap``, ``gap_ci_*``, ``es_dice``. With one seed the
-    gap CI is the run's bootstrap interval; with several it is a t-interval over seeds.
+    gap CI is the run's bootstrap interval; with several it is a t-interval over seeds, clipped at 0
+    (gaps are ≥ 0) — two different intervals, which every table labels.
     """
     head = headline(results.task)
     overall_name, worst_name, gap_name, es_name = head.columns
@@ -385,7 +386,8 @@ def leaderboard(results: Results) -> pd.DataFrame:
             from scipy import stats
 
             half = stats.t.ppf(0.975, n - 1) * np.nanstd(gap, ddof=1) / math.sqrt(n)
-            low, high = float(np.nanmean(gap) - half), float(np.nanmean(gap) + half)
+            # a gap (max − min) is ≥ 0; a t-interval does not know that, so it is clipped at 0
+            low, high = max(float(np.nanmean(gap) - half), 0.0), float(np.nanmean(gap) + half)
         rows.append({**dict(zip([*LEADERBOARD_KEYS, "model", "method"], key)), "n_seeds": n,
                      overall_name: group["overall"].mean(), worst_name: group["worst"].mean(),
                      gap_name: float(np.nanmean(gap)), "gap_ci_low": low, "gap_ci_high": high,

@@ -96,8 +96,12 @@ def print_leaderboard(board, rule: str) -> None:
     for (dataset, usage, attribute), rows in board.groupby(["dataset", "usage", "train_attribute"], sort=False):
         title = (f"{dataset} · {usage} · {attribute} (zero-shot; prompt type {usage.partition(':')[2] or '—'})"
                  if segmentation else f"{dataset} · {usage} · {attribute} (hyper-parameters chosen on validation by {rule})")
+        seeds = sorted(set(int(n) for n in rows.n_seeds))
+        interval = ("95% bootstrap CI" if seeds == [1] else "95% t-interval over seeds, ≥ 0" if min(seeds) > 1
+                    else "95% CI: bootstrap (1 seed) or t over seeds")
         table = Table(title=title)
-        for column in ("segmenter" if segmentation else "model", "method", "seeds", *(heading for _, heading in columns)):
+        headings = [heading.replace("95% CI", interval) for _, heading in columns]
+        for column in ("segmenter" if segmentation else "model", "method", "seeds", *headings):
             table.add_column(column, justify="left" if column in ("model", "segmenter", "method") else "right")
         for row in rows.to_dict("records"):
             values = []

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.transforms import Bbox
 
 from medequity.metrics.selection import pareto_front
 from medequity.report.plots import NEUTRAL_COLOR, OVERALL_COLOR, _short, group_colors, new_figure
@@ -150,11 +151,13 @@ def _ci(points: pd.DataFrame, column: str, i: int) -> tuple[np.ndarray, np.ndarr
 
 
 def pareto_panel(ax, points: pd.DataFrame, *, x: str, x_label: str, x_lower_is_better: bool, y: str = "auc",
-                 y_label: str = "AUC", colors: Mapping[str, str] | None = None, title: str | None = None) -> None:
+                 y_label: str = "AUC", colors: Mapping[str, str] | None = None,
+                 title: str | None = None) -> list[tuple[float, float, str]]:
     """One fairness–utility panel: a point per method with CI whiskers, the Pareto front as a line.
 
     ``points``: one row per method with columns ``method``, ``x``, ``y`` and optionally
-    ``<col>_ci_low`` / ``<col>_ci_high`` for both.
+    ``<col>_ci_low`` / ``<col>_ci_high`` for both. Returns the method labels ``(x, y, text)``
+    for :func:`place_labels`, which needs the final layout (:func:`pareto_figure` calls it).
     """
     colors = dict(colors) if colors is not None else method_colors(points["method"])
     xs, ys = points[x].to_numpy(np.float64), points[y].to_numpy(np.float64)
@@ -174,7 +177,9 @@ def pareto_panel(ax, points: pd.DataFrame, *, x: str, x_label: str, x_lower_is_b
         ax.plot([xs[i]], [ys[i]], marker="*" if front[i] else "o", markersize=12 if front[i] else 7, color=color,
                 markeredgecolor="#222222" if front[i] else "white", markeredgewidth=0.7, linestyle="none", zorder=3)
     # Methods at (almost) the same place — within 2% of the axes, e.g. linear probes that barely
-    # differ — share one label instead of overprinting.
+    # differ — share one label instead of overprinting; the labels are placed after layout
+    # (pareto_figure calls place_labels), where they overlap neither each other nor the markers.
+    ax.margins(x=0.15, y=0.12)  # room for the labels inside the axes
     ax.autoscale_view()
     span_x, span_y = np.ptp(ax.get_xlim()), np.ptp(ax.get_ylim())
     names = points["method"].astype(str).tolist()
@@ -182,15 +187,78 @@ def pareto_panel(ax, points: pd.DataFrame, *, x: str, x_label: str, x_lower_is_b
     for i in np.flatnonzero(np.isfinite(xs) & np.isfinite(ys)):
         anchor[i] = next((j for j in sorted(set(anchor.values())) if abs(xs[i] - xs[j]) <= 0.02 * span_x
                           and abs(ys[i] - ys[j]) <= 0.02 * span_y), i)
-    for i in sorted(set(anchor.values())):
-        shared = [names[j] for j in sorted(anchor) if anchor[j] == i]
-        ax.annotate(", ".join(_short(m, 18) for m in shared), (xs[i], ys[i]), xytext=(5, 4),
-                    textcoords="offset points", fontsize=8, color="#222222")
+    labels = [(float(xs[i]), float(ys[i]), ", ".join(_short(names[j], 18) for j in sorted(anchor) if anchor[j] == i))
+              for i in sorted(set(anchor.values()))]
     ax.set_xlabel(f"{x_label} ({'lower' if x_lower_is_better else 'higher'} is fairer)", fontsize=9)
     ax.set_ylabel(y_label, fontsize=9)
     if title:
         ax.set_title(title, fontsize=9.5)
     _tidy_axes(ax, "both")
+    return labels
+
+
+# Where a label may go relative to its point, in points: (dx, dy, horizontal, vertical alignment),
+# nearest first; further rings repeat them at 2x and 3x the distance with a leader line.
+_LABEL_SLOTS = ((5, 4, "left", "bottom"), (5, -4, "left", "top"), (-5, 4, "right", "bottom"),
+                (-5, -4, "right", "top"), (0, 8, "center", "bottom"), (0, -8, "center", "top"),
+                (8, 0, "left", "center"), (-8, 0, "right", "center"))
+
+
+def place_labels(ax, labels: Sequence[tuple[float, float, str]], *, fontsize: float = 8,
+                 marker_radius: float = 6.0) -> list:
+    """Annotate points without overlaps (a greedy, adjustText-like placement on the drawn figure).
+
+    ``labels``: ``(x, y, text)`` in data coordinates. Each label takes the first slot around its
+    point (:data:`_LABEL_SLOTS`, then the same directions 2× and 3× as far, with a thin leader line)
+    whose text box stays inside the axes and overlaps neither a label placed before nor any
+    point's marker (a square of ``marker_radius`` points); when every slot collides, the one with
+    the least overlapping area. Call it after the layout is final (the figure is drawn once here):
+    the annotations are left out of the layout so that placing them cannot move the axes again.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()
+    to_pixels = fig.dpi / 72.0
+    axes_box = ax.get_window_extent(renderer)
+    anchors = ax.transData.transform(np.array([(x, y) for x, y, _ in labels], dtype=np.float64).reshape(-1, 2))
+    radius = marker_radius * to_pixels
+    markers = [Bbox.from_extents(px - radius, py - radius, px + radius, py + radius) for px, py in anchors]
+    placed: list[Bbox] = []
+    annotations = []
+    for (x, y, text), anchor in zip(labels, anchors):
+        best, best_cost = None, np.inf
+        for ring in (1, 2, 3):
+            for dx, dy, ha, va in _LABEL_SLOTS:
+                arrow = {"arrowstyle": "-", "color": "#999999", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 3}
+                note = ax.annotate(text, (x, y), xytext=(dx * ring, dy * ring), textcoords="offset points", ha=ha, va=va,
+                                   fontsize=fontsize, color="#222222", zorder=4, annotation_clip=False,
+                                   arrowprops=arrow if ring > 1 else None)
+                note.set_in_layout(False)
+                box = note.get_window_extent(renderer)
+                cost = sum(_overlap(box, other) for other in placed)
+                cost += sum(_overlap(box, m) for m, a in zip(markers, anchors) if not np.allclose(a, anchor))
+                outside = box.width * box.height - _overlap(box, axes_box)
+                cost += 4 * outside  # leaving the axes is worse than touching a marker
+                if cost < best_cost:
+                    if best is not None:
+                        best.remove()
+                    best, best_cost, best_box = note, cost, box
+                else:
+                    note.remove()
+                if best_cost == 0:
+                    break
+            if best_cost == 0:
+                break
+        placed.append(best_box)
+        annotations.append(best)
+    return annotations
+
+
+def _overlap(a, b) -> float:
+    """Area shared by two display-space boxes (0 when they are disjoint)."""
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return float(width * height) if width > 0 and height > 0 else 0.0
 
 
 def pareto_figure(points: pd.DataFrame, panels: Sequence[tuple[str, str, bool]], columns: Sequence[str], *,
@@ -201,11 +269,12 @@ def pareto_figure(points: pd.DataFrame, panels: Sequence[tuple[str, str, bool]],
     (the AUC; segmentation: the Dice)."""
     fig = new_figure(3.6 * len(columns) + 0.6, 3.3 * len(panels) + (0.4 if title else 0))
     axes = fig.subplots(len(panels), len(columns), squeeze=False)
+    labels = {}
     for c, value in enumerate(columns):
         sub = points[points[column] == value]
         for r, (x, label, lower) in enumerate(panels):
-            pareto_panel(axes[r, c], sub, x=x, x_label=label, x_lower_is_better=lower, y=y, y_label=y_label,
-                         colors=colors, title=f"{column} {value}" if r == 0 else None)
+            labels[r, c] = pareto_panel(axes[r, c], sub, x=x, x_label=label, x_lower_is_better=lower, y=y,
+                                        y_label=y_label, colors=colors, title=f"{column} {value}" if r == 0 else None)
     handles = [Line2D([], [], color="#888888", label="Pareto front"),
                Line2D([], [], marker="*", color="#777777", markeredgecolor="#222222", markersize=10, linestyle="none",
                       label="on the front"),
@@ -213,6 +282,10 @@ def pareto_figure(points: pd.DataFrame, panels: Sequence[tuple[str, str, bool]],
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10.5)
+    fig.canvas.draw()  # the constrained layout settles first: labels are placed in final display space
+    fig.set_layout_engine("none")  # and stays as it is (the labels are placed for this layout)
+    for (r, c), panel_labels in labels.items():
+        place_labels(axes[r, c], panel_labels)
     return fig
 
 
@@ -257,7 +330,7 @@ def group_auc_figure(panels: Sequence[dict], *, methods: Sequence[str], ncols: i
     panel has its own group legend (attributes differ between panels). ``methods`` are the x-axis
     entries (for segmentation the prompt types, with ``y_label="Dice"``: FairMedFM Fig. 7–9)."""
     nrows = int(np.ceil(len(panels) / ncols))
-    fig = new_figure(max(4.2, 0.55 * len(methods) + 2.2) * ncols, 3.3 * nrows + (0.4 if title else 0))
+    fig = new_figure(max(4.2, 0.55 * len(methods) + 2.2) * ncols + 1.3 * ncols, 3.3 * nrows + (0.4 if title else 0))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, panel in zip(axes, panels):
         colors = group_colors(panel["groups"])
@@ -265,8 +338,9 @@ def group_auc_figure(panels: Sequence[dict], *, methods: Sequence[str], ncols: i
                         y_label=y_label)
         handles = [Line2D([], [], marker="o", color=colors[g], linestyle="none", label=_short(g, 18)) for g in panel["groups"]]
         handles.append(Line2D([], [], color=OVERALL_COLOR, linewidth=2.2, label="overall"))
-        ax.legend(handles=handles, fontsize=7.5, loc="lower left", frameon=True, framealpha=0.85,
-                  ncols=min(len(handles), 3))
+        # Outside the axes (to the right): inside, it covered the lowest markers and their whiskers.
+        ax.legend(handles=handles, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  frameon=False)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     if title:
@@ -281,7 +355,7 @@ def probe_bars(table: pd.DataFrame, *, methods: Sequence[str], usages: Sequence[
     ``table``: columns ``method``, ``usage``, ``value`` (mean over seeds), ``low``, ``high``.
     """
     colors = group_colors(usages)
-    fig = new_figure(max(4.6, 0.9 * len(methods) * max(1, len(usages)) * 0.6 + 2.0), 3.2)
+    fig = new_figure(max(4.6, 0.9 * len(methods) * max(1, len(usages)) * 0.6 + 2.0) + 1.6, 3.2)
     ax = fig.add_subplot()
     index = table.set_index(["method", "usage"])
     width = 0.8 / max(len(usages), 1)
@@ -309,7 +383,7 @@ def probe_bars(table: pd.DataFrame, *, methods: Sequence[str], usages: Sequence[
                   ha="right" if len(methods) > 4 else "center")
     ax.set_xlim(-0.6, len(methods) - 0.4)
     ax.set_ylabel("probe AUC", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left", frameon=False, ncols=len(usages) + 1)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)  # not over bars
     if title:
         ax.set_title(title, fontsize=9.5)
     _tidy_axes(ax, "y")
