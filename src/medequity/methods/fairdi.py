@@ -347,7 +347,7 @@ class FairDi(Method):
         for attribute in ("features", "head", "feature_dim"):
             if not hasattr(model, attribute):
                 raise ValueError(f"FairDi needs a model with features(x), head and feature_dim (medequity Classifier); "
-                                 f"{type(model).__name__} has no {attribute!r}")
+                                 f"{type(model).__name__} has no {attribute!r} (segmentation usages: method fairdi_seg)")
         if train.n_groups < 1:
             raise ValueError("FairDi needs at least one group (one teacher per group)")
         self.group_names = tuple(train.group_names)

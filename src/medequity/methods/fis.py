@@ -32,12 +32,18 @@ Conventions this module fixes (the papers are silent):
 ``cutmix=True`` mixes each training batch with :func:`~medequity.methods.cutmix.cutmix_batch` first
 (``cutmix_alpha``, ``cutmix_prob``) and weights the soft-label losses; a mixed sample keeps the group
 of the image it was pasted into. FairDi step 0 = ``create_method("fis", c=0.5, cutmix=True)``.
+
+Segmentation: ℓ is the per-sample segmentation loss (0.2·CE + 0.8·Dice,
+:meth:`~medequity.methods.base.Method.per_sample_loss`) and everything else is unchanged — the
+weights are per *sample*, from the batch's per-sample losses. CutMix mixes image-level labels,
+not masks, so ``cutmix=True`` on a segmentation split is an error.
 """
 
 from __future__ import annotations
 
 import torch
 
+from medequity.methods._segmentation import is_segmentation
 from medequity.methods.base import Method, register_method
 from medequity.methods.cutmix import check_image_inputs, cutmix_batch, make_generator
 
@@ -131,6 +137,9 @@ class FIS(Method):
 
     def setup(self, model, train, config) -> None:
         if self.params["cutmix"]:
+            if is_segmentation(train):
+                raise ValueError("fis with cutmix=true mixes image-level labels; it cannot mix segmentation masks: "
+                                 "set cutmix to false for a segmentation usage")
             check_image_inputs(train)
             self.generator = make_generator(config.seed)
 

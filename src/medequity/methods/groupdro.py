@@ -24,6 +24,12 @@ Details that differ from public code, on purpose:
   training both agree. (This parameter was called ``unknown``, with values ``cell``/``drop``; the
   old name is refused with an error that gives the new one.)
 
+Segmentation (a split whose targets are label masks, e.g. ``seg_decoder``): there is no
+per-sample label to cross with, so the DRO groups are the sensitive attribute's values alone,
+``g = a`` (FairSeg's groups), and ℓ_g is the mean of the per-sample segmentation loss
+(0.2·CE + 0.8·Dice, :meth:`~medequity.methods.base.Method.per_sample_loss`) over the batch's samples
+in g. The update, the adjustment and ``missing_attribute`` are unchanged.
+
 ``self.log["q"]`` has q after every epoch (one list per epoch, ordered as ``self.log["groups"]``).
 """
 
@@ -32,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from medequity.methods._segmentation import is_segmentation
 from medequity.methods.base import Method, register_method
 
 
@@ -60,13 +67,19 @@ class GroupDRO(Method):
         self.q: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
         self.n_attr = 0  # attribute values used as DRO groups (known groups, plus one for unknown)
+        self.by_label = True  # groups are attribute × label (classification); attribute alone (segmentation)
 
     # --- groups ------------------------------------------------------------------------------------
-    def group_index(self, groups: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """DRO group of each sample (2·a + y); -1 where the sample takes no part."""
+    def group_index(self, groups: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """DRO group of each sample (2·a + y; a for segmentation); -1 where the sample takes no part."""
         a = groups.long()
         if self.params["missing_attribute"] == "group":
             a = torch.where(a < 0, torch.full_like(a, self.n_attr - 1), a)
+        if not self.by_label:
+            return a.clamp(min=-1)
+        if y is None or y.ndim != 1:
+            raise ValueError("GroupDRO was set up on a classification split (groups = attribute × label) but got targets "
+                             f"of shape {None if y is None else tuple(y.shape)}: one 0/1 label per sample is needed")
         index = 2 * a + (y > 0.5).long()
         return torch.where(a < 0, torch.full_like(index, -1), index)
 
@@ -74,12 +87,14 @@ class GroupDRO(Method):
         groups = np.asarray(train.groups, dtype=np.int64)
         has_unknown = bool((groups < 0).any()) and self.params["missing_attribute"] == "group"
         self.n_attr = train.n_groups + int(has_unknown)
+        self.by_label = not is_segmentation(train)
         names = list(train.group_names) + (["unknown"] if has_unknown else [])
-        self.group_names = [f"{name}|y={y}" for name in names for y in (0, 1)]
-        index = self.group_index(torch.as_tensor(groups), torch.as_tensor(np.asarray(train.labels), dtype=torch.float32))
-        counts = torch.bincount(index[index >= 0], minlength=2 * self.n_attr).double()
+        self.group_names = [f"{name}|y={y}" for name in names for y in (0, 1)] if self.by_label else names
+        labels = torch.as_tensor(np.asarray(train.labels), dtype=torch.float32) if self.by_label else None
+        index = self.group_index(torch.as_tensor(groups), labels)
+        n_groups = len(self.group_names)
+        counts = torch.bincount(index[index >= 0], minlength=n_groups).double()
         self.counts = counts
-        n_groups = 2 * self.n_attr
         self.q = torch.full((n_groups,), 1.0 / n_groups, dtype=torch.double)
         self.log["groups"] = self.group_names
         self.log["group_counts"] = counts.long().tolist()
@@ -111,7 +126,7 @@ class GroupDRO(Method):
             raise RuntimeError("GroupDRO.setup must run before loss (the trainer calls it)")
         logits = self.logits(model, batch["x"], batch["group"])
         per_sample = self.per_sample_loss(logits, batch["y"])
-        index = self.group_index(batch["group"], batch["y"])
+        index = self.group_index(batch["group"], batch["y"] if self.by_label else None)
         if not bool((index >= 0).any()):
             return per_sample.sum() * 0.0
         return self.robust_loss(per_sample, index, update=model.training)

@@ -87,9 +87,10 @@ class TrainedSegmenter(SegmentationValidation, nn.Module):
         self.n_classes = int(n_classes)
         self.params = dict(params)
 
-    def original_logits(self, index: int, item: dict, x: torch.Tensor) -> torch.Tensor:
+    def original_logits(self, index: int, item: dict, x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         """(K, *original spatial) logits of sample ``index`` (``item``: its original image and mask;
-        ``x``: its model input from the training view)."""
+        ``x``: its model input from the training view; ``logits``: the model-resolution logits
+        ``(1, K, *spatial)`` when a method computed them, else ``self(x[None])``)."""
         raise NotImplementedError
 
     def record(self) -> dict[str, Any]:
@@ -99,10 +100,14 @@ class TrainedSegmenter(SegmentationValidation, nn.Module):
                 "loss": "0.2·CE + 0.8·Dice (FairSeg)"}
 
     @torch.no_grad()
-    def segment(self, data: SplitData, *, seed: int = 0, prompt: str | None = None) -> Iterator[dict[str, Any]]:
+    def segment(self, data: SplitData, *, seed: int = 0, prompt: str | None = None,
+                inference: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                ) -> Iterator[dict[str, Any]]:
         """One row per (sample, foreground class): Dice, IoU, HD95 and NSD of the argmax label map at
         the original size, areas; a class absent from the truth is a ``skipped`` row (its predicted
-        area recorded), as in zero-shot runs. ``seed`` and ``prompt`` are not used (no prompts)."""
+        area recorded), as in zero-shot runs. ``seed`` and ``prompt`` are not used (no prompts).
+        ``inference(model, x, groups)``: the trained method's logits for a batch (e.g. InD's
+        per-group decoders, per-group logit offsets); default: the model's own forward."""
         del seed, prompt
         source = data.extra.get("source")
         if source is None:
@@ -114,7 +119,8 @@ class TrainedSegmenter(SegmentationValidation, nn.Module):
         for i in range(len(source)):
             item = source.items[i]
             x = data.items[i]["x"].to(device)
-            predicted = self.original_logits(i, item, x).argmax(dim=0).cpu().numpy()
+            logits = None if inference is None else inference(self, x[None], torch.tensor([int(source.groups[i])], device=device))
+            predicted = self.original_logits(i, item, x, logits).argmax(dim=0).cpu().numpy()
             mask = np.asarray(item["mask"])
             rows = []
             for cls in range(1, self.n_classes):

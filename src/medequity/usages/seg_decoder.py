@@ -51,9 +51,9 @@ class DecoderOnEmbeddings(TrainedSegmenter):
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.head(embeddings)
 
-    def original_logits(self, index: int, item: dict, x: torch.Tensor) -> torch.Tensor:
+    def original_logits(self, index: int, item: dict, x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         geometry = self._segmenter.profile.geometry(np.asarray(item["mask"]).shape[:2])
-        return self._segmenter.upscale(self(x[None]), geometry)[0]
+        return self._segmenter.upscale(self(x[None]) if logits is None else logits, geometry)[0]
 
     def record(self) -> dict[str, Any]:
         return {**super().record(), "segmenter": self._segmenter.name, "profile": self._segmenter.profile.to_dict(),

@@ -68,10 +68,11 @@ class MonaiTrained(TrainedSegmenter):
         mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
         return F.interpolate(x[None], size=self.roi, mode=mode, align_corners=False)[0]
 
-    def original_logits(self, index: int, item: dict, x: torch.Tensor) -> torch.Tensor:
+    def original_logits(self, index: int, item: dict, x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         size = tuple(np.asarray(item["mask"]).shape)
         mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
-        return F.interpolate(self(x[None]).float(), size=size, mode=mode, align_corners=False)[0]
+        logits = self(x[None]) if logits is None else logits
+        return F.interpolate(logits.float(), size=size, mode=mode, align_corners=False)[0]
 
     def record(self) -> dict[str, Any]:
         return {**super().record(), "segmenter": self.name, "spatial_dims": self.spatial_dims, "roi_size": list(self.roi),

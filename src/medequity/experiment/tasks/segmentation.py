@@ -24,6 +24,7 @@ from medequity.metrics import GroupMetricResult, GroupMetricWarning
 from medequity.metrics.segmentation import SegmentationGroupResult, segmentation_group_metrics_from_values
 from medequity.models.segmenter import Segmenter, create_segmenter
 from medequity.training.data import SplitData, make_segmentation_split
+from medequity.usages._segmentation import TrainedSegmenter
 
 if TYPE_CHECKING:
     from medequity.experiment.train import TrainedModel
@@ -51,13 +52,22 @@ class Segmentation(Task):
         return backbone.profile, {view: make_segmentation_split(part, spec.attribute, group_names) for view, part in parts.items()}
 
     def predict(self, trained: TrainedModel) -> tuple[pd.DataFrame, dict]:
-        model, spec = trained.model, trained.prepared.spec
+        model, spec, method = trained.model, trained.prepared.spec, trained.method
         if not hasattr(model, "segment"):
             raise ValueError(f"usage {spec.usage!r} does not segment; segmentation usages: {SEGMENTATION_USAGES}")
         frames = []
+        trains = isinstance(model, TrainedSegmenter)  # zero-shot prompting has no method inference path
+        # trained models segment through the method's inference path (InD's group decoders, per-group
+        # offsets), with the samples' groups only for methods that read them — as the trainer's predict
+        method.extra.eval()
+        with_groups = bool(method.needs_groups_at_inference)
+
+        def inference(net, x, groups):
+            return method.logits(net, x, groups if with_groups else None)
+
         for name in ("val", "test"):
             data = trained.data[name]
-            rows = pd.DataFrame(list(model.segment(data, seed=spec.seed)))
+            rows = pd.DataFrame(list(model.segment(data, seed=spec.seed, **({"inference": inference} if trains else {}))))
             if rows.empty:
                 raise ValueError(f"split {name!r} has no sample with a foreground class to segment")
             index = rows.pop("index").to_numpy()
