@@ -135,7 +135,7 @@ def test_a_new_report_replaces_the_earlier_one_as_a_whole(earlier):
     result = runner.invoke(app, ["audit", str(tmp_path / "ok.csv"), "-a", "race", "--n-boot", "0",
                                  "--n-permutations", "0", "--no-html", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["gaps.csv", "groups.csv", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["contrasts.csv", "findings.csv", "gaps.csv", "groups.csv", "report.json"]
     assert set(pd.read_csv(out / "groups.csv").attribute) == {"race"}
 
 

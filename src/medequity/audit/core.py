@@ -26,11 +26,16 @@ from medequity.metrics.causal import ADF_SUMMARY, adf_with_interval
 from medequity.metrics.groups import encode_groups, intersection_name
 from medequity.metrics.thresholds import resolve_threshold
 from medequity.provenance import provenance
+from medequity.report.findings import attribute_findings, findings_frame, overview
 from medequity.utils.io import atomic_directory
 
 # The files an audit report folder holds (classification and segmentation); an earlier report's
 # folder holding only these is replaced as a whole by a new report (see :meth:`AuditReport.save`).
-AUDIT_REPORT_FILES = frozenset({"report.json", "report.html", "groups.csv", "gaps.csv", "samples.csv"})
+AUDIT_REPORT_FILES = frozenset({"report.json", "report.html", "groups.csv", "gaps.csv", "contrasts.csv",
+                                "findings.csv", "samples.csv"})
+GAP_TEST = ("each group vs all audited samples (difference of the metric), bootstrap percentile p-values adjusted "
+            "over the attribute's groups by single-step min-P (Westfall & Young); simultaneous intervals agree with "
+            "the adjusted p-values; the gap's p-value is the omnibus test (the smallest adjusted p-value)")
 PROBABILITY_METRICS = ("ece", "bce")  # calibration: defined on probabilities only
 
 
@@ -109,6 +114,28 @@ class AuditReport:
         return pd.DataFrame(rows)
 
     # -- serialisation -----------------------------------------------------------------------------
+    def contrasts_frame(self) -> pd.DataFrame:
+        """One row per (task, attribute, metric, group): group − all samples, simultaneous interval, adjusted p."""
+        frames = []
+        for task in self.tasks.values():
+            for result in task.results.values():
+                frame = result.contrasts()
+                frame.insert(0, "task", task.name)
+                frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+    def findings(self) -> pd.DataFrame:
+        """The finding first: per task × attribute × headline metric (AUC, TPR, FPR), the group on the
+        worse side of all samples with its value, its difference's interval and adjusted p-value, the
+        gap as a size, and the sentence the reports print (:mod:`medequity.audit.findings`)."""
+        rows = [row for task in self.tasks.values() for result in task.results.values()
+                for row in attribute_findings(result, task=task.name)]
+        return findings_frame(rows)
+
+    def overview(self) -> pd.DataFrame:
+        """Across tasks (findings of a multi-label table): each task's largest significant difference."""
+        return overview(self.findings())
+
     def to_dict(self) -> dict:
         tasks = {}
         for task in self.tasks.values():
@@ -125,13 +152,16 @@ class AuditReport:
                         "counts": _records(result.counts.reset_index(names="group")),
                         "values": _records(result.to_frame()),
                         "summaries": _records(result.summaries()),
+                        "contrasts": _records(result.contrasts()),
                         "warnings": result.warnings,
                     }
                     for attribute, result in task.results.items()
                 },
                 "adf": task.adf,
             }
-        return _clean({"settings": self.settings, "tasks": tasks, "warnings": self.warnings})
+        findings = self.findings()
+        return _clean({"findings": _records(findings), "overview": _records(overview(findings)),
+                       "settings": self.settings, "tasks": tasks, "warnings": self.warnings})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
@@ -145,7 +175,9 @@ class AuditReport:
         """
         contents = {"json": ("report.json", self.to_json()),
                     "groups": ("groups.csv", self.groups_frame().to_csv(index=False)),
-                    "gaps": ("gaps.csv", self.gaps_frame().to_csv(index=False))}
+                    "gaps": ("gaps.csv", self.gaps_frame().to_csv(index=False)),
+                    "contrasts": ("contrasts.csv", self.contrasts_frame().to_csv(index=False)),
+                    "findings": ("findings.csv", self.findings().to_csv(index=False))}
         if html:
             from medequity.report.audit_html import render_audit_html
 
@@ -207,7 +239,7 @@ def audit(
     validation=None,
     metrics=None,
     n_boot: int = 1000,
-    n_permutations: int = 1000,
+    n_permutations: int = 0,
     ci: float = 0.95,
     min_group_size: int = 30,
     missing: str = "drop",
@@ -372,7 +404,8 @@ def audit(
         "n_permutations": n_permutations,
         "ci": ci,
         "bootstrap": "percentile, stratified by group x label",
-        "gap_test": "permutation test of max-min gap = 0 (group labels shuffled within label for label-conditional metrics)",
+        "gap_test": GAP_TEST + ("" if not n_permutations else "; also a permutation test of max - min = 0 "
+                                "(p_permutation; group labels shuffled within label for label-conditional metrics)"),
         "min_group_size": min_group_size,
         "small_group_rule": f"fewer than {min_group_size} samples, positives or negatives",
         "missing_attribute_values": missing,

@@ -294,7 +294,7 @@ def audit_segmentation(
     mask_values=None,
     empty: str = "nan",
     n_boot: int = 1000,
-    n_permutations: int = 1000,
+    n_permutations: int = 0,
     ci: float = 0.95,
     min_group_size: int = 30,
     missing: str = "drop",
@@ -515,7 +515,9 @@ def audit_segmentation(
         "n_permutations": n_permutations,
         "ci": ci,
         "bootstrap": "percentile, stratified by group",
-        "gap_test": "permutation test of no disparity (group labels shuffled); each summary its own statistic",
+        "gap_test": ("each group vs all audited samples (difference of the mean), bootstrap percentile p-values "
+                     "adjusted over the attribute's groups by single-step min-P; every disparity's p-value is the "
+                     "omnibus test" + ("; p_permutation: each disparity's own permutation test" if n_permutations else "")),
         "min_group_size": min_group_size,
         "missing_attribute_values": missing,
         "random_state": random_state,

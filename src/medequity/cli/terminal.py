@@ -1,36 +1,50 @@
-"""Terminal summaries (rich tables)."""
+"""Terminal summaries: the finding first, in plain words, within 80 columns.
+
+Lines wrap between words only, so a number and its interval are never split inside a number.
+"""
 
 from __future__ import annotations
 
-import math
-
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
-
-def _cell(value) -> str:
-    if not isinstance(value, tuple):
-        return str(value)
-    point, low, high, p = value
-    if point is None or (isinstance(point, float) and math.isnan(point)):
-        return "[yellow]undefined[/]"
-    text = f"{point:.3f}"
-    if not (math.isnan(low) or math.isnan(high)):
-        text += f" [dim][{low:.3f}, {high:.3f}][/]"
-    if not math.isnan(p):
-        text += f" [bold red]p={p:.3f}[/]" if p < 0.05 else f" [dim]p={p:.2f}[/]"
-    return text
+from medequity.report.findings import METRIC_WORDS
 
 
 def print_audit_summary(report, console: Console | None = None) -> None:
-    """One row per task × attribute: AUC, worst group, gaps with CIs and permutation p-values."""
+    """Per task and attribute: the group on the worse side of all samples for AUC (and for TPR/FPR
+    when significant), its value with its interval, the adjusted test, then where the report is."""
     console = console or Console()
-    headline = report.headline()
-    table = Table(title="Fairness audit (95% bootstrap CIs; p = permutation test of gap = 0)", show_lines=False)
-    for column in headline.columns:
-        table.add_column(column, overflow="fold")
-    for _, row in headline.iterrows():
-        table.add_row(*[_cell(v) for v in row.tolist()])
-    console.print(table)
+    s = report.settings
+    ci = f"{100 * float(s.get('ci') or 0.95):g}%"
+    console.print(f"[bold]Fairness audit[/] — {s.get('n_samples')} samples. Each group is compared with all "
+                  f"samples; {ci} simultaneous intervals, p-values adjusted over each attribute's groups.")
+    findings = report.findings()
+    if len(report.tasks) > 1 and not findings.empty:
+        console.print("\n[bold]Across findings[/] (largest significant difference first):")
+        for row in report.overview().itertuples(index=False):
+            mark = "[bold red]![/]" if row.significant else " "
+            console.print(f"{mark} {escape(str(row.task))} · {escape(str(row.attribute))}: "
+                          f"{escape(str(row.group))} {METRIC_WORDS.get(row.metric, row.metric)} "
+                          f"{row.difference:+.3f} vs all, {_p(row.p_adjusted)}")
+    for task, part in findings.groupby("task", sort=False):
+        if len(report.tasks) > 1:
+            console.print(f"\n[bold underline]{escape(str(task))}[/]")
+        else:
+            console.print()
+        for attribute, rows in part.groupby("attribute", sort=False):
+            shown = [r for r in rows.itertuples(index=False) if r.metric in ("auc", "dice") or r.significant]
+            if not shown:
+                shown = [next(rows.itertuples(index=False))]
+            for row in shown:
+                mark = "[bold red]![/]" if row.significant else "·"
+                console.print(f"{mark} [bold]{escape(str(attribute))}[/] — {METRIC_WORDS.get(row.metric, row.metric)}: "
+                              f"{escape(row.sentence)}")
     if report.warnings:
-        console.print(f"[yellow]{len(report.warnings)} warning(s)[/]; first: {report.warnings[0]}")
+        console.print(f"\n[yellow]{len(report.warnings)} warning(s)[/]; first: {escape(report.warnings[0])}")
+
+
+def _p(p: float) -> str:
+    if p != p:
+        return "not tested"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"

@@ -276,7 +276,7 @@ def _summary_table(result, n_permutations) -> dict:
 def _plots(report, task, name: str, result, fmt: str) -> tuple[list[dict], str]:
     """The figures of one attribute (as data URIs) and a note when sample-level plots are skipped."""
     colors = plots.group_colors(result.groups)
-    n_perm = report.settings.get("n_permutations")
+    n_perm = report.settings.get("n_boot")  # p-values come from the bootstrap: the smallest is 1/(B+1)
     figures = [{
         "title": "Per-group metrics",
         "caption": "Bars: group values; whiskers: bootstrap CIs; dashed line: overall; hatched: small groups; "
@@ -387,7 +387,7 @@ def _settings_rows(report) -> list[tuple[str, str]]:
     rows += [
         ("Bootstrap", f"B = {s.get('n_boot')}, {s.get('bootstrap')}, "
                       f"{'' if ci is None else f'{100 * float(ci):g}% '}percentile intervals"),
-        ("Gap test", f"{s.get('gap_test')}; {s.get('n_permutations')} permutations; highlighted at p < {SIGNIFICANCE_LEVEL:g}"),
+        ("Gap test", f"{s.get('gap_test')}; highlighted at p < {SIGNIFICANCE_LEVEL:g}"),
         ("Minimum group size", f"{s.get('min_group_size')} (smaller groups are flagged 'small')"),
         ("Missing attribute values", str(s.get("missing_attribute_values"))),
         ("ECE bins", str(s.get("ece_bins"))),
@@ -406,9 +406,48 @@ def _provenance_rows(report) -> list[tuple[str, str]]:
     return rows
 
 
+def _contrast_table(result) -> dict:
+    """Per group and headline metric: group − all samples with its simultaneous interval and adjusted p."""
+    from medequity.report.findings import HEADLINE_METRICS
+
+    table = result.contrasts()
+    metrics = [m for m in HEADLINE_METRICS if m in result.metrics]
+    rows = []
+    for group in result.groups:
+        cells = []
+        for metric in metrics:
+            row = table[(table.metric == metric) & (table.group == group)].iloc[0]
+            cells.append({"value": _signed(row.difference), "ci": format_ci(row.ci_low, row.ci_high),
+                          "p": plots.format_p_value(row.p_adjusted) if _finite(row.p_adjusted) else "",
+                          "significant": bool(row.significant)})
+        rows.append({"group": group, "cells": cells})
+    return {"metrics": [SHORT_METRIC_LABELS.get(m, m) for m in metrics], "rows": rows if metrics else []}
+
+
+def _signed(value) -> str:
+    return "—" if not _finite(value) else f"{float(value):+.3f}"
+
+
+def _findings(report) -> tuple[list[dict], list[dict]]:
+    from medequity.report.findings import METRIC_WORDS
+
+    findings = report.findings()
+    by_task = []
+    for task, part in findings.groupby("task", sort=False):
+        rows = [{"attribute": f.attribute, "metric_label": METRIC_WORDS.get(f.metric, f.metric), "sentence": f.sentence,
+                 "significant": bool(f.significant), "gap": f"{format_value(f.gap)} {format_ci(f.gap_low, f.gap_high)}"}
+                for f in part.itertuples(index=False)]
+        by_task.append({"task": task, "rows": rows})
+    overview = []
+    if len(report.tasks) > 1:
+        overview = [{"task": o.task, "attribute": o.attribute, "sentence": o.sentence, "significant": bool(o.significant)}
+                    for o in report.overview().itertuples(index=False)]
+    return by_task, overview
+
+
 def build_context(report, *, fmt: str = "png") -> dict:
     """Everything the template shows, as formatted plain values (strings, lists, dicts)."""
-    n_perm = report.settings.get("n_permutations")
+    n_perm = report.settings.get("n_boot")  # p-values come from the bootstrap: the smallest is 1/(B+1)
     sections = []
     index = 0
     for task in report.tasks.values():
@@ -426,17 +465,22 @@ def build_context(report, *, fmt: str = "png") -> dict:
                 "cards": _headline(task, name, result, n_perm),
                 "table": _group_table(result),
                 "summaries": _summary_table(result, n_perm),
+                "contrasts": _contrast_table(result),
                 "figures": figures,
                 "plot_note": note,
                 "warnings": list(result.warnings),
             })
             index += 1
+    findings, overview = _findings(report)
     return {
         "title": f"Fairness audit — {report.settings.get('source', '')}",
         "n_samples": report.settings.get("n_samples"),
         "created": report.settings.get("created"),
         "tasks": [{"name": t.name, "positive_label": str(t.positive_label)} for t in report.tasks.values()],
         "multi_task": len(report.tasks) > 1,
+        "findings": findings,
+        "overview": overview,
+        "ci_label": f"{100 * float(report.settings.get('ci') or 0.95):g}%",
         "settings_rows": _settings_rows(report),
         "provenance_rows": _provenance_rows(report),
         "warnings": _warnings(report),
