@@ -27,6 +27,11 @@ def resolve_checkpoint(spec: ExperimentSpec) -> ExperimentSpec:
     if not (isinstance(checkpoint, str) and checkpoint.startswith(PREFIX)):
         return spec
     options = {k: v for k, v in spec.model_options.items() if k != "checkpoint"}
+    if spec.task == "segmentation":  # a promptable segmenter pre-trained on an unbiased segmentation preset
+        from medequity.experiment.seg_pretrain import synthetic_segmenter_checkpoint
+
+        path = synthetic_segmenter_checkpoint(spec.model, checkpoint, cache_dir=spec.cache_dir, options=options)
+        return replace(spec, model_options={**spec.model_options, "checkpoint": str(path)})
     path = synthetic_checkpoint(spec.model, checkpoint, cache_dir=spec.cache_dir, backbone_options=options)
     return replace(spec, model_options={**spec.model_options, "checkpoint": str(path)})
 

@@ -1,0 +1,135 @@
+"""Our own promptable "foundation" segmenter for CPU demos: a SAM-family model pre-trained on
+unbiased synthetic segmentation data.
+
+The companion of :mod:`medequity.experiment.pretrain` (classification) for segmenters: no weights
+can be downloaded here, and prompting a randomly initialised SAM measures nothing. A segmenter
+spec with ``checkpoint: "synthetic:<preset>"`` (e.g. ``synthetic:seg-derm-unbiased``) trains the
+whole model once — image encoder, prompt encoder and mask decoder, SAM's promptable objective — on
+that unbiased preset of :mod:`medequity.data.synthetic_segmentation` (its own seed, so its patients
+are not the benchmark's), stores the weights as safetensors in the cache (official key names), and
+reuses them afterwards. Zero-shot prompting (``seg_zs``) and decoder training on the frozen
+encoder (``seg_decoder``) then start from a model that has learnt to segment, as they would from
+SAM's or MedSAM's released weights.
+
+The recipe (ours, sized for a 2-core CPU): every image gets one prompt per step, its type drawn
+uniformly from the four of FairMedFM's SEG-ZS (box, centre point, one random point, five random
+points; :func:`medequity.data.prompts.make_prompts`), one mask output (``multimask_output=False``),
+loss ``BCE + Dice`` on the decoder-resolution mask (SAM trains with focal + Dice; BCE is ours),
+AdamW, fixed learning rate. Random state: the caller's is preserved
+(:func:`~medequity.experiment.pretrain.preserved_random_state`) and the weights depend only on the
+recipe, so a cold-cache run and a warm-cache run are identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medequity.data.prompts import PROMPT_KINDS, make_prompts
+from medequity.experiment.pretrain import PREFIX, PRETRAIN_SEED, preserved_random_state
+from medequity.models.feature_cache import DEFAULT_CACHE_DIR
+from medequity.models.segmenter import create_segmenter
+from medequity.usages._segmentation import sam_training_target
+from medequity.utils.io import atomic_save_safetensors
+
+RECIPE = 1  # bumped whenever the pre-training changes (cached weights of an older recipe are not reused)
+PROMPT_OPTIONS = {"bbox": {}, "center": {}, "rand": {}, "rands": {"k": 5}}
+
+
+def synthetic_segmenter_checkpoint(name: str, spec: str, *, cache_dir: str | Path | None = None, n: int = 400,
+                                   epochs: int = 12, image_size: int = 48, lr: float = 2e-3, batch_size: int = 16,
+                                   options: dict | None = None) -> Path:
+    """Path of the pre-trained weights of segmenter ``name`` for ``spec`` = ``"synthetic:<preset>"``
+    (trained on first use). ``<preset>`` must be an unbiased segmentation preset (``seg-…-unbiased``
+    or one without knobs): the pre-training data must not plant the bias a benchmark measures."""
+    from medequity.data.synthetic_segmentation import SEG_PRESETS
+
+    preset = spec[len(PREFIX):]
+    if preset not in SEG_PRESETS.names():
+        raise ValueError(f"checkpoint {spec!r}: {preset!r} is not a synthetic segmentation preset; "
+                         f"known: {', '.join(SEG_PRESETS.names())} (e.g. 'synthetic:seg-derm-unbiased')")
+    if any(key not in ("modality",) for key in SEG_PRESETS.create(preset)):
+        raise ValueError(f"checkpoint {spec!r}: pre-training needs an unbiased preset (no knob); {preset!r} plants a "
+                         f"bias — use e.g. 'synthetic:seg-derm-unbiased'")
+    options = dict(options or {})
+    key = hashlib.sha256(json.dumps({"segmenter": name, "options": options, "preset": preset, "n": n, "epochs": epochs,
+                                     "image_size": image_size, "lr": lr, "batch_size": batch_size, "seed": PRETRAIN_SEED,
+                                     "recipe": RECIPE}, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+    path = folder / "pretrained" / f"{name}-{preset}-{key}.safetensors"
+    if path.is_file():
+        return path
+    with preserved_random_state():
+        return _pretrain(name, preset, path, n=n, epochs=epochs, image_size=image_size, lr=lr, batch_size=batch_size,
+                         options=options)
+
+
+def _prompt_tensors(prompt, geometry) -> dict[str, Any]:
+    points = labels = boxes = None
+    if prompt.points is not None and len(prompt.points):
+        points = torch.as_tensor(geometry.points_to_input(prompt.points), dtype=torch.float32)[None]
+        labels = torch.as_tensor(prompt.labels, dtype=torch.int64)[None]
+    if prompt.box is not None:
+        boxes = torch.as_tensor(geometry.boxes_to_input(np.asarray(prompt.box)), dtype=torch.float32)[None]
+    return {"points": (points, labels) if points is not None else None, "boxes": boxes}
+
+
+def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice of one mask's logits against its binary target (same shape)."""
+    probability = torch.sigmoid(logits)
+    dice = 1 - (2 * (probability * target).sum() + 1) / (probability.sum() + target.sum() + 1)
+    return F.binary_cross_entropy_with_logits(logits, target) + dice
+
+
+def _pretrain(name: str, preset: str, path: Path, *, n: int, epochs: int, image_size: int, lr: float, batch_size: int,
+              options: dict) -> Path:
+    from medequity.data.synthetic_segmentation import make_synthetic_segmentation
+
+    torch.manual_seed(PRETRAIN_SEED)
+    segmenter = create_segmenter(name, **options)
+    sam: Any = segmenter.module  # a segment_anything Sam (checked below)
+    if not all(hasattr(sam, part) for part in ("image_encoder", "prompt_encoder", "mask_decoder")):
+        raise ValueError(f"synthetic pre-training trains SAM-family segmenters; {name!r} is not one")
+    data = make_synthetic_segmentation(preset, n=n, seed=PRETRAIN_SEED, image_size=image_size)
+    assert data.images is not None and data.masks is not None  # the generator keeps both in memory
+    present = [i for i in range(len(data.table)) if np.asarray(data.masks[i]).any()]
+    low_res = int(segmenter.config.get("low_res_size", 4 * segmenter.embedding_shape()[-1]))
+    inputs, targets, prompts = [], [], []
+    for i in present:
+        x, geometry = segmenter.profile.prepare(data.images[i])
+        inputs.append(x)
+        targets.append((sam_training_target(segmenter, np.asarray(data.masks[i]) > 0, low_res) > 0).float())
+        prompts.append([_prompt_tensors(make_prompts(data.masks[i], kind, seed=PRETRAIN_SEED, sample_id=i, classes=[1],
+                                                     **PROMPT_OPTIONS[kind])[1], geometry) for kind in PROMPT_KINDS])
+    images = torch.stack(inputs)
+    masks = torch.stack(targets)
+    rng = np.random.default_rng(PRETRAIN_SEED)
+    sam.train()
+    optimizer = torch.optim.AdamW([p for p in sam.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
+    for _ in range(epochs):
+        order = rng.permutation(len(present))
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            embeddings = sam.image_encoder(images[batch])
+            loss = torch.zeros(())
+            for j, k in enumerate(batch):
+                prompt = prompts[k][int(rng.integers(len(PROMPT_KINDS)))]
+                sparse, dense = sam.prompt_encoder(points=prompt["points"], boxes=prompt["boxes"], masks=None)
+                logits, _ = sam.mask_decoder(image_embeddings=embeddings[j:j + 1], image_pe=sam.prompt_encoder.get_dense_pe(),
+                                             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                             multimask_output=False)
+                loss = loss + dice_bce_loss(logits[0, 0], masks[k])
+            optimizer.zero_grad()
+            (loss / len(batch)).backward()
+            optimizer.step()
+    sam.eval()
+    weights = {k: v.detach().cpu().contiguous() for k, v in sam.state_dict().items()}
+    metadata = {"pretrained_on": f"synthetic {preset} n={n} image_size={image_size} seed={PRETRAIN_SEED}",
+                "epochs": str(epochs), "recipe": f"promptable, 4 prompt types, BCE + Dice, AdamW lr={lr}"}
+    return atomic_save_safetensors(path, weights, metadata)
