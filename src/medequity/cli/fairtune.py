@@ -8,6 +8,11 @@ processes given the same storage (and different ``--sampler-seed``) search one s
 
     medequity fairtune search ... --storage sqlite:///ft.db --sampler-seed 0 &
     medequity fairtune search ... --storage sqlite:///ft.db --sampler-seed 1 &
+
+A storage that holds a study of other settings (another --epochs, preset, model, ...) is not
+silently joined by a second study: the search stops with the differences, unless --new-study says
+so; --resume insists on continuing. Trials left RUNNING by a killed process are marked FAILED when
+the search is rerun (a message says which) and do not count towards --trials.
 """
 
 from __future__ import annotations
@@ -73,13 +78,25 @@ def fairtune_command(
     lr_trials: Annotated[int | None, typer.Option(help="LR trials per baseline (default: --trials).")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for the test metrics.")] = 200,
     device: DeviceOpt = "auto",
-    progress: Annotated[bool, typer.Option(help="Show a progress bar with ETA.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress after every epoch (a bar; plain lines when piped).")] = True,
+    new_study: Annotated[bool, typer.Option(
+        "--new-study", help="Start a study with these settings although --storage holds one with other settings.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Only continue the study of these settings in --storage; an error if there is none.")] = False,
 ) -> None:
     """Search a FairTune mask and LR on validation fairness; retrain, test, compare and report."""
     from medequity.experiment import run_experiment, save_run
     from medequity.fairtune.plots import write_report
-    from medequity.fairtune.search import FairTuneConfig, FairTuneResult, compare_baselines, search, test_summary
+    from medequity.fairtune.search import (
+        FairTuneConfig,
+        FairTuneResult,
+        compare_baselines,
+        search,
+        test_summary,
+    )
 
+    if new_study and resume:
+        fail("--new-study and --resume exclude each other: give one (or neither: resume the study of these settings)")
     spec = experiment_spec(dataset=dataset, root=root, option=option, model=model, model_option=model_option,
                            checkpoint=checkpoint, attribute=attribute, usage="mask", seed=seed,
                            train={"epochs": epochs, "batch_size": batch_size, "device": device},
@@ -87,9 +104,11 @@ def fairtune_command(
     fraction = None if subsample.lower() == "none" else ("auto" if subsample == "auto" else float(subsample))
     config = FairTuneConfig(space=space, trials=trials, objective=objective, direction=direction, lr_range=(lr_min, lr_max),
                             subsample=fraction, seed=seed if sampler_seed is None else sampler_seed, storage=storage, study_name=study_name)
+    console.print("preparing the data and the backbone (a synthetic: checkpoint is pre-trained once, then cached)")
     with trial_progress(progress) as on_trial:
         try:
-            result = search(spec, config, progress=on_trial)
+            result = search(spec, config, progress=on_trial, mode="new" if new_study else "resume" if resume else "auto",
+                            notice=lambda message: console.print(f"[yellow]note:[/] {message}", soft_wrap=True))
         except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
             fail(str(exc))
     console.print(f"best {result.objective.name} {result.best_value:.4f} with LR {result.best_lr:.3e}, mask {result.mask_bits} "

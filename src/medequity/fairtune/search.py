@@ -29,6 +29,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -256,8 +257,9 @@ class SearchSetup:
         per_epoch = ObjectivePerEpoch(self.objective, self.data["val"], on_epoch, trial)
         callbacks: list[Callback] = [per_epoch]
         if trial is not None:
-            # which process ran it, when several search one study (shared --storage)
-            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+            # which process ran it, when several search one study (shared --storage); also tells a
+            # later search whether a RUNNING trial's process is gone
+            trial.set_user_attr("worker", _worker())
             callbacks.append(OptunaPruning(trial, lambda info: per_epoch.values[-1]))
         prepared = self.prepared.with_spec(usage=usage, usage_params=dict(usage_params)).with_data(**self.data)
         # A fresh backbone after re-seeding: the same initial weights as run_experiment's final training.
@@ -276,21 +278,97 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 def study_name_for(spec: ExperimentSpec, config: FairTuneConfig, kind: str = "mask") -> str:
     """A readable name plus a hash of everything that defines the study (so different searches
     sharing one database never mix)."""
-    key = json.dumps({"spec": spec.to_dict(), "config": config.key(), "kind": kind}, sort_keys=True, default=str)
+    key = json.dumps(study_settings(spec, config, kind), sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return f"fairtune-{kind}-{spec.dataset}-{spec.attribute}-{spec.model}-{config.space}-{digest}"
 
 
+HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 180  # a trial silent for 3 minutes belongs to a process that is gone
+
+
 def _storage(url: str | None):
-    """Optuna storage for ``url``; SQLite gets a long lock timeout so several worker processes can
+    """Optuna storage for ``url``. Database storages record a heartbeat of every running trial, so
+    a trial whose process was killed is marked FAILED (by the next worker to start a trial) instead
+    of staying RUNNING forever; SQLite gets a long lock timeout so several worker processes can
     write one file (each waits for the others' short transactions instead of failing)."""
-    if url is None or not url.startswith("sqlite"):
+    if url is None or "://" not in url:
         return url
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                                      grace_period=GRACE_SECONDS)
 
 
-def open_study(name: str, config: FairTuneConfig, direction: str) -> optuna.Study:
-    """Create or load the study: TPE (seeded) + successive halving (App. A.5)."""
+class StudyMismatch(ValueError):
+    """The storage holds a study of other settings, and nothing said to start a new one."""
+
+
+STUDY_MODES = ("auto", "resume", "new")
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: data}
+
+
+def settings_difference(before: dict, after: dict, limit: int = 8) -> str:
+    """``"train.epochs: 30 → 5; dataset_options.n: (none) → 600"``: what differs between two
+    studies' settings (``FairTuneConfig.key`` and the spec), for an error message."""
+    old, new = _flatten(before), _flatten(after)
+    changes = [f"{key}: {old.get(key, '(none)')!r} → {new.get(key, '(none)')!r}"
+               for key in sorted(set(old) | set(new)) if old.get(key, "(none)") != new.get(key, "(none)")]
+    more = f"; and {len(changes) - limit} more" if len(changes) > limit else ""
+    return "; ".join(changes[:limit]) + more if changes else "no difference in the recorded settings"
+
+
+def _check_study_settings(name: str, config: FairTuneConfig, settings: dict | None, mode: str) -> None:
+    """A search must not silently start a second study in a storage that holds one of other
+    settings (the settings are part of the study's name, so a changed option gives a new name):
+    refuse unless ``mode == "new"``; with ``mode == "resume"`` the study must exist."""
+    if config.storage is None or "://" not in config.storage:
+        return
+    summaries = optuna.study.get_all_study_summaries(_storage(config.storage), include_best_trial=False)
+    existing = {summary.study_name: summary for summary in summaries}
+    if name in existing:
+        recorded = existing[name].user_attrs.get("settings")
+        if settings is not None and recorded is not None and json.loads(json.dumps(settings, default=str)) != recorded:
+            raise StudyMismatch(f"study {name!r} in {config.storage} was made with other settings "
+                                f"({settings_difference(recorded, settings)}); rerun with its settings to resume it, "
+                                "or give another --study-name")
+        return
+    if mode == "resume":
+        known = ", ".join(sorted(existing)) or "none"
+        raise StudyMismatch(f"--resume: {config.storage} holds no study {name!r} (studies there: {known}); "
+                            "rerun with the settings of the study to resume, or drop --resume to start one")
+    if config.study_name:
+        return  # a name of the user's own choosing: a new name is a new study on purpose
+    prefix = name.split("-")[:2]  # ["fairtune", "mask"]: studies of the same kind
+    others = [s for s in summaries if s.study_name.split("-")[:2] == prefix]
+    if mode == "auto" and others:
+        latest = max(others, key=lambda s: s.datetime_start or 0)
+        recorded = latest.user_attrs.get("settings")
+        what = settings_difference(recorded, settings) if recorded is not None and settings is not None else "unrecorded"
+        raise StudyMismatch(
+            f"{config.storage} already holds the study {latest.study_name!r} ({latest.n_trials} trials), made with other "
+            f"settings: {what}. Rerun with its settings to resume it, pass --new-study to start a second study in the "
+            "same storage (the first is kept), or give another --storage")
+
+
+def open_study(name: str, config: FairTuneConfig, direction: str, *, settings: dict | None = None,
+               mode: str = "new", notice: Callable[[str], None] | None = None) -> optuna.Study:
+    """Create or load the study: TPE (seeded) + successive halving (App. A.5).
+
+    ``mode``: ``"new"`` creates the study or loads it when it exists; ``"auto"`` also refuses to
+    create it beside a study of the same kind with other ``settings`` (:class:`StudyMismatch`,
+    naming the differences); ``"resume"`` requires it to exist. ``settings`` are recorded on the
+    study. RUNNING trials left by a killed process are marked FAILED (``notice`` hears which).
+    """
+    if mode not in STUDY_MODES:
+        raise ValueError(f"mode must be one of {STUDY_MODES}; got {mode!r}")
+    _check_study_settings(name, config, settings, mode)
     pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=config.min_resource, reduction_factor=config.reduction_factor,
                                                     min_early_stopping_rate=0, bootstrap_count=0)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress bar and tables say what happens
@@ -305,10 +383,52 @@ def open_study(name: str, config: FairTuneConfig, direction: str) -> optuna.Stud
             if attempt == 4 or type(error).__name__ not in ("IntegrityError", "OperationalError", "DuplicatedStudyError"):
                 raise
             time.sleep(0.5 * (attempt + 1))
+    if settings is not None and "settings" not in study.user_attrs:
+        study.set_user_attr("settings", json.loads(json.dumps(settings, default=str)))
+    stale = fail_stale_trials(study)
+    if stale and notice is not None:
+        notice(f"marked {len(stale)} trial(s) left RUNNING by a process that is gone FAILED: "
+               + "; ".join(stale) + " (failed trials do not count towards --trials: the search runs others)")
     # Offset the seed by the trials already there: a resumed search must not redraw the first
     # trials' random start-up samples. (Parallel workers should pass different seeds.)
     study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
     return study
+
+
+def _process_gone(worker: str) -> bool:
+    """``worker`` ("host:pid", recorded by each trial) names a process of this host that no longer runs."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's trial: its heartbeat tells (Optuna's fail_stale_trials)
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists, under another user
+    return False
+
+
+def fail_stale_trials(study: optuna.Study) -> list[str]:
+    """Mark FAILED the RUNNING trials whose process is gone: on this host, a dead PID; anywhere, a
+    heartbeat older than the grace period (database storages). Returns one description per trial."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    stale = []
+    for trial in running:
+        worker = str(trial.user_attrs.get("worker", ""))
+        if worker and _process_gone(worker):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            started = trial.datetime_start.strftime("%Y-%m-%d %H:%M") if trial.datetime_start else "?"
+            stale.append(f"trial {trial.number} (process {worker}, started {started})")
+    # Trials of other hosts (or without a recorded worker): Optuna's heartbeat check, a no-op on
+    # storages without heartbeats (in memory).
+    unresolved = {t.number for t in running} - {int(d.split()[1]) for d in stale}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since Optuna 2.9
+        optuna.storages.fail_stale_trials(study)
+    failed = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
+    stale += [f"trial {number} (no heartbeat for {GRACE_SECONDS} s)" for number in sorted(unresolved & failed)]
+    return stale
 
 
 def n_finished(study: optuna.Study) -> int:
@@ -316,6 +436,39 @@ def n_finished(study: optuna.Study) -> int:
 
 
 TrialProgress = Callable[[int, int, str], None]  # (finished trials, trials in all, what is happening)
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _epoch_reporter(study: optuna.Study, trial: optuna.Trial, total: int, epochs: int, label: str, objective: Objective,
+                    progress: TrialProgress | None, notice: Callable[[str], None] | None,
+                    announced: list[int]) -> Callable[[dict, float], None]:
+    """``on_epoch`` for one trial: progress after every epoch (a trial can take minutes, so per-trial
+    progress alone would leave a log silent for that long) and, after the search's first epoch, the
+    time the search may take (a trial is at most ``epochs`` such epochs; pruning stops most earlier),
+    once per search (``announced`` remembers it)."""
+    started = time.perf_counter()
+
+    def on_epoch(row: dict, value: float) -> None:
+        epoch = int(row["epoch"]) + 1
+        if progress is not None:
+            progress(n_finished(study), total, f"{label}: trial {trial.number} epoch {epoch}/{epochs}, "
+                                               f"{objective.name} {value:.4f}")
+        if notice is not None and epoch == 1 and not announced:
+            announced.append(trial.number)
+            seconds = time.perf_counter() - started
+            remaining = max(total - n_finished(study), 1)
+            notice(f"the first epoch took {seconds:.0f} s: a trial of {epochs} epochs takes up to ~{_duration(seconds * epochs)}, "
+                   f"{remaining} trial(s) up to ~{_duration(seconds * epochs * remaining)} (successive halving stops "
+                   "unpromising trials early, so usually much less); lower --epochs or --trials to shorten it")
+
+    return on_epoch
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _optimize(study: optuna.Study, objective_fn, total: int, *, progress: TrialProgress | None, label: str) -> None:
@@ -400,24 +553,48 @@ def _as_spec(spec: ExperimentSpec | dict) -> ExperimentSpec:
     return spec if isinstance(spec, ExperimentSpec) else ExperimentSpec.from_dict(spec)
 
 
+def study_settings(spec: ExperimentSpec, config: FairTuneConfig, kind: str = "mask") -> dict[str, Any]:
+    """What defines a study (hashed into its default name, recorded on it): the experiment spec and
+    the search settings, without the trial count, storage, name and sampler seed."""
+    return {"spec": spec.to_dict(), "config": config.key(), "kind": kind}
+
+
 def search(spec: ExperimentSpec | dict, config: FairTuneConfig | None = None, *, setup: SearchSetup | None = None,
-           progress: TrialProgress | None = None) -> SearchResult:
-    """FairTune's outer loop (Algorithm 1): search (ω, α) on validation ``config.objective``."""
+           progress: TrialProgress | None = None, mode: str = "auto", notice: Callable[[str], None] | None = None) -> SearchResult:
+    """FairTune's outer loop (Algorithm 1): search (ω, α) on validation ``config.objective``.
+
+    ``mode`` (see :func:`open_study`): ``"auto"`` resumes the study of these settings and refuses to
+    start one beside a study of other settings in the same storage; ``"new"`` starts it anyway;
+    ``"resume"`` requires it. ``progress`` hears after every epoch of every trial, ``notice`` gets
+    one-off messages (resumed trials, stale trials failed, the expected duration).
+    """
     start = time.perf_counter()
     spec, config = _as_spec(spec), config or FairTuneConfig()
     objective = Objective.parse(config.objective, config.direction)
+    settings = study_settings(spec, config)
+    name = config.study_name or study_name_for(spec, config)
+    if mode not in STUDY_MODES:
+        raise ValueError(f"mode must be one of {STUDY_MODES}; got {mode!r}")
+    _check_study_settings(name, config, settings, mode)  # before the data are prepared: a mistake fails at once
     setup = setup or SearchSetup(spec, objective, subsample=config.subsample, seed=spec.seed)
     space = setup.space(config.space, config.lr_range)
-    study = open_study(config.study_name or study_name_for(spec, config), config, objective.direction)
+    study = open_study(name, config, objective.direction, settings=settings, mode=mode, notice=notice)
     study.set_user_attr("searched_groups", list(space.searched))
     study.set_user_attr("objective", objective.name)
+    if notice is not None and n_finished(study):
+        notice(f"resuming study {name}: {n_finished(study)} of {config.trials} trials finished")
+    label = f"FairTune {space.name} ({space.n_bits} bits)"
+    epochs = int(spec.train.get("epochs", TrainConfig().epochs))
+    announced: list[int] = []
 
     def objective_fn(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", _worker())  # at once: a process killed later leaves a trial we can tell is stale
         mask, lr = space.suggest(trial)
         trial.set_user_attr("mask", "".join(str(mask[g]) for g in space.searched))
-        return setup.train("mask", {"mask": mask, "others": config.others}, lr, trial=trial).value
+        on_epoch = _epoch_reporter(study, trial, config.trials, epochs, label, objective, progress, notice, announced)
+        return setup.train("mask", {"mask": mask, "others": config.others}, lr, trial=trial, on_epoch=on_epoch).value
 
-    _optimize(study, objective_fn, config.trials, progress=progress, label=f"FairTune {space.name} ({space.n_bits} bits)")
+    _optimize(study, objective_fn, config.trials, progress=progress, label=label)
     best = study.best_trial
     mask, lr = space.from_params(best.params)
     return SearchResult(study, space, objective, spec, config, mask, lr, float(best.value), len(setup.data["train"]),
@@ -448,7 +625,7 @@ def tune_lr(spec: ExperimentSpec, usage: str, config: FairTuneConfig, trials: in
     objective = Objective.parse(config.objective, config.direction)
     setup = setup or SearchSetup(spec, objective, subsample=config.subsample, seed=spec.seed)
     name = (config.study_name + f"-lr-{usage}") if config.study_name else study_name_for(spec, config, kind=f"lr-{usage}")
-    study = open_study(name, config, objective.direction)
+    study = open_study(name, config, objective.direction, settings=study_settings(spec, config, kind=f"lr-{usage}"))
     low, high = config.lr_range
 
     def objective_fn(trial: optuna.Trial) -> float:
@@ -527,6 +704,9 @@ def split_group_aucs(run: RunResult, split: str = "train") -> dict[str, float]:
     return out
 
 
-__all__ = ["BASELINES", "Candidate", "FairTuneConfig", "FairTuneResult", "Objective", "ObjectivePerEpoch", "SearchResult",
-           "SearchSetup", "balanced_subsample", "compare_baselines", "fairtune", "open_study", "search", "split_group_aucs",
-           "study_history", "study_name_for", "test_summary", "tune_lr", "whole_set_metric"]
+__all__ = [
+    "BASELINES", "Candidate", "FairTuneConfig", "FairTuneResult", "Objective", "ObjectivePerEpoch", "SearchResult",
+    "SearchSetup", "StudyMismatch", "balanced_subsample", "compare_baselines", "fail_stale_trials", "fairtune",
+    "open_study", "search", "split_group_aucs", "study_history", "study_name_for", "study_settings", "test_summary",
+    "tune_lr", "whole_set_metric",
+]
