@@ -68,6 +68,22 @@ def run_command(
         raise typer.Exit(code=1)
 
 
+@bench_app.command("init")
+def init_command(
+    path: Annotated[Path, typer.Argument(help="Spec file to write (YAML).")] = Path("my_spec.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Write a commented template spec (6 small runs on synthetic data) to edit and run."""
+    from importlib.resources import files
+
+    if path.exists() and not force:
+        fail(f"{path} exists; give another path, or --force to replace it")
+    if path.parent != Path("") and not path.parent.is_dir():
+        fail(f"folder {path.parent} does not exist; create it first or give another path")
+    path.write_text((files("medequity.bench") / "specs" / "template.yaml").read_text())
+    console.print(f"[green]wrote[/] {path} — edit it, then: medequity bench run {path} --out results/mine", soft_wrap=True)
+
+
 @bench_app.command("report")
 def report_command(out: Annotated[Path, typer.Argument(help="Results folder of `medequity bench run`.")]) -> None:
     """Write the HTML report of a benchmark's results folder."""
