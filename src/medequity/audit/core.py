@@ -370,9 +370,12 @@ def audit(
                 if resolved is not None:
                     result = replace(result, threshold=resolved)  # a copy: a precomputed result stays as given
                 results[name] = result
-                groups = encode_groups(features, len(y), missing=missing, require_two=False)
-                adf_values[name] = adf_with_interval(y, np.asarray(pred, dtype=np.int64), groups, n_boot=n_boot, ci=ci,
-                                                     random_state=random_state)
+                if result.adf is not None:  # from the same bootstrap replicates as the other metrics
+                    adf_values[name] = result.adf
+                else:
+                    groups = encode_groups(features, len(y), missing=missing, require_two=False)
+                    adf_values[name] = adf_with_interval(y, np.asarray(pred, dtype=np.int64), groups, n_boot=n_boot,
+                                                         ci=ci, random_state=random_state)
                 done += 1
                 if progress is not None:
                     progress(done, total_steps, f"{task_name} / {name}")

@@ -30,6 +30,7 @@ from medequity.metrics.bootstrap import (
     stratified_counts,
 )
 from medequity.metrics.calibration import ece_bin_index
+from medequity.metrics.causal import adf_from_counts
 from medequity.metrics.contrasts import ContrastFamily, min_p_contrasts
 from medequity.metrics.groups import Groups, encode_groups
 from medequity.metrics.thresholds import Threshold, resolve_threshold
@@ -37,6 +38,7 @@ from medequity.metrics.weighted import SampleSet, get_metric, undefined_message
 
 DEFAULT_METRICS = ("auc", "acc", "tpr", "tnr", "fpr", "fnr", "ppv", "selection_rate", "ece", "bce")
 SCORE_ONLY_METRICS = ("auc", "ece", "bce")
+ADF_KEY = "_adf"  # evaluator output holding ADF per replicate (not a per-group metric)
 CONTRAST_COLUMNS = ["attribute", "metric", "group", "group_value", "pooled_value", "difference", "ci_low", "ci_high",
                     "se", "p_adjusted", "significant"]
 
@@ -73,7 +75,25 @@ class _Evaluator:
         self.metrics = list(metrics)
         self.specs = {name: get_metric(name) for name in self.metrics}
         self.ece_bins, self.n_bins = ece_bins, n_bins
-        self.plans = {name: [self._prepare(name, sl) for sl in self.slices] for name in self.metrics}
+        # Linear metrics (rates, BCE, means, ECE on fixed bins) share one matrix product per group:
+        # one pass over the replicate weights instead of two per metric and sample set, and the
+        # overall and pooled sums are sums of the groups' (plus the excluded samples').
+        self.linear = [m for m in self.metrics
+                       if self.specs[m].finish is not None and not (self.specs[m].binned and ece_bins != "unit")]
+        self.other = [m for m in self.metrics if m not in self.linear]
+        self.parts = self.slices[1 : 1 + self.n_groups] + ([slice(int(group_bounds[-1]), codes.size)] if self.has_excluded else [])
+        # ADF (Fair Diagnosis eq. 24) is a function of each group's (y, ŷ) cell counts: four more
+        # columns of the same product give it for every replicate (no bootstrap of its own).
+        self.with_adf = self.y is not None and self.pred is not None
+        if self.linear or self.with_adf:
+            everyone = self.sample_set(slice(None))
+            blocks = [self.specs[m].prepare(everyone) for m in self.linear]
+            if self.with_adf:
+                y1, p1 = self.y.astype(np.float64), self.pred.astype(np.float64)
+                blocks.append(np.column_stack([(1 - y1) * (1 - p1), (1 - y1) * p1, y1 * (1 - p1), y1 * p1]))
+            self.linear_matrix = np.hstack(blocks)
+            self.linear_bounds = np.cumsum([0] + [block.shape[1] for block in blocks])
+        self.plans = {name: [self._prepare(name, sl) for sl in self.slices] for name in self.other}
 
     def sample_set(self, sl: slice | np.ndarray) -> SampleSet:
         part = lambda a: None if a is None else a[sl]  # noqa: E731
@@ -87,7 +107,20 @@ class _Evaluator:
     def values_for(self, W: np.ndarray) -> dict[str, np.ndarray]:
         """Metric values (b, G+2) for weight rows W: overall, the G groups, then the pool."""
         out = {}
-        for name in self.metrics:
+        if self.linear or self.with_adf:
+            sums = [W[:, sl] @ self.linear_matrix[sl] for sl in self.parts]
+            groups = sums[: self.n_groups]
+            pooled = np.sum(groups, axis=0)
+            overall = pooled + sums[-1] if self.has_excluded else pooled
+            for i, name in enumerate(self.linear):
+                cols = slice(int(self.linear_bounds[i]), int(self.linear_bounds[i + 1]))
+                finish = self.specs[name].finish
+                assert finish is not None
+                out[name] = np.column_stack([finish(part[:, cols]) for part in (overall, *groups, pooled)])
+            if self.with_adf:
+                cells = np.stack([g[:, -4:] for g in groups], axis=1).reshape(W.shape[0], self.n_groups, 2, 2)
+                out[ADF_KEY] = adf_from_counts(cells.transpose(0, 2, 1, 3))[:, None]  # (b, 2 [y], S, 2 [ŷ])
+        for name in self.other:
             spec, plans = self.specs[name], self.plans[name]
             columns = [spec.compute(plan, W[:, sl]) for plan, sl in zip(plans, self.slices)]
             if not self.has_excluded:
@@ -99,7 +132,7 @@ class _Evaluator:
         """Metric values (n_boot, G+2) over stratified bootstrap replicates (see ``values_for``)."""
         work = lambda b, rng: self.values_for(stratified_counts(self.strata_bounds, b, rng))  # noqa: E731
         chunks = map_chunks(work, n_boot, self.codes.size, seed, max_elements=max_elements, n_jobs=n_jobs)
-        return {name: np.concatenate([c[name] for c in chunks]) for name in self.metrics}
+        return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
     def _ece(self, data: SampleSet, member: np.ndarray) -> float:
         """ECE of the samples in ``member``, binned on their own scores (as the point estimate)."""
@@ -161,6 +194,7 @@ class GroupMetricResult:
     extra_settings: dict = field(default_factory=dict)  # e.g. the empty-mask convention of Dice
     pooled: dict[str, float] = field(default_factory=dict)  # metric -> value on every sample with a group
     pooled_replicates: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> (B,)
+    adf: dict | None = None  # ADF I(S;Ŷ|Y) in nats with its percentile CI, when labels and decisions exist
 
     # -- tables -----------------------------------------------------------------------------------
     @property
@@ -389,6 +423,7 @@ def group_metrics(
 
     evaluator = _Evaluator(y, score, pred, values, groups, metrics, ece_bins=ece_bins, n_bins=n_bins, stratify=stratify)
     point_all = {name: v[0] for name, v in evaluator.values_for(np.ones((1, n))).items()}
+    adf_point = point_all.pop(ADF_KEY, None)
     point = {name: v[:-1] for name, v in point_all.items()}
     counts = _counts_table(y, pred, groups, min_group_size)
     messages += _explain_nans(point, metrics, counts, groups.attribute)
@@ -396,7 +431,14 @@ def group_metrics(
     # Independent, reproducible streams for the bootstrap and the permutation test.
     boot_seed, perm_seed = np.random.SeedSequence(random_state).spawn(2)
     stacked_all = evaluator.bootstrap(n_boot, boot_seed, max_elements, n_jobs) if n_boot else {}
+    adf_reps = stacked_all.pop(ADF_KEY, None)
     stacked = {name: v[:, :-1] for name, v in stacked_all.items()}
+    adf = None
+    if adf_point is not None:
+        low = high = np.nan
+        if adf_reps is not None:
+            low, high = (float(v) for v in percentile_interval(adf_reps[:, 0], ci))
+        adf = {"value": float(adf_point[0]), "ci_low": low, "ci_high": high, "base": "e (nats)"}
     perm = evaluator.permutation_gaps(n_permutations, perm_seed, max_elements, n_jobs) if n_permutations else {}
 
     for message in messages:
@@ -417,5 +459,6 @@ def group_metrics(
         warnings=messages,
         n_excluded_missing=groups.n_excluded_missing,
         pooled={name: float(v[-1]) for name, v in point_all.items()},
+        adf=adf,
         pooled_replicates={name: v[:, -1] for name, v in stacked_all.items()},
     )

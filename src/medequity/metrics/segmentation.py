@@ -28,7 +28,7 @@ from medequity.metrics.bootstrap import percentile_interval, permuted_codes
 from medequity.metrics.frame import GroupMetricResult, group_metrics
 from medequity.metrics.groups import encode_groups
 from medequity.metrics.masks import EMPTY_CONVENTIONS, check_labels, check_masks, resolve_classes  # noqa: F401  (public here too)
-from medequity.metrics.weighted import MetricSpec, _compute_mean, _prepare_mean, get_metric, register_metric
+from medequity.metrics.weighted import get_metric, mean_metric, register_metric
 
 
 @dataclass(frozen=True)
@@ -320,10 +320,8 @@ def segmentation_group_metrics(y_pred, y_true, *, sensitive_features, metric: st
 
 # --- fundus cup-to-disc ratio ------------------------------------------------------------------------
 
-register_metric(
-    MetricSpec("cdr_error", "mean |vertical CDR predicted - true|, undefined samples excluded (lower is better)",
-               _prepare_mean, _compute_mean, higher_is_better=False, needs="values", label_conditional=False, requires="any")
-)
+register_metric(mean_metric("cdr_error", "mean |vertical CDR predicted - true|, undefined samples excluded (lower is better)",
+                            higher_is_better=False))
 
 
 def vertical_extent(mask) -> np.ndarray:

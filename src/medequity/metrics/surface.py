@@ -36,20 +36,15 @@ import numpy as np
 from scipy import ndimage
 
 from medequity.metrics.masks import EMPTY_CONVENTIONS, check_masks, resolve_classes
-from medequity.metrics.weighted import MetricSpec, _compute_mean, _prepare_mean, register_metric
+from medequity.metrics.weighted import mean_metric, register_metric
 
 HD_EMPTY_CONVENTIONS = {"nan": np.nan, "zero": 0.0}
 HD_ONE_EMPTY_CONVENTIONS = ("inf", "nan", "diagonal")
 HD_POOLING = ("max_directed", "pooled")
 
-register_metric(
-    MetricSpec("hd95", "mean per-sample HD95 in physical units, undefined samples excluded (lower is better)",
-               _prepare_mean, _compute_mean, higher_is_better=False, needs="values", label_conditional=False, requires="any")
-)
-register_metric(
-    MetricSpec("nsd", "mean per-sample normalised surface Dice at a tolerance, undefined samples excluded",
-               _prepare_mean, _compute_mean, needs="values", label_conditional=False, requires="any")
-)
+register_metric(mean_metric("hd95", "mean per-sample HD95 in physical units, undefined samples excluded (lower is better)",
+                            higher_is_better=False))
+register_metric(mean_metric("nsd", "mean per-sample normalised surface Dice at a tolerance, undefined samples excluded"))
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,11 @@ class MetricSpec:
     # is a property of P(score | y, group)), False shuffles them across all samples.
     label_conditional: bool = True
     requires: str = "both"  # which samples must exist for a defined value: both|pos|neg|pred_pos|pred_neg|any
+    # Linear metrics are a function of weighted column sums: ``prepare`` returns an (m, k) matrix and
+    # the value is ``finish(W @ matrix)``. The engine then computes all of them with one matrix
+    # product per group, and the sums of disjoint sets add (overall = groups + excluded samples).
+    finish: Callable[[np.ndarray], np.ndarray] | None = None
+    binned: bool = False  # ECE: the matrix depends on per-set bins unless the bins are fixed ("unit")
 
 
 METRICS: Registry[MetricSpec] = Registry("metric")
@@ -84,6 +89,16 @@ def undefined_message(metric: str, group, attribute: str) -> str:
     "Bad input": NaN for that group plus a warning that the report shows)."""
     reason = _REQUIREMENT_TEXT.get(get_metric(metric).requires, "its value is undefined")
     return f"{metric} is undefined (NaN) for group {group!r} of {attribute!r}: {reason}"
+
+
+def linear_metric(name: str, description: str, prepare: Callable[[SampleSet], np.ndarray],
+                  finish: Callable[[np.ndarray], np.ndarray], **kwargs) -> MetricSpec:
+    """A :class:`MetricSpec` whose value is ``finish(W @ prepare(data))``."""
+    return MetricSpec(name, description, prepare, lambda matrix, W: finish(W @ matrix), finish=finish, **kwargs)
+
+
+def _ratio_of_sums(sums: np.ndarray) -> np.ndarray:
+    return _safe_divide(sums[:, 0], sums[:, 1])
 
 
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -160,16 +175,12 @@ register_metric(
 
 
 def _confusion_rate(numerator_cell: Callable, denominator_cell: Callable):
-    def prepare(data: SampleSet):
+    def prepare(data: SampleSet) -> np.ndarray:
         y = data.require("y").astype(bool)
         pred = data.require("pred").astype(bool)
-        return (numerator_cell(y, pred).astype(np.float64), denominator_cell(y, pred).astype(np.float64))
+        return np.column_stack([numerator_cell(y, pred), denominator_cell(y, pred)]).astype(np.float64)
 
-    def compute(plan, W: np.ndarray) -> np.ndarray:
-        numerator, denominator = plan
-        return _safe_divide(W @ numerator, W @ denominator)
-
-    return prepare, compute
+    return prepare
 
 
 _RATES = {
@@ -185,10 +196,8 @@ _RATES = {
 }
 
 for _name, (_desc, _num, _den, _hib, _cond, _req) in _RATES.items():
-    _prep, _comp = _confusion_rate(_num, _den)
-    register_metric(
-        MetricSpec(_name, _desc, _prep, _comp, higher_is_better=_hib, needs="pred", label_conditional=_cond, requires=_req)
-    )
+    register_metric(linear_metric(_name, _desc, _confusion_rate(_num, _den), _ratio_of_sums, higher_is_better=_hib,
+                                  needs="pred", label_conditional=_cond, requires=_req))
 
 
 # --- calibration and loss ----------------------------------------------------------------------
@@ -203,16 +212,13 @@ def binary_cross_entropy_terms(y: np.ndarray, score: np.ndarray) -> np.ndarray:
 
 
 def _prepare_bce(data: SampleSet) -> np.ndarray:
-    return binary_cross_entropy_terms(data.require("y"), data.require("score"))
-
-
-def _compute_bce(losses: np.ndarray, W: np.ndarray) -> np.ndarray:
-    return _safe_divide(W @ losses, W.sum(axis=1))
+    losses = binary_cross_entropy_terms(data.require("y"), data.require("score"))
+    return np.column_stack([losses, np.ones_like(losses)])
 
 
 register_metric(
-    MetricSpec("bce", "binary cross-entropy (log clamped at -100, as torch BCELoss)", _prepare_bce, _compute_bce,
-               higher_is_better=False, label_conditional=False, requires="any")
+    linear_metric("bce", "binary cross-entropy (log clamped at -100, as torch BCELoss)", _prepare_bce, _ratio_of_sums,
+                  higher_is_better=False, label_conditional=False, requires="any")
 )
 
 
@@ -224,31 +230,31 @@ def _prepare_ece(data: SampleSet) -> np.ndarray:
     return np.hstack([onehot * score[:, None], onehot * y[:, None], onehot])
 
 
-def _compute_ece(table: np.ndarray, W: np.ndarray) -> np.ndarray:
-    sums = W @ table
-    k = table.shape[1] // 3
+def _finish_ece(sums: np.ndarray) -> np.ndarray:
+    k = sums.shape[1] // 3
     score_sum, pos_sum, count = sums[:, :k], sums[:, k : 2 * k], sums[:, 2 * k :]
     return _safe_divide(np.abs(score_sum - pos_sum).sum(axis=1), count.sum(axis=1))
 
 
 register_metric(
-    MetricSpec("ece", "expected calibration error (sample-weighted over non-empty bins)", _prepare_ece, _compute_ece,
-               higher_is_better=False, label_conditional=False, requires="any")
+    linear_metric("ece", "expected calibration error (sample-weighted over non-empty bins)", _prepare_ece, _finish_ece,
+                  higher_is_better=False, label_conditional=False, requires="any", binned=True)
 )
 
 
 # --- means of per-sample values (segmentation Dice/IoU) ------------------------------------------
 
 
-def _prepare_mean(data: SampleSet):
+def mean_metric(name: str, description: str, *, higher_is_better: bool = True) -> MetricSpec:
+    """The mean of per-sample values (Dice, HD95, ...), undefined (NaN) samples excluded."""
+    return linear_metric(name, description, _prepare_mean, _ratio_of_sums, higher_is_better=higher_is_better,
+                         needs="values", label_conditional=False, requires="any")
+
+
+def _prepare_mean(data: SampleSet) -> np.ndarray:
     values = np.asarray(data.values, dtype=np.float64)
     defined = np.isfinite(values)
-    return np.where(defined, values, 0.0), defined.astype(np.float64)
-
-
-def _compute_mean(plan, W: np.ndarray) -> np.ndarray:
-    values, defined = plan
-    return _safe_divide(W @ values, W @ defined)
+    return np.column_stack([np.where(defined, values, 0.0), defined.astype(np.float64)])
 
 
 for _name, _desc in {
@@ -256,9 +262,7 @@ for _name, _desc in {
     "dice": "mean per-sample Dice (foreground classes), undefined samples excluded",
     "iou": "mean per-sample IoU (foreground classes), undefined samples excluded",
 }.items():
-    register_metric(
-        MetricSpec(_name, _desc, _prepare_mean, _compute_mean, needs="values", label_conditional=False, requires="any")
-    )
+    register_metric(mean_metric(_name, _desc))
 
 
 def evaluate(name: str, data: SampleSet, W: np.ndarray | None = None) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,9 +12,8 @@ from medequity.data.base import MedicalDataset
 from medequity.data.transforms import build_transform
 from medequity.experiment.spec import ExperimentSpec
 from medequity.experiment.tasks.base import SUMMARY_COLUMNS, TASKS, Task, tidy_results
-from medequity.metrics import GroupMetricResult, GroupMetricWarning, group_metrics
-from medequity.metrics.causal import ADF_SUMMARY, adf_with_interval
-from medequity.metrics.groups import encode_groups
+from medequity.metrics import GroupMetricResult, group_metrics
+from medequity.metrics.causal import ADF_SUMMARY
 from medequity.metrics.thresholds import resolve_threshold
 from medequity.models import Backbone, create_backbone
 from medequity.training.data import SplitData, make_split_data
@@ -65,7 +63,7 @@ class Classification(Task):
                  seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, GroupMetricResult]]:
         results = evaluate_predictions(test, attributes, n_boot=n_boot, n_permutations=n_permutations, seed=seed)
         metrics, summaries = tidy_results(results)
-        summaries = pd.concat([summaries, adf_summaries(test, list(results), n_boot=n_boot, seed=seed)], ignore_index=True)
+        summaries = pd.concat([summaries, adf_summaries(results)], ignore_index=True)
         return metrics, summaries, results
 
 
@@ -83,17 +81,14 @@ def evaluate_predictions(test: pd.DataFrame, attributes, *, n_boot: int, n_permu
             for attribute in attributes}
 
 
-def adf_summaries(test: pd.DataFrame, attributes, *, n_boot: int, seed: int) -> pd.DataFrame:
+def adf_summaries(results: dict[str, GroupMetricResult]) -> pd.DataFrame:
     """ADF = I(S;Ŷ|Y) of the test decisions per attribute, with its bootstrap CI, as summary rows
     (metric ``adf``): Fair Diagnosis' causal fairness, reported for every run so benchmarks can
-    compare methods on it (the audit report computes the same)."""
+    compare methods on it. :func:`group_metrics` computes it from the same replicates as the other
+    metrics (the audit report reads the same values)."""
     rows = []
-    y, pred = test["label"].to_numpy(), test["pred"].to_numpy(dtype=np.int64)
-    for attribute in attributes:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", GroupMetricWarning)  # group_metrics has already said it
-            groups = encode_groups(test[GROUP_PREFIX + attribute].rename(attribute), len(test), require_two=False)
-        adf = adf_with_interval(y, pred, groups, n_boot=n_boot, random_state=seed)
+    for attribute, result in results.items():
+        adf = result.adf or {"value": np.nan, "ci_low": np.nan, "ci_high": np.nan}
         rows.append({"attribute": attribute, "metric": "adf", "summary": ADF_SUMMARY, "value": adf["value"],
-                     "ci_low": adf["ci_low"], "ci_high": adf["ci_high"], "p_value": np.nan})
+                     "ci_low": adf["ci_low"], "ci_high": adf["ci_high"], "p_value": np.nan, "p_permutation": np.nan})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
