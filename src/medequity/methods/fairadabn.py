@@ -18,7 +18,8 @@ with p̄_s the mean predicted probability in group s of the batch. The authors' 
 probabilities so the term trains the network (the paper presents it as a loss term). For two
 groups L_SP is the authors' sum of squared differences over classes; with more groups we sum over
 pairs. The task term: the authors' code adds the groups' mean losses (loss_0 + loss_1); we average
-them (a constant factor, equivalent to a learning-rate change). α = 1 as in the authors' code
+them (a constant factor, equivalent to a learning-rate change). Samples of unknown group form one more
+"group" in that mean (and take no part in L_SP). α = 1 as in the authors' code
 (the term is added unweighted); we do not recall a tuned value in the paper.
 
 Needs BatchNorm layers in a trainable backbone (fine-tuning, e.g. ``small_cnn`` or a ResNet); a

@@ -25,7 +25,8 @@ take no part in L_Adv.
 
 The game is played by alternating steps on each mini-batch (a real min–max, unlike gradient
 reversal on one loss): (1) f and g descend α·L_C + γ·L_Adv with h fixed; (2) h ascends L_Adv on
-the detached representation, ``adversary_steps`` times (MEDFAIR's ``aud_steps``). Each side has its
+the detached representation of step (1)'s forward pass (computed before f's update, saving a
+second forward), ``adversary_steps`` times (MEDFAIR's ``aud_steps``). Each side has its
 own optimiser (the configured one; ``adversary`` in the history is h's).
 
 Defaults are MEDFAIR's (``class_coeff`` α = 1, ``fair_coeff`` γ = 1, ``aud_steps`` 1, adversary
