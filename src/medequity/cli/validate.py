@@ -180,10 +180,10 @@ def segmentation_command(
     try:
         result = validate_segmentation(preset, methods=methods, size=size, n=n, epochs=epochs, seeds=seed or None,
                                        lrs=lr or None, min_gain=min_gain,
-                                       progress=lambda line: console.print(line, highlight=False, markup=False))
+                                       progress=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
     except (KeyError, ValueError) as error:
         fail(str(error))
     console.print("effects against ERM (95% paired-bootstrap CIs over test samples):", highlight=False)
     for line in effects_lines(result):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     _report([("segmentation", result)], out)

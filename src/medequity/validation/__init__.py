@@ -11,6 +11,7 @@ the test suite runs; ``size="full"`` the benchmark (minutes on a CPU). From the 
     medequity validate fairdi            # FairDi §4.4: student vs step 0 and teachers
     medequity validate fairtune          # FairTune Fig. 1 and the mask search vs full FT
     medequity validate fair-diagnosis    # Fair Diagnosis: direct vs indirect path
+    medequity validate segmentation      # segmentation mitigation vs ERM (:mod:`.segmentation`)
 
 Names are imported on first use, so ``medequity --help`` does not pay for torch.
 """
