@@ -88,7 +88,7 @@ class _Evaluator:
         if self.linear or self.with_adf:
             everyone = self.sample_set(slice(None))
             blocks = [self.specs[m].prepare(everyone) for m in self.linear]
-            if self.with_adf:
+            if self.y is not None and self.pred is not None:  # with_adf
                 y1, p1 = self.y.astype(np.float64), self.pred.astype(np.float64)
                 blocks.append(np.column_stack([(1 - y1) * (1 - p1), (1 - y1) * p1, y1 * (1 - p1), y1 * p1]))
             self.linear_matrix = np.hstack(blocks)

@@ -1,0 +1,91 @@
+"""Speed and memory of ``medequity audit`` with its defaults, against an earlier revision, in one run.
+
+The audited table is CXR-like: a binary label and score, sex, age (4 bins) and race (5 groups, one
+with a real AUC deficit), audited with every default metric, 1,000 bootstrap replicates, the
+contrast tests and ADF for the three attributes and the sex × race intersection. Each audit runs in
+its own process (wall time and peak RSS measured there); the baseline runs the code of
+``--baseline`` (a git revision, default: the revision before the speed work) extracted into a
+temporary folder, on the same table.
+
+    .venv/bin/python benchmarks/audit_speed.py                         # 50,000 rows, both
+    .venv/bin/python benchmarks/audit_speed.py --rows 1000000 --no-baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = "caad7a8"  # main before the gap-test and engine work of issue 14
+
+CHILD = r"""
+import json, resource, sys, time
+import pandas as pd
+from medequity.audit import audit
+frame = pd.read_parquet(sys.argv[1])
+start = time.perf_counter()
+report = audit(frame, label="label", score="score", attributes=["sex", "age", "race"],
+               intersections=[("sex", "race")])
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "tasks": len(report.tasks)}))
+"""
+
+
+def make_table(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    race = rng.choice(["White", "Black", "Asian", "Other", "Hispanic"], n, p=[0.6, 0.15, 0.12, 0.08, 0.05])
+    y = rng.binomial(1, 0.3, n)
+    strength = np.where(race == "Black", 1.0, 1.8)
+    score = 1 / (1 + np.exp(-(rng.normal(size=n) + strength * y - 0.9)))
+    age = pd.cut(rng.integers(18, 95, n), [0, 40, 60, 80, 200], right=False, labels=["<40", "40-<60", "60-<80", ">=80"])
+    return pd.DataFrame({"label": y, "score": score, "sex": rng.choice(["F", "M"], n), "age": age.astype(str),
+                         "race": race})
+
+
+def run(src: Path, table: Path) -> dict:
+    env = {"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", CHILD, str(table)], capture_output=True, text=True, env=env, check=False)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def extract(revision: str, into: Path) -> Path:
+    archive = into / "baseline.tar"
+    subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", "-o", str(archive), revision, "src"], check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--baseline", default=BASELINE, help="git revision to compare with")
+    parser.add_argument("--no-baseline", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        table = folder / "predictions.parquet"
+        make_table(args.rows).to_parquet(table)
+        current = run(REPO / "src", table)
+        print(f"{args.rows} rows, 3 attributes + sex & race, default settings")
+        print(f"  this revision : {current['seconds']:7.1f} s, peak {current['peak_mb']:6.0f} MB")
+        if not args.no_baseline:
+            old = run(extract(args.baseline, folder), table)
+            print(f"  {args.baseline:<14}: {old['seconds']:7.1f} s, peak {old['peak_mb']:6.0f} MB")
+            print(f"  speed-up {old['seconds'] / current['seconds']:.1f}x, memory ratio {old['peak_mb'] / current['peak_mb']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
