@@ -241,3 +241,38 @@ def test_center_prompts_on_generated_masks():
                 for m, s in zip(ds.masks, ds.table["sample_id"])]
     # The rim is a ring around the cup: its box centre lands in the cup, never on the rim.
     assert inside_rate(rim) < 0.05 and inside_rate(interior) == 1.0
+
+
+# --- the audit's verdicts: no knob, every group's interval covers 0; a knob, the affected group flagged ----
+
+
+def _contrasts(values, ds, attribute):
+    import warnings
+
+    from medequity.metrics import GroupMetricWarning
+    from medequity.metrics.segmentation import segmentation_group_metrics_from_values
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GroupMetricWarning)
+        result = segmentation_group_metrics_from_values(values, sensitive_features=ds.table[f"group:{attribute}"],
+                                                        n_boot=400, random_state=0)
+    return result, result.contrasts().set_index("group")
+
+
+@pytest.mark.parametrize("preset,attribute", [("seg-derm-unbiased", "skin_tone"), ("seg-fundus-rimcup", "race")])
+def test_without_a_knob_every_group_vs_all_interval_covers_zero(preset, attribute):
+    ds = data(preset)
+    result, table = _contrasts(segmenter_dice(preset), ds, attribute)
+    assert (table.ci_low < 0).all() and (table.ci_high > 0).all(), table
+    assert not table.significant.any()
+    delta = result.fairness_table().set_index("summary").loc["delta"]
+    assert delta.p_value >= 0.05  # the omnibus test agrees with the intervals
+
+
+@pytest.mark.parametrize("preset,attribute,affected", [("seg-derm-contrast", "skin_tone", "IV-VI"),
+                                                       ("seg-derm-annotation", "skin_tone", "IV-VI")])
+def test_a_knob_makes_the_affected_group_significantly_worse_than_all(preset, attribute, affected):
+    ds = data(preset)
+    result, table = _contrasts(segmenter_dice(preset), ds, attribute)
+    assert table.loc[affected].significant and table.loc[affected].ci_high < 0
+    assert result.fairness_table().set_index("summary").loc["delta"].p_value < 0.05
