@@ -204,3 +204,31 @@ def test_the_rate_of_center_prompts_inside_the_mask_is_reported_per_group(tmp_pa
     # the rim is a ring: the centre of its box lands in the cup, the cup's centre inside the cup
     by_class = test.groupby("class").prompt_inside.mean()
     assert by_class[1] < 0.2 and by_class[2] == 1.0
+
+
+def test_a_native_3d_model_larger_than_its_window_is_segmented_around_its_points(tmp_path):
+    """A volume larger than VISTA3D's roi goes through MONAI's point-based window inferer: windows of
+    roi_size centred on the prompt points; voxels no window covers are background."""
+    pytest.importorskip("monai")
+    from medequity.data.prompts import make_prompts
+
+    torch.manual_seed(0)
+    spec = seg_spec(tmp_path, dataset_options={"preset": "seg-organ-3d", "n": 40, "image_size": 48}, attribute="sex",
+                    eval_attributes=["sex"], model="vista3d", model_options=TINY_VISTA,
+                    usage_params={"prompt": "center", "center_mode": "interior"}, n_boot=5)
+    result = run(spec)
+    scored = result.predictions[~result.predictions.skipped]
+    assert len(scored) and (scored.window == "point_windows").all()
+    assert np.isfinite(scored.dice).all() and scored.dice.between(0, 1).all()
+    item = result.data["test"].items[0]
+    cls = int(scored[scored.sample_id == item["sample_id"]]["class"].iloc[0])
+    pred, info = result.model._native_volume(item["image"], item["mask"], cls, item["sample_id"], spec.seed, "center", {})
+    assert info["window"] == "point_windows" and pred.shape == item["mask"].shape
+    point = make_prompts(item["mask"], "center", seed=spec.seed, sample_id=item["sample_id"], classes=[cls],
+                         mode="interior")[cls].points[0]
+    zyx = np.asarray(point)[::-1]  # (x, y, z) -> the volume's (D, H, W) indices
+    covered = np.zeros(pred.shape, dtype=bool)
+    roi = TINY_VISTA["roi_size"]
+    lo = [max(0, int(c) - roi) for c in zyx]
+    covered[lo[0]: int(zyx[0]) + roi + 1, lo[1]: int(zyx[1]) + roi + 1, lo[2]: int(zyx[2]) + roi + 1] = True
+    assert not pred[~covered].any()  # nothing is predicted where no window around the point reached
