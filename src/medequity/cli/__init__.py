@@ -91,7 +91,9 @@ def audit_command(
         help="Decision threshold: a number, 'best_f1' or 'youden' (default 0.5; 0 for real-valued scores).")] = None,
     validation: Annotated[Path | None, typer.Option(help="Validation predictions: threshold rules are fitted there (honest).")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for CIs (0 = none).")] = 1000,
-    n_permutations: Annotated[int, typer.Option(help="Permutations for the gap = 0 test (0 = none).")] = 1000,
+    n_permutations: Annotated[int, typer.Option(
+        help="Also a permutation test of max - min = 0 with this many permutations (0 = none; the gap's "
+        "p-value is the bootstrap min-P test of each group vs all samples either way).")] = 0,
     ci: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
     min_group_size: Annotated[int, typer.Option(help="Groups with fewer samples, positives or negatives are flagged.")] = 30,
     missing: Annotated[str, typer.Option(help="Missing attribute values: 'drop' (counted) or 'category'.")] = "drop",
@@ -310,7 +312,7 @@ def train_command(
         dataset=dataset, root=root, option=option, model=model, model_option=model_option, checkpoint=checkpoint,
         attribute=attribute, usage=usage, method=method, method_params=parse_options(param), seed=seed,
         train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "selection": selection},
-        n_boot=n_boot, n_permutations=n_boot, cache_dir=str(cache_dir) if cache_dir else None,
+        n_boot=n_boot, n_permutations=0, cache_dir=str(cache_dir) if cache_dir else None,
     )
     try:
         validate_spec(spec)  # every setting, before any data is loaded or pre-trained
