@@ -9,6 +9,7 @@ import pytest
 
 from medequity.audit import audit
 from medequity.data import GROUP_PREFIX
+from medequity.metrics.thresholds import Threshold
 
 
 def _run(tmp_path, method="erm", **spec):
@@ -36,7 +37,8 @@ def _direct_audit(result, n_boot):
     attributes = [c.removeprefix(GROUP_PREFIX) for c in result.predictions.columns if c.startswith(GROUP_PREFIX)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return audit(test, label="label", score="score", attributes=attributes, threshold=result.threshold["value"],
+        # the run's own threshold with its rule and record (best_f1 on validation: score >= t)
+        return audit(test, label="label", score="score", attributes=attributes, threshold=Threshold.from_dict(result.threshold),
                      n_boot=n_boot, n_permutations=result.spec.n_permutations, random_state=result.spec.seed)
 
 

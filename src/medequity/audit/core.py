@@ -24,7 +24,7 @@ from medequity.metrics import DEFAULT_METRICS, METRICS, GroupMetricResult, Group
 from medequity.metrics._validation import warn_group
 from medequity.metrics.causal import ADF_SUMMARY, adf_with_interval
 from medequity.metrics.groups import encode_groups, intersection_name
-from medequity.metrics.thresholds import resolve_threshold
+from medequity.metrics.thresholds import Threshold, resolve_threshold
 from medequity.provenance import provenance
 from medequity.report.findings import attribute_findings, findings_frame, overview
 from medequity.utils.io import atomic_directory
@@ -505,9 +505,12 @@ def _flag_small_classes(result: GroupMetricResult, min_group_size: int) -> tuple
 
 def _parse_threshold(threshold, score_type: str = "probability"):
     """A number (finite; in [0, 1] for probabilities: a fitted rule may land on 0 or 1), ``"best_f1"``
-    or ``"youden"``; None → the default."""
+    or ``"youden"``, or a recorded :class:`Threshold` (a run's own, applied with its own rule and
+    record); None → the default."""
     if threshold is None:
         return 0.0 if score_type == "real" else 0.5
+    if isinstance(threshold, Threshold):
+        return threshold
     value = threshold
     if isinstance(threshold, str):
         try:

@@ -14,7 +14,7 @@ import numpy as np
 from medequity.audit import audit
 from medequity.data import GROUP_PREFIX
 from medequity.experiment.spec import RunResult
-from medequity.metrics.thresholds import resolve_threshold
+from medequity.metrics.thresholds import Threshold
 from medequity.provenance import provenance
 from medequity.training.trainer import save_checkpoint
 from medequity.utils.io import atomic_write_bytes, atomic_write_text
@@ -67,11 +67,12 @@ def save_classification_report(result: RunResult, out: Path, *, n_boot: int | No
     # post-processing method (ThresholdOptimizer, reject option), its per-group decisions. Either
     # way they are what run_experiment evaluated, so its results serve (no second bootstrap)
     # unless a different n_boot is asked for.
-    thresholded = resolve_threshold(result.threshold["value"]).predict(test["score"].to_numpy())
+    threshold = Threshold.from_dict(result.threshold)  # its own rule (>= for fitted, > for fixed) and record
+    thresholded = threshold.predict(test["score"].to_numpy())
     post_processed = not np.array_equal(test["pred"].to_numpy(), thresholded)
     reuse = n_boot == result.spec.n_boot
     report = audit(test, label="label", score="score", prediction="pred" if post_processed else None,
-                   attributes=[c[len(GROUP_PREFIX):] for c in attributes], threshold=result.threshold["value"], n_boot=n_boot,
+                   attributes=[c[len(GROUP_PREFIX):] for c in attributes], threshold=threshold, n_boot=n_boot,
                    n_permutations=result.spec.n_permutations, random_state=result.spec.seed,
                    precomputed=result.group_results if reuse else None)
     report.settings["source"] = (f"test predictions of {result.spec.method} ({result.spec.usage}, {result.spec.model}) "
