@@ -138,7 +138,8 @@ def test_readme_block_runs(block, tmp_path, capsys):
         if _entry(EXCLUDED, command):
             continue
         run = shrunk(command)
-        done = subprocess.run(["bash", "-c", run], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(["bash", "-c", run], cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8",
+                              errors="replace", timeout=900)
         output = done.stdout + done.stderr
         assert done.returncode == 0, f"README command failed ({done.returncode}): {run}\n{output[-4000:]}"
         assert "Traceback" not in output, f"{run}\n{output[-4000:]}"

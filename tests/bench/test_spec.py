@@ -16,7 +16,7 @@ def grid_spec(tiny_spec):
     tiny_spec.update({
         "usages": ["lp", "ft"],
         "methods": ["erm", {"name": "groupdro", "params": {"adjustment": 0.5}, "grid": {"step_size": [0.01, 0.1, 1.0]}},
-                    {"name": "resampling", "grid": {"unknown": ["natural", "drop"]}}],
+                    {"name": "resampling", "grid": {"missing_attribute": ["natural", "drop"]}}],
         "attributes": ["sex", "age"],
         "seeds": [0, 1],
         "train": {"epochs": 2, "lr": 0.001},
@@ -51,7 +51,7 @@ def test_unequal_tuning_budget_is_warned_and_equal_budget_is_not(tiny_spec):
     assert len(unequal.warnings) == 1
     assert "erm: 1" in unequal.warnings[0] and "groupdro: 3" in unequal.warnings[0] and "resampling: 2" in unequal.warnings[0]
     tiny_spec["methods"] = [{"name": "groupdro", "grid": {"step_size": [0.01, 0.1]}},
-                            {"name": "resampling", "grid": {"unknown": ["natural", "drop"]}}]
+                            {"name": "resampling", "grid": {"missing_attribute": ["natural", "drop"]}}]
     assert load_spec(tiny_spec).warnings == []
 
 

@@ -15,7 +15,7 @@ from medequity.bench.effects import aggregate_effects, paired_effects, verdict
 from medequity.bench.report import best_values, build_bench_context, interval_label
 from medequity.bench.spec import hparams_key
 from medequity.bench.store import ResultsStore, frame_to_parquet, leaderboard, load_results
-from medequity.report.bench_plots import group_auc_figure, pareto_figure
+from medequity.report.bench_plots import _short, group_auc_figure, pareto_figure
 
 # -- stars ---------------------------------------------------------------------------------------------
 COLUMNS = [{"name": "auc", "higher": True}, {"name": "worst_group_auc", "higher": True},
@@ -187,7 +187,7 @@ def test_pareto_labels_do_not_collide():
     ax = fig.axes[0]
     renderer = fig.canvas.get_renderer()
     texts = [t for t in ax.texts if t.get_text()]
-    assert sorted(t.get_text() for t in texts) == sorted(methods)
+    assert sorted(t.get_text() for t in texts) == sorted(_short(m, 18) for m in methods)  # long names end in "…"
     boxes = [t.get_window_extent(renderer) for t in texts]
     assert not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     axes_box = ax.get_window_extent(renderer)

@@ -209,7 +209,7 @@ def place_labels(ax, labels: Sequence[tuple[float, float, str]], *, fontsize: fl
     """Annotate points without overlaps (a greedy, adjustText-like placement on the drawn figure).
 
     ``labels``: ``(x, y, text)`` in data coordinates. Each label takes the first slot around its
-    point (:data:`_LABEL_SLOTS`, then the same directions 2× and 3× as far, with a thin leader line)
+    point (:data:`_LABEL_SLOTS`, then the same directions 2× to 5× as far, with a thin leader line)
     whose text box stays inside the axes and overlaps neither a label placed before nor any
     point's marker (a square of ``marker_radius`` points); when every slot collides, the one with
     the least overlapping area. Call it after the layout is final (the figure is drawn once here):
@@ -225,20 +225,23 @@ def place_labels(ax, labels: Sequence[tuple[float, float, str]], *, fontsize: fl
     markers = [Bbox.from_extents(px - radius, py - radius, px + radius, py + radius) for px, py in anchors]
     placed: list[Bbox] = []
     annotations = []
-    for (x, y, text), anchor in zip(labels, anchors):
+    # Longest labels first: they have the fewest free slots in a crowded corner.
+    order = sorted(range(len(labels)), key=lambda i: -len(labels[i][2]))
+    for (x, y, text), anchor in ((labels[i], anchors[i]) for i in order):
         best, best_cost = None, np.inf
-        for ring in (1, 2, 3):
+        for ring in (1, 2, 3, 4, 5):
             for dx, dy, ha, va in _LABEL_SLOTS:
                 arrow = {"arrowstyle": "-", "color": "#999999", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 3}
                 note = ax.annotate(text, (x, y), xytext=(dx * ring, dy * ring), textcoords="offset points", ha=ha, va=va,
                                    fontsize=fontsize, color="#222222", zorder=4, annotation_clip=False,
                                    arrowprops=arrow if ring > 1 else None)
                 note.set_in_layout(False)
-                box = note.get_window_extent(renderer)
-                cost = sum(_overlap(box, other) for other in placed)
+                box = note.get_window_extent(renderer).padded(2.5)  # a margin: final extents shift by a pixel or two
+                # covering another label is worse than touching a marker (the marker stays readable)
+                cost = 10 * sum(_overlap(box, other) for other in placed)
                 cost += sum(_overlap(box, m) for m, a in zip(markers, anchors) if not np.allclose(a, anchor))
                 outside = box.width * box.height - _overlap(box, axes_box)
-                cost += 4 * outside  # leaving the axes is worse than touching a marker
+                cost += 50 * outside  # leaving the axes is much worse than touching a marker
                 if cost < best_cost:
                     if best is not None:
                         best.remove()
