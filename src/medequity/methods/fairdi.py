@@ -278,6 +278,26 @@ def _freeze(module: nn.Module) -> None:
 # --- the method ---------------------------------------------------------------------------------------
 
 
+def check_distillation_params(p: dict) -> None:
+    """The FairDi parameters shared by classification and segmentation: the FIS mixing weights and λ
+    in [0, 1], τ > 0, a known KD form and unknown-group rule, stage epochs (and lrs, where given)."""
+    for key in ("step0_c", "teacher_c", "student_c", "lam"):
+        if not 0.0 <= float(p[key]) <= 1.0:
+            raise ValueError(f"{key} must be in [0, 1]; got {p[key]!r}")
+    if not float(p["tau"]) > 0:
+        raise ValueError(f"tau must be > 0; got {p['tau']!r}")
+    if p["kd_form"] not in KD_FORMS:
+        raise ValueError(f"kd_form must be one of {KD_FORMS}; got {p['kd_form']!r}")
+    if p["unknown_group"] not in UNKNOWN_GROUP:
+        raise ValueError(f"unknown_group must be one of {UNKNOWN_GROUP}; got {p['unknown_group']!r}")
+    for stage in STAGES:
+        epochs, lr = p.get(f"{stage}_epochs"), p.get(f"{stage}_lr")
+        if epochs is not None and (not isinstance(epochs, int) or epochs < 0):
+            raise ValueError(f"{stage}_epochs must be None or an integer >= 0; got {epochs!r}")
+        if lr is not None and not float(lr) > 0:
+            raise ValueError(f"{stage}_lr must be None or > 0; got {lr!r}")
+
+
 @register_method
 class FairDi(Method):
     """Fair Distillation: FIS+CutMix backbone, per-group teachers, one distilled student (eqs. 1–3)."""
@@ -303,20 +323,7 @@ class FairDi(Method):
 
     def __init__(self, **params):
         super().__init__(**params)
-        p = self.params
-        for key in ("step0_c", "teacher_c", "student_c", "lam"):
-            if not 0.0 <= float(p[key]) <= 1.0:
-                raise ValueError(f"{key} must be in [0, 1]; got {p[key]!r}")
-        if not float(p["tau"]) > 0:
-            raise ValueError(f"tau must be > 0; got {p['tau']!r}")
-        if p["kd_form"] not in KD_FORMS:
-            raise ValueError(f"kd_form must be one of {KD_FORMS}; got {p['kd_form']!r}")
-        if p["unknown_group"] not in UNKNOWN_GROUP:
-            raise ValueError(f"unknown_group must be one of {UNKNOWN_GROUP}; got {p['unknown_group']!r}")
-        for stage in STAGES:
-            epochs = p[f"{stage}_epochs"]
-            if epochs is not None and (not isinstance(epochs, int) or epochs < 0):
-                raise ValueError(f"{stage}_epochs must be None or an integer >= 0; got {epochs!r}")
+        check_distillation_params(self.params)
         self.group_names: tuple[str, ...] = ()
 
     # --- configuration --------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ from torch import nn
 
 from medequity.methods._segmentation import DecoderOnFeatures, decoder_path, feature_split, is_segmentation
 from medequity.methods.base import Method, create_method, register_method
-from medequity.methods.fairdi import KD_FORMS, UNKNOWN_GROUP
+from medequity.methods.fairdi import KD_FORMS, UNKNOWN_GROUP, check_distillation_params
 from medequity.methods.fis import fis_weights
 
 if TYPE_CHECKING:
@@ -154,22 +154,7 @@ class FairDiSegmentation(Method):
 
     def __init__(self, **params):
         super().__init__(**params)
-        p = self.params
-        for key in ("step0_c", "teacher_c", "student_c", "lam"):
-            if not 0.0 <= float(p[key]) <= 1.0:
-                raise ValueError(f"{key} must be in [0, 1]; got {p[key]!r}")
-        if not float(p["tau"]) > 0:
-            raise ValueError(f"tau must be > 0; got {p['tau']!r}")
-        if p["kd_form"] not in KD_FORMS:
-            raise ValueError(f"kd_form must be one of {KD_FORMS}; got {p['kd_form']!r}")
-        if p["unknown_group"] not in UNKNOWN_GROUP:
-            raise ValueError(f"unknown_group must be one of {UNKNOWN_GROUP}; got {p['unknown_group']!r}")
-        for stage in STAGES:
-            epochs, lr = p[f"{stage}_epochs"], p[f"{stage}_lr"]
-            if epochs is not None and (not isinstance(epochs, int) or epochs < 0):
-                raise ValueError(f"{stage}_epochs must be None or an integer >= 0; got {epochs!r}")
-            if lr is not None and not float(lr) > 0:
-                raise ValueError(f"{stage}_lr must be None or > 0; got {lr!r}")
+        check_distillation_params(self.params)
         self.group_names: tuple[str, ...] = ()
 
     def stage_config(self, config: TrainConfig, stage: str) -> TrainConfig:
