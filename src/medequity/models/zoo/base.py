@@ -132,6 +132,20 @@ def freeze_text_tower(module: nn.Module, is_image_parameter: Callable[[str], boo
         param.requires_grad_(is_image_parameter(name))
 
 
+def attach_tokenizer(module: nn.Module, tokenizer: str | Path | None, context: int) -> Callable[[str | Path], None]:
+    """Give a text model its tokenizer: from ``tokenizer`` (a folder) now, else from the checkpoint's
+    folder once the weights load (the returned ``on_load``)."""
+    folder = tokenizer_folder(tokenizer, None)
+    module.tokenizer = HFTokenizer(folder, context) if folder is not None else None
+
+    def find_tokenizer(path: str | Path) -> None:
+        found = tokenizer_folder(tokenizer, path)
+        if module.tokenizer is None and found is not None:
+            module.tokenizer = HFTokenizer(found, context)
+
+    return find_tokenizer
+
+
 def zoo_backbone(entry: ZooEntry, module: nn.Module, *, load_into: nn.Module | None = None,
                  module_groups: Callable[[], dict[str, list[str]]] | None = None,
                  on_load: Callable[[str | Path], None] | None = None, config: dict[str, Any] | None = None) -> Backbone:

@@ -24,12 +24,11 @@ from torch import nn
 from medequity.models.registry import Backbone
 from medequity.models.zoo.base import (
     OPENAI_CLIP,
-    HFTokenizer,
     ZooEntry,
+    attach_tokenizer,
     freeze_text_tower,
     merge,
     register_zoo,
-    tokenizer_folder,
     zoo_backbone,
 )
 
@@ -96,13 +95,7 @@ def biomedclip(*, arch: dict[str, Any] | None = None, tokenizer: str | Path | No
     module = BiomedCLIPModule(config)
     freeze_text_tower(module, module.is_image_parameter)
     context = int(config["text_cfg"]["context_length"])
-    folder = tokenizer_folder(tokenizer, None)
-    module.tokenizer = HFTokenizer(folder, context) if folder is not None else None
-
-    def find_tokenizer(path: str | Path) -> None:
-        found = tokenizer_folder(tokenizer, path)
-        if module.tokenizer is None and found is not None:
-            module.tokenizer = HFTokenizer(found, context)
+    find_tokenizer = attach_tokenizer(module, tokenizer, context)
 
     backbone = zoo_backbone(BIOMEDCLIP, module, module_groups=lambda: clip_module_groups(module), on_load=find_tokenizer,
                             config={"arch": config})

@@ -28,12 +28,11 @@ from torch import nn
 from medequity.models.registry import Backbone
 from medequity.models.zoo.base import (
     OPENAI_CLIP,
-    HFTokenizer,
     ZooEntry,
+    attach_tokenizer,
     freeze_text_tower,
     merge,
     register_zoo,
-    tokenizer_folder,
     zoo_backbone,
 )
 
@@ -94,13 +93,7 @@ def blip(*, arch: dict[str, Any] | None = None, config_file: str | Path | None =
     module = blip_module(config)
     freeze_text_tower(module, module.is_image_parameter)
     context = min(35, int(config["text_config"].get("max_position_embeddings", 512)))  # BLIP: 35 tokens
-    folder = tokenizer_folder(tokenizer, None)
-    module.tokenizer = HFTokenizer(folder, context) if folder is not None else None
-
-    def find_tokenizer(path: str | Path) -> None:
-        found = tokenizer_folder(tokenizer, path)
-        if module.tokenizer is None and found is not None:
-            module.tokenizer = HFTokenizer(found, context)
+    find_tokenizer = attach_tokenizer(module, tokenizer, context)
 
     def groups() -> dict[str, list[str]]:
         return {k: v for k, v in timm_module_groups(module).items() if k in ("vision_model", "vision_proj")}

@@ -23,7 +23,14 @@ import torch
 from torch import nn
 
 from medequity.models.registry import Backbone
-from medequity.models.zoo.base import HFTokenizer, ZooEntry, freeze_text_tower, merge, register_zoo, tokenizer_folder, zoo_backbone
+from medequity.models.zoo.base import (
+    ZooEntry,
+    attach_tokenizer,
+    freeze_text_tower,
+    merge,
+    register_zoo,
+    zoo_backbone,
+)
 
 MEDCLIP = ZooEntry(
     name="medclip", paper="Wang et al. 2022, MedCLIP (FairMedFM App. A.2.1)",
@@ -106,13 +113,7 @@ def medclip(*, arch: dict[str, Any] | None = None, tokenizer: str | Path | None 
     module = MedCLIPModule(config)
     freeze_text_tower(module, module.is_image_parameter)
     context = int(config["context_length"])
-    folder = tokenizer_folder(tokenizer, None)
-    module.tokenizer = HFTokenizer(folder, context) if folder is not None else None
-
-    def find_tokenizer(path: str | Path) -> None:
-        found = tokenizer_folder(tokenizer, path)
-        if module.tokenizer is None and found is not None:
-            module.tokenizer = HFTokenizer(found, context)
+    find_tokenizer = attach_tokenizer(module, tokenizer, context)
 
     def groups() -> dict[str, list[str]]:
         return {k: v for k, v in timm_module_groups(module).items() if k == "vision_model"}
