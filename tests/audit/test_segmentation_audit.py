@@ -190,3 +190,11 @@ def test_cli_example_shows_the_built_in_bias(tmp_path):
     delta = gaps[(gaps.metric == "dice") & (gaps.summary == "delta")].set_index("attribute")
     assert delta.loc["skin_tone", "p_value"] < 0.05 and delta.loc["sex", "p_value"] > 0.05
     assert (out / "report.html").exists()
+    # the finding first: the affected group, significantly below all samples, in the terminal and the page
+    findings = pd.read_csv(out / "findings.csv").set_index(["attribute", "metric"])
+    skin = findings.loc[("skin_tone", "dice")]
+    assert skin.group == "IV-VI" and bool(skin.significant) and skin.ci_high < 0
+    assert not bool(findings.loc[("sex", "dice")].significant)
+    assert "IV-VI has the lowest Dice" in " ".join(result.output.split())
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.index("IV-VI has the lowest Dice") < html.index('id="settings"')

@@ -41,6 +41,7 @@ from medequity.metrics.groups import encode_groups
 from medequity.metrics.segmentation import SegmentationGroupResult, dice_per_sample, iou_per_sample, segmentation_group_metrics_from_values
 from medequity.metrics.surface import check_spacing, hd95_per_sample, nsd_per_sample
 from medequity.provenance import provenance
+from medequity.report.findings import attribute_findings, findings_frame
 
 TRUTH_CANDIDATES = ("mask_path", "truth_path", "gt_path", "ground_truth_path", "truth", "gt", "ground_truth",
                     "mask", "label_path", "seg_path", "target_path")
@@ -93,6 +94,19 @@ class SegmentationAuditReport:
         frames = [result.fairness_table() for by_metric in self.results.values() for result in by_metric.values()]
         return pd.concat(frames, ignore_index=True)
 
+    def findings(self) -> pd.DataFrame:
+        """The finding first, as the classification audit: per attribute and metric (Dice, IoU, HD95,
+        NSD) the group on the worse side of all samples, its difference's simultaneous interval and
+        adjusted p-value, the gap as a size, and a sentence (:mod:`medequity.report.findings`)."""
+        rows = [row for by_metric in self.results.values() for metric, result in by_metric.items()
+                for row in attribute_findings(result, task="segmentation", metrics=(metric,))]
+        return findings_frame(rows)
+
+    def contrasts_frame(self) -> pd.DataFrame:
+        """One row per (attribute, metric, group): group − all samples, simultaneous interval, adjusted p."""
+        return pd.concat([result.contrasts() for by_metric in self.results.values() for result in by_metric.values()],
+                         ignore_index=True)
+
     def headline(self) -> pd.DataFrame:
         """Per attribute: overall Dice, worst group, Δ Dice (value, CI low, CI high, p), DSC_ES, ES-Dice."""
         rows = []
@@ -139,6 +153,8 @@ class SegmentationAuditReport:
         contents = {"json": ("report.json", self.to_json()),
                     "groups": ("groups.csv", self.groups_frame().to_csv(index=False)),
                     "gaps": ("gaps.csv", self.gaps_frame().to_csv(index=False)),
+                    "contrasts": ("contrasts.csv", self.contrasts_frame().to_csv(index=False)),
+                    "findings": ("findings.csv", self.findings().to_csv(index=False)),
                     "samples": ("samples.csv", self.samples.to_csv(index=False))}
         if html:
             from medequity.report.segmentation_html import render_segmentation_audit_html

@@ -241,6 +241,12 @@ def _audit_segmentation(table: Path | None, *, example: bool, out: Path, root: P
                 text = f"{key} {value:.3f} [{low:.3f}, {high:.3f}]"
                 parts.append(text + (f" p={p:.2g}" if p == p else ""))
         console.print("  " + " · ".join(parts), soft_wrap=True)
+    from rich.markup import escape
+
+    for finding in report.findings().itertuples(index=False):
+        if finding.metric == "dice" or finding.significant:
+            mark = "[bold red]![/]" if finding.significant else "·"
+            console.print(f"{mark} [bold]{escape(str(finding.attribute))}[/] — {finding.metric}: {escape(finding.sentence)}")
     for kind, path in paths.items():
         console.print(f"[green]wrote[/] {kind:7s} {path}", soft_wrap=True)
 

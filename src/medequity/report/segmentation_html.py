@@ -322,7 +322,14 @@ def build_segmentation_context(report, *, fmt: str = "png") -> dict:
             "table": _group_table(by_metric), "fairness": _fairness_table(by_metric, n_perm),
             "figures": [{**f, "layout": f.get("layout", "")} for f in figures], "plot_note": note,
         })
+    from medequity.report.findings import METRIC_WORDS
+
+    findings = [{"attribute": f.attribute, "metric_label": METRIC_WORDS.get(f.metric, f.metric), "sentence": f.sentence,
+                 "significant": bool(f.significant), "gap": f"{format_value(f.gap)} {format_ci(f.gap_low, f.gap_high)}"}
+                for f in report.findings().itertuples(index=False)]
     return {
+        "findings": findings,
+        "ci_label": f"{100 * float(report.settings.get('ci') or 0.95):g}%",
         "title": f"Segmentation fairness audit — {report.settings.get('source', '')}",
         "n_samples": report.settings.get("n_samples"),
         "created": report.settings.get("created"),
