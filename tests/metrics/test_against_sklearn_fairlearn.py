@@ -711,6 +711,19 @@ def test_adf_weighted_equals_adf_on_repeated_samples():
     assert adf_weighted(cells, 3, np.ones((1, n)))[0] == pytest.approx(adf(y, p, sensitive_features=s), abs=1e-12)
 
 
+def test_group_metrics_adf_is_adf_with_a_bootstrap_interval_of_the_same_replicates():
+    rng = np.random.default_rng(3)
+    n = 600
+    y, s = rng.integers(0, 2, n), rng.choice(["a", "b", "c"], n)
+    p = (rng.random(n) < np.where(s == "a", 0.7, 0.4)).astype(int)  # decisions that depend on the group
+    s_missing = s.astype(object)
+    s_missing[:30] = None  # unknown group: left out of ADF, as adf() drops it
+    result = quiet_group_metrics(y, rng.random(n), y_pred=p, sensitive_features=s_missing, metrics=("tpr",), n_boot=300)
+    known = np.array([v is not None for v in s_missing])
+    assert result.adf["value"] == pytest.approx(adf(y[known], p[known], sensitive_features=s[known]), abs=1e-12)
+    assert result.adf["ci_low"] < result.adf["value"] < result.adf["ci_high"]
+
+
 @pytest.mark.parametrize("value", [0.5, 1, np.int64(0), np.float32(0.25), np.float64(0.75)])
 def test_fixed_threshold_accepts_numpy_numbers(value):
     y, s, g = make_case(1)

@@ -22,8 +22,8 @@ import pandas as pd
 from medequity.audit.inputs import AuditData, AuditInputError, load_audit_data
 from medequity.metrics import DEFAULT_METRICS, METRICS, GroupMetricResult, GroupMetricWarning, group_metrics
 from medequity.metrics._validation import warn_group
-from medequity.metrics.causal import ADF_SUMMARY, adf_with_interval
-from medequity.metrics.groups import encode_groups, intersection_name
+from medequity.metrics.causal import ADF_SUMMARY
+from medequity.metrics.groups import intersection_name
 from medequity.metrics.thresholds import Threshold, resolve_threshold
 from medequity.provenance import provenance
 from medequity.report.findings import attribute_findings, findings_frame, overview
@@ -370,12 +370,8 @@ def audit(
                 if resolved is not None:
                     result = replace(result, threshold=resolved)  # a copy: a precomputed result stays as given
                 results[name] = result
-                if result.adf is not None:  # from the same bootstrap replicates as the other metrics
-                    adf_values[name] = result.adf
-                else:
-                    groups = encode_groups(features, len(y), missing=missing, require_two=False)
-                    adf_values[name] = adf_with_interval(y, np.asarray(pred, dtype=np.int64), groups, n_boot=n_boot,
-                                                         ci=ci, random_state=random_state)
+                # group_metrics had labels and decisions: ADF comes from its bootstrap replicates
+                adf_values[name] = result.adf
                 done += 1
                 if progress is not None:
                     progress(done, total_steps, f"{task_name} / {name}")

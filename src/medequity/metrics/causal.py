@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from medequity.metrics._validation import check_binary, check_same_length
-from medequity.metrics.bootstrap import map_chunks, percentile_interval, stratified_counts
-from medequity.metrics.groups import Groups, encode_groups
+from medequity.metrics.groups import encode_groups
 
 ADF_SUMMARY = "I(S;Yhat|Y) nats"  # its summary label in tidy tables (audit gaps.csv, bench summaries)
 
@@ -54,22 +53,3 @@ def adf_weighted(cells: np.ndarray, n_groups: int, W: np.ndarray, base: float = 
     onehot[np.arange(cells.size), cells] = 1.0
     counts = (W @ onehot).reshape(W.shape[0], 2, n_groups, 2)
     return adf_from_counts(counts, base)
-
-
-def adf_with_interval(y, pred, groups: Groups, *, n_boot: int, ci: float = 0.95, random_state=0) -> dict:
-    """ADF point estimate and its percentile CI from a bootstrap stratified by group × label (the
-    strata of the other metrics); samples of unknown group (code −1) are left out."""
-    keep = groups.codes >= 0
-    y, pred, codes = y[keep], pred[keep], groups.codes[keep]
-    cells = adf_cell_index(y, codes, pred, groups.n_groups)
-    order = np.lexsort((y, codes))
-    cells = cells[order]
-    strata_key = (codes * 2 + y)[order]
-    bounds = np.r_[0, np.flatnonzero(np.diff(strata_key)) + 1, strata_key.size]
-    value = float(adf_weighted(cells, groups.n_groups, np.ones((1, cells.size)))[0])
-    low = high = float("nan")
-    if n_boot:
-        work = lambda b, rng: adf_weighted(cells, groups.n_groups, stratified_counts(bounds, b, rng))  # noqa: E731
-        reps = np.concatenate(map_chunks(work, n_boot, cells.size, np.random.SeedSequence(random_state)))
-        low, high = (float(v) for v in percentile_interval(reps, ci))
-    return {"value": value, "ci_low": low, "ci_high": high, "base": "e (nats)"}
