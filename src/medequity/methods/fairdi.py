@@ -278,6 +278,13 @@ def _freeze(module: nn.Module) -> None:
 # --- the method ---------------------------------------------------------------------------------------
 
 
+def stage_log(stage: str, result, n_train: int, n_val: int) -> dict:
+    """What the log keeps of one stage's fit (step 0, teachers, student)."""
+    return {"stage": stage, "best_epoch": int(result.best_epoch), "best_value": float(result.best_value),
+            "selection": result.selection, "epochs_run": int(len(result.history)), "seconds": float(result.seconds),
+            "n_train": n_train, "n_val": n_val}
+
+
 def check_distillation_params(p: dict) -> None:
     """The FairDi parameters shared by classification and segmentation: the FIS mixing weights and λ
     in [0, 1], τ > 0, a known KD form and unknown-group rule, stage epochs (and lrs, where given)."""
@@ -387,10 +394,7 @@ class FairDi(Method):
 
         def record(stage: str, result, n_train: int, n_val: int) -> None:
             stages[stage] = result
-            self.log["stages"].append({"stage": stage, "best_epoch": int(result.best_epoch),
-                                       "best_value": float(result.best_value), "selection": result.selection,
-                                       "epochs_run": int(len(result.history)), "seconds": float(result.seconds),
-                                       "n_train": n_train, "n_val": n_val})
+            self.log["stages"].append(stage_log(stage, result, n_train, n_val))
 
         # Step 0 (eq. 1): backbone + head, FIS c = 0.5 + CutMix, on all data.
         step0 = self.stage_config(config, "step0")

@@ -58,7 +58,7 @@ from torch import nn
 
 from medequity.methods._segmentation import DecoderOnFeatures, decoder_path, feature_split, is_segmentation
 from medequity.methods.base import Method, create_method, register_method
-from medequity.methods.fairdi import KD_FORMS, UNKNOWN_GROUP, check_distillation_params
+from medequity.methods.fairdi import KD_FORMS, UNKNOWN_GROUP, check_distillation_params, stage_log
 from medequity.methods.fis import fis_weights
 
 if TYPE_CHECKING:
@@ -191,10 +191,7 @@ class FairDiSegmentation(Method):
 
         def record(stage: str, result, n_train: int, n_val: int) -> None:
             stages[stage] = result
-            self.log["stages"].append({"stage": stage, "best_epoch": int(result.best_epoch),
-                                       "best_value": float(result.best_value), "selection": result.selection,
-                                       "epochs_run": int(len(result.history)), "seconds": float(result.seconds),
-                                       "n_train": n_train, "n_val": n_val})
+            self.log["stages"].append(stage_log(stage, result, n_train, n_val))
 
         # Step 0 (eq. 1): the whole trainable model, FIS on the per-sample segmentation loss.
         step0 = self.stage_config(config, "step0")
