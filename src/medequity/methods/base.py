@@ -77,6 +77,12 @@ class Method:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
 
+    def require_non_negative(self, *keys: str) -> None:
+        """Loss weights and similar parameters: a clear error unless each is a number >= 0."""
+        for key in keys:
+            if not float(self.params[key]) >= 0:
+                raise ValueError(f"{self.name}'s {key} must be >= 0; got {self.params[key]!r}")
+
     # --- set-up ------------------------------------------------------------------------------------
     def setup(self, model: nn.Module, train: SplitData, config: TrainConfig) -> None:
         """Called once per stage before training (after the trainer seeded the RNGs): create extra

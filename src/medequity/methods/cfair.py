@@ -71,8 +71,7 @@ class CFair(Method):
 
     def __init__(self, **params):
         super().__init__(**params)
-        if not float(self.params["coefficient"]) >= 0:
-            raise ValueError(f"cfair's coefficient (μ) must be >= 0; got {self.params['coefficient']!r}")
+        self.require_non_negative("coefficient")  # μ
         if int(self.params["hidden"]) < 0:
             raise ValueError("cfair's hidden must be >= 0 (0 = linear adversaries)")
         if self.params["source"] not in ("auto", "features", "logit"):

@@ -75,9 +75,7 @@ class EnD(Method):
 
     def __init__(self, **params):
         super().__init__(**params)
-        for key in ("alpha", "beta"):
-            if not float(self.params[key]) >= 0:
-                raise ValueError(f"end's {key} must be >= 0; got {self.params[key]!r}")
+        self.require_non_negative("alpha", "beta")
 
     def setup(self, model, train, config) -> None:
         require_trainable_backbone(model, "EnD")

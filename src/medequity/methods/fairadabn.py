@@ -96,8 +96,7 @@ class FairAdaBN(Method):
 
     def __init__(self, **params):
         super().__init__(**params)
-        if not float(self.params["alpha"]) >= 0:
-            raise ValueError(f"fairadabn's alpha must be >= 0; got {self.params['alpha']!r}")
+        self.require_non_negative("alpha")
 
     def setup(self, model, train, config) -> None:
         require_trainable_backbone(model, "FairAdaBN")

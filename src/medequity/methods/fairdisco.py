@@ -66,9 +66,7 @@ class FairDisCo(Method):
 
     def __init__(self, **params):
         super().__init__(**params)
-        for key in ("alpha", "beta"):
-            if not float(self.params[key]) >= 0:
-                raise ValueError(f"fairdisco's {key} must be >= 0; got {self.params[key]!r}")
+        self.require_non_negative("alpha", "beta")
         if not float(self.params["temperature"]) > 0:
             raise ValueError(f"fairdisco's temperature must be > 0; got {self.params['temperature']!r}")
 

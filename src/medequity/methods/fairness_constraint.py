@@ -72,8 +72,7 @@ class FairnessConstraint(Method):
         if self.params["constraint"] not in CONSTRAINTS:
             raise ValueError(f"fairness_constraint's constraint must be one of {CONSTRAINTS} (equalized odds, equal "
                              f"opportunity, demographic parity); got {self.params['constraint']!r}")
-        if not float(self.params["coefficient"]) >= 0:
-            raise ValueError(f"fairness_constraint's coefficient must be >= 0; got {self.params['coefficient']!r}")
+        self.require_non_negative("coefficient")
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         logits = self.logits(model, batch["x"], batch["group"])

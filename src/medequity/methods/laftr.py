@@ -89,9 +89,7 @@ class LAFTR(Method):
         if self.params["objective"] not in OBJECTIVES:
             raise ValueError(f"laftr's objective must be one of {OBJECTIVES} (demographic parity, equalized odds, "
                              f"equal opportunity); got {self.params['objective']!r}")
-        for key in ("class_coefficient", "fair_coefficient"):
-            if not float(self.params[key]) >= 0:
-                raise ValueError(f"laftr's {key} must be >= 0; got {self.params[key]!r}")
+        self.require_non_negative("class_coefficient", "fair_coefficient")
         if int(self.params["adversary_steps"]) < 1:
             raise ValueError("laftr's adversary_steps must be >= 1")
         if int(self.params["hidden"]) < 0:

@@ -53,9 +53,7 @@ class LNL(Method):
 
     def __init__(self, **params):
         super().__init__(**params)
-        for key in ("coefficient", "reversal"):
-            if not float(self.params[key]) >= 0:
-                raise ValueError(f"lnl's {key} must be >= 0; got {self.params[key]!r}")
+        self.require_non_negative("coefficient", "reversal")
         if int(self.params["hidden"]) < 0:
             raise ValueError("lnl's hidden must be >= 0 (0 = a linear predictor)")
         if self.params["source"] not in ("auto", "features", "logit"):

@@ -78,9 +78,7 @@ class ODR(Method):
 
     def __init__(self, **params):
         super().__init__(**params)
-        for key in ("lambda_e", "lambda_od", "gamma_e", "gamma_od"):
-            if not float(self.params[key]) >= 0:
-                raise ValueError(f"odr's {key} must be >= 0; got {self.params[key]!r}")
+        self.require_non_negative("lambda_e", "lambda_od", "gamma_e", "gamma_od")
         for key in ("step_size", "z_dim"):
             if int(self.params[key]) < 1:
                 raise ValueError(f"odr's {key} must be >= 1; got {self.params[key]!r}")
