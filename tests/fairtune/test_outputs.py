@@ -81,3 +81,28 @@ def test_two_processes_search_one_study_on_shared_storage(tmp_path):
     assert 6 <= len(finished) <= 7  # the budget is the study's; a race may start one extra trial
     assert len({t.number for t in trials}) == len(trials)
     assert len({t.user_attrs["worker"] for t in finished}) == 2  # both processes ran trials
+
+
+def _open_storage_at_once(url, barrier):
+    from medequity.fairtune.search import _storage
+
+    barrier.wait()
+    _storage(url)
+
+
+def test_workers_creating_one_new_sqlite_storage_at_once_all_succeed(tmp_path):
+    """Optuna's schema creation races (``UNIQUE constraint failed: alembic_version``) when several
+    workers open a new SQLite file at the same moment; without the creation lock 4 workers released
+    together by a barrier fail in most rounds (measured: 11 of 24 processes)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for round_ in range(2):
+        url = f"sqlite:///{tmp_path / f'new{round_}.db'}"
+        barrier = context.Barrier(4)
+        workers = [context.Process(target=_open_storage_at_once, args=(url, barrier)) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+        assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]

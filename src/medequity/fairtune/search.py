@@ -23,6 +23,7 @@ number of trials asked for is the study's total, finished trials are never rerun
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -30,8 +31,9 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -294,8 +296,30 @@ def _storage(url: str | None):
     if url is None or "://" not in url:
         return url
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                                      grace_period=GRACE_SECONDS)
+    with _sqlite_creation_lock(url):
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                                          grace_period=GRACE_SECONDS)
+
+
+@contextlib.contextmanager
+def _sqlite_creation_lock(url: str) -> Iterator[None]:
+    """Two workers opening a new SQLite file at the same moment both create Optuna's schema and
+    one fails (``UNIQUE constraint failed: alembic_version``): opening is serialised by a blocking
+    ``flock`` on ``<file>.lock`` beside the database (released by the OS if its holder dies)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url[len(prefix):] in ("", ":memory:"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(url[len(prefix):] + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class StudyMismatch(ValueError):
