@@ -72,6 +72,22 @@ def rad_dino_published_name(key: str) -> str:
     return key
 
 
+MEDCLIP_SWIN_NAMES = {"attention.q_proj.": "attention.self.query.", "attention.k_proj.": "attention.self.key.",
+                      "attention.v_proj.": "attention.self.value.", "attention.o_proj.": "attention.output.dense.",
+                      "mlp.fc1.": "intermediate.dense.", "mlp.fc2.": "output.dense.",
+                      "attention.relative_position_bias.relative_position_bias_table":
+                          "attention.self.relative_position_bias_table"}
+
+
+def medclip_published_name(key: str) -> str:
+    """The name MedCLIP's pytorch_model.bin has (saved with transformers 4) for a transformers 5 Swin key."""
+    if not key.startswith("vision_model.model.encoder.layers."):
+        return key
+    for new, old in MEDCLIP_SWIN_NAMES.items():
+        key = key.replace(new, old)
+    return key
+
+
 # Per entry: (official layout of the weights, written to disk) and (reference features from the same weights).
 def official_file(name, weights, tmp_path):
     extra = {"x": torch.zeros(1)}
@@ -111,6 +127,8 @@ def official_file(name, weights, tmp_path):
         folder = tmp_path / name
         write_tokenizer(folder)
         file = {"biomedclip": "open_clip_pytorch_model.bin", "medclip": "pytorch_model.bin", "blip": "model.safetensors"}[name]
+        if name == "medclip":
+            weights = {medclip_published_name(k): v for k, v in weights.items()}
         if file.endswith(".safetensors"):
             save_file(weights, str(folder / file))
         else:
@@ -256,6 +274,10 @@ OFFICIAL_KEYS = {
     "biomedclip": ["visual.trunk.cls_token", "visual.head.proj.weight", "text.proj.0.weight", "text.proj.2.weight",
                    "text.transformer.embeddings.word_embeddings.weight", "text.transformer.encoder.layer.11.output.dense.weight"],
     "medclip": ["vision_model.model.embeddings.patch_embeddings.projection.weight", "vision_model.projection_head.weight",
+                "vision_model.model.encoder.layers.2.blocks.5.attention.self.query.weight",
+                "vision_model.model.encoder.layers.2.blocks.5.attention.self.relative_position_bias_table",
+                "vision_model.model.encoder.layers.3.blocks.1.intermediate.dense.weight",
+                "vision_model.model.encoder.layers.3.blocks.1.output.dense.bias",
                 "text_model.model.encoder.layer.11.attention.self.query.weight", "text_model.projection_head.weight", "logit_scale"],
     "blip": ["vision_model.embeddings.class_embedding", "vision_proj.weight", "text_proj.weight", "itm_head.weight",
              "text_encoder.encoder.layer.11.crossattention.self.query.weight"],
@@ -276,6 +298,8 @@ def test_full_size_architecture_has_the_official_keys(name):
     }.get(name, model_keys)
     if name == "rad-dino":  # published with transformers 4's attention names
         published = [rad_dino_published_name(k) for k in model_keys]
+    if name == "medclip":  # likewise its Swin image tower
+        published = [medclip_published_name(k) for k in model_keys]
     report = plan_load(published + OFFICIAL_KEYS[name], model_keys, key_map=dict(entry.key_map),
                        allow_unexpected=entry.allow_unexpected)
     assert report.missing == () and report.n_loaded == len(model_keys)

@@ -198,3 +198,25 @@ def resnet_features(arch: str = "resnet18") -> nn.Module:
     module = getattr(torchvision.models, arch)(weights=None)
     module.fc = nn.Identity()
     return module
+
+
+def block_groups(module: nn.Module, blocks: str, *, attn: Sequence[str], mlp: Sequence[str],
+                 norms: Sequence[str]) -> dict[str, list[str]]:
+    """FairTune's per-block groups (``blocks.{i}.attn``/``.mlp``/``.norm``, as timm ViTs get them from
+    :func:`~medequity.models.timm_backbones.timm_module_groups`) for transformers whose blocks have
+    other names. ``blocks`` is the dotted path of the block list, or several joined by ``,`` (Swin's
+    stages), numbered on in order; ``attn``/``mlp``/``norms``: the block's child names for each part."""
+    groups: dict[str, list[str]] = {}
+    paths = [p for spec in blocks.split(",") for p in _expand(module, spec.strip())]
+    for i, path in enumerate(paths):
+        for part, names in (("attn", attn), ("mlp", mlp), ("norm", norms)):
+            groups[f"blocks.{i}.{part}"] = [f"{path}.{name}." for name in names]
+    return groups
+
+
+def _expand(module: nn.Module, spec: str) -> list[str]:
+    """``a.b`` -> the block paths ``a.b.0``, ``a.b.1``…; ``a.*.b`` -> the same under every child of ``a``."""
+    head, star, tail = spec.partition(".*.")
+    if not star:
+        return [f"{spec}.{i}" for i in range(len(module.get_submodule(spec)))]
+    return [p for i in range(len(module.get_submodule(head))) for p in _expand(module, f"{head}.{i}.{tail}")]

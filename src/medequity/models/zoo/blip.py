@@ -30,6 +30,7 @@ from medequity.models.zoo.base import (
     OPENAI_CLIP,
     ZooEntry,
     attach_tokenizer,
+    block_groups,
     freeze_text_tower,
     merge,
     register_zoo,
@@ -83,8 +84,6 @@ def blip_module(config: dict[str, Any]) -> nn.Module:
 def blip(*, arch: dict[str, Any] | None = None, config_file: str | Path | None = None,
          tokenizer: str | Path | None = None, **_: Any) -> Backbone:
     """BLIP ITC; ``config_file`` = the folder's ``config.json``; ``arch`` overrides (tests: tiny)."""
-    from medequity.models.timm_backbones import timm_module_groups
-
     config = dict(BLIP_ARCH)
     if config_file is not None:
         data = json.loads(Path(config_file).read_text(encoding="utf-8"))
@@ -96,7 +95,8 @@ def blip(*, arch: dict[str, Any] | None = None, config_file: str | Path | None =
     find_tokenizer = attach_tokenizer(module, tokenizer, context)
 
     def groups() -> dict[str, list[str]]:
-        return {k: v for k, v in timm_module_groups(module).items() if k in ("vision_model", "vision_proj")}
+        return block_groups(module, "vision_model.encoder.layers", attn=["self_attn"], mlp=["mlp"],
+                            norms=["layer_norm1", "layer_norm2"])
 
     backbone = zoo_backbone(BLIP, module, module_groups=groups, on_load=find_tokenizer, config={"arch": config})
     backbone.feature_dim = int(config["image_text_hidden_size"])

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from medequity.models.registry import Backbone
-from medequity.models.zoo.base import IMAGENET, ZooEntry, merge, register_zoo, zoo_backbone
+from medequity.models.zoo.base import IMAGENET, ZooEntry, block_groups, merge, register_zoo, zoo_backbone
 
 DINOV2 = ZooEntry(
     name="dinov2-vitb14", paper="Oquab et al. 2023, DINOv2 (FairMedFM App. A.2.1)",
@@ -102,8 +102,6 @@ def rad_dino_module(config: dict[str, Any]) -> torch.nn.Module:
 @register_zoo(RAD_DINO)
 def rad_dino(*, arch: dict[str, Any] | None = None, config_file: str | Path | None = None, **_: Any) -> Backbone:
     """RAD-DINO; ``config_file`` (the folder's ``config.json``) replaces the built-in ViT-B/14 config."""
-    from medequity.models.timm_backbones import timm_module_groups
-
     config = dict(RAD_DINO_CONFIG)
     if config_file is not None:
         import json
@@ -112,7 +110,11 @@ def rad_dino(*, arch: dict[str, Any] | None = None, config_file: str | Path | No
         config.update({k: v for k, v in folder_config.items() if k in Dinov2ConfigKeys})
     config = merge(config, arch)
     module = rad_dino_module(config)
-    backbone = zoo_backbone(RAD_DINO, module, module_groups=lambda: timm_module_groups(module), config={"arch": config})
+
+    def groups() -> dict[str, list[str]]:
+        return block_groups(module, "encoder.layer", attn=["attention"], mlp=["mlp"], norms=["norm1", "norm2"])
+
+    backbone = zoo_backbone(RAD_DINO, module, module_groups=groups, config={"arch": config})
     backbone.feature_dim = int(config["hidden_size"])
     return backbone
 

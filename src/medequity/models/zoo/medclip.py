@@ -26,12 +26,14 @@ from medequity.models.registry import Backbone
 from medequity.models.zoo.base import (
     ZooEntry,
     attach_tokenizer,
+    block_groups,
     freeze_text_tower,
     merge,
     register_zoo,
     zoo_backbone,
 )
 
+SWIN_BLOCK = r"^(vision_model\.model\.encoder\.layers\.\d+\.blocks\.\d+\.)"
 MEDCLIP = ZooEntry(
     name="medclip", paper="Wang et al. 2022, MedCLIP (FairMedFM App. A.2.1)",
     architecture="transformers SwinModel (Swin-T) + BertModel (Bio_ClinicalBERT), linear projections to 512",
@@ -42,6 +44,14 @@ MEDCLIP = ZooEntry(
     formats=("folder with pytorch_model.bin", ".pth/.bin (weights_only)", ".safetensors"),
     text="Bio_ClinicalBERT WordPiece (tokenizer=<folder> with vocab.txt), 77 tokens",
     allow_unexpected=("*.position_ids", "*.relative_position_index", "*.token_type_ids", "text_model.model.pooler.*"),
+    # The file was saved with transformers 4, whose Swin names transformers 5 changed (its own
+    # conversion_mapping "swin" renames, here for the image tower only: the BERT kept its names).
+    key_map=tuple((rf"re:{SWIN_BLOCK}{old}", rf"\1{new}") for old, new in (
+        (r"attention\.self\.query\.", "attention.q_proj."), (r"attention\.self\.key\.", "attention.k_proj."),
+        (r"attention\.self\.value\.", "attention.v_proj."),
+        (r"attention\.self\.relative_position_bias_table$", "attention.relative_position_bias.relative_position_bias_table"),
+        (r"attention\.output\.dense\.", "attention.o_proj."), (r"intermediate\.dense\.", "mlp.fc1."),
+        (r"output\.dense\.", "mlp.fc2."))),
 )
 MEDCLIP_ARCH: dict[str, Any] = {
     "embed_dim": 512, "context_length": 77,
@@ -107,16 +117,15 @@ class MedCLIPModule(nn.Module):
 @register_zoo(MEDCLIP)
 def medclip(*, arch: dict[str, Any] | None = None, tokenizer: str | Path | None = None, **_: Any) -> Backbone:
     """MedCLIP (ViT variant = Swin-T); ``arch`` overrides ``swin``/``bert``/``embed_dim`` (tests: tiny)."""
-    from medequity.models.timm_backbones import timm_module_groups
-
     config = merge(MEDCLIP_ARCH, arch)
     module = MedCLIPModule(config)
     freeze_text_tower(module, module.is_image_parameter)
     context = int(config["context_length"])
     find_tokenizer = attach_tokenizer(module, tokenizer, context)
 
-    def groups() -> dict[str, list[str]]:
-        return {k: v for k, v in timm_module_groups(module).items() if k == "vision_model"}
+    def groups() -> dict[str, list[str]]:  # Swin blocks, numbered on across the stages
+        return block_groups(module, "vision_model.model.encoder.layers.*.blocks", attn=["attention"],
+                            mlp=["intermediate", "output"], norms=["layernorm_before", "layernorm_after"])
 
     backbone = zoo_backbone(MEDCLIP, module, module_groups=groups, on_load=find_tokenizer, config={"arch": config})
     backbone.feature_dim = int(config["embed_dim"])
