@@ -64,7 +64,7 @@ def test_the_demo_spec_is_valid_and_tiny():
     ({"models": ["sam_huge"]}, r"unknown segmenter 'sam_huge'; registered segmenters: \[.*'medsam'"),
     ({"models": []}, r"'models' is missing or empty; it lists the segmenters"),
     ({"usages": ["lp"]}, r"usage 'lp' is a classification usage but the spec's task is 'segmentation'.*seg_zs"),
-    ({"methods": ["groupdro"]}, r"method 'groupdro' cannot run on segmentation.*\['erm'\]"),
+    ({"methods": ["groupdro"]}, r"method 'groupdro' has no run in this spec: usage 'seg_zs' trains nothing.*\['erm'\]"),
     ({"evaluation": {"threshold": 0.5}}, r"evaluation.threshold does not apply to segmentation.*logit > 0"),
     ({"task": "detection"}, r"'task' must be one of \['classification', 'segmentation'\]"),
     ({"usages": [{"name": "seg_zs", "grid": {"prompts": ["bbox"]}}]}, r"usage 'seg_zs' has no parameter\(s\) \['prompts'\]"),

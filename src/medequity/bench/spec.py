@@ -26,12 +26,19 @@ Example::
     evaluation: {threshold: best_f1, n_boot: 20}
     selection: worst_group          # or {rule: constrained, max_gap: 0.05}
 
-Segmentation (``task: segmentation``; FairMedFM SEG-ZS) lists segmenters (checked against
-:data:`medequity.models.SEGMENTERS`) as models and ``seg_*`` usages; nothing is trained, so
-``methods`` defaults to (and only allows) ``erm`` and there is no threshold to fit (logit > 0).
-A usage's ``prompt`` (in ``params`` or ``grid``) is a reported setting, not a hyper-parameter:
-each prompt type is its own usage label (``seg_zs:bbox``) with its own leaderboard, instead of
-prompt types competing in validation selection::
+Segmentation (``task: segmentation``) lists segmenters (checked against
+:data:`medequity.models.SEGMENTERS`) as models and ``seg_*`` usages: ``seg_zs`` prompts a frozen
+segmenter (FairMedFM SEG-ZS; nothing is trained, so its only method is the no-op ``erm``), and
+``seg_decoder``, ``seg_lora`` (SAM-family segmenters) and ``seg_ft`` (MONAI networks, 2D or 3D)
+train, with every method the registry marks as segmentation-capable (``Method.tasks``: erm,
+resampling, groupdro, ind, fis, febs, fairdi_seg, seg_thresholds). The grid is the product of the
+lists minus the pairs that cannot run — a training method on ``seg_zs``, ``seg_ft`` on a SAM-family
+model, ``seg_decoder``/``seg_lora`` on a MONAI network — and a listed entry left with no cell is an
+error naming why. Runs of one setting compete on validation Dice (worst group, Pareto, DTO, …;
+:mod:`medequity.bench.selection`); there is no threshold to fit (logit > 0, or the argmax of the
+C + 1 channels of a trained decoder). A usage's ``prompt`` (in ``params`` or ``grid``) is a reported
+setting, not a hyper-parameter: each prompt type is its own usage label (``seg_zs:bbox``) with its
+own leaderboard, instead of prompt types competing in validation selection::
 
     name: seg
     task: segmentation
@@ -45,6 +52,16 @@ prompt types competing in validation selection::
     attributes: [skin_tone]
     seeds: [0, 1]
     evaluation: {n_boot: 20}
+
+Decoder fine-tuning with mitigation (FEBS in both of its forms, as a grid the selection rule
+decides between)::
+
+    usages: [seg_decoder]
+    methods:
+      - erm
+      - resampling
+      - name: febs
+        grid: {mode: [paper, coded]}
 """
 
 from __future__ import annotations
@@ -77,8 +94,11 @@ EMBEDDINGS = ("tsne", "pca")
 TASK_NAMES = ("classification", "segmentation")
 #: Usages of segmentation specs are named ``seg_*`` (seg_zs: FairMedFM's SEG-ZS); the others classify.
 SEGMENTATION_USAGE_PREFIX = "seg_"
-#: Methods a segmentation spec may list: seg_zs trains nothing, so only the no-op ERM applies.
-SEGMENTATION_METHODS = ("erm",)
+#: The method of usages that train nothing (seg_zs): the no-op ERM.
+NO_TRAINING_METHODS = ("erm",)
+#: Segmenters seg_ft trains (MONAI networks); seg_decoder and seg_lora need a SAM-family model instead.
+MONAI_TRAINABLE = ("monai_unet", "swin_unetr")
+MONAI_NETWORKS = (*MONAI_TRAINABLE, "vista3d")
 #: Usage parameters that name a reported setting rather than a tuned hyper-parameter: each value
 #: is its own usage label (``seg_zs:bbox``), so prompt types are compared, never selected away.
 SETTING_PARAMS = ("prompt",)
@@ -196,7 +216,7 @@ def expand(raw: dict[str, Any]) -> BenchSpec:
     usages = [_entry(u, USAGE_KEYS, f"usages[{i}]")
               for i, u in enumerate(_as_list(raw, "usages", ["seg_zs" if segmentation else "lp"]))]
     methods = [_entry(m, COMPONENT_KEYS, f"methods[{i}]")
-               for i, m in enumerate(_as_list(raw, "methods", list(SEGMENTATION_METHODS)))]
+               for i, m in enumerate(_as_list(raw, "methods", list(NO_TRAINING_METHODS)))]
     attributes = [str(a) for a in _as_list(raw, "attributes", ["sex"])]
     seeds = _as_list(raw, "seeds", [0])
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
@@ -232,6 +252,8 @@ def expand(raw: dict[str, Any]) -> BenchSpec:
             datasets, models, usages, method_settings, attributes, seeds):
         if dataset.get("attributes") and attribute not in dataset["attributes"]:
             continue  # this dataset trains on its own attribute list
+        if segmentation and segmentation_pair_problem(model["name"], usage["name"], method):
+            continue  # a pair that cannot run (a training method on seg_zs, ...); unused entries fail below
         for usage_params, method_params in itertools.product(usage_settings[usage["name"]], method_grid):
             spec = ExperimentSpec(
                 dataset=dataset["name"], dataset_options=dict(dataset.get("options") or {}), root=dataset.get("root"),
@@ -250,6 +272,8 @@ def expand(raw: dict[str, Any]) -> BenchSpec:
             if cell.run_id not in seen:  # the same cell listed twice runs once
                 seen.add(cell.run_id)
                 cells.append(cell)
+    if segmentation:
+        _check_segmentation_entries_used(cells, models, usages, methods)
     for dataset in datasets:
         if dataset.get("attributes") and not any(c.dataset == (dataset.get("label") or dataset["name"]) for c in cells):
             raise SpecError(f"dataset {dataset['name']!r}: none of its attributes {dataset['attributes']} is in "
@@ -358,16 +382,64 @@ def _check_names(datasets, models, usages, methods, task: str = "classification"
             other = "classification" if segmentation else "segmentation"
             raise SpecError(f"usage {entry['name']!r} is a {other} usage but the spec's task is {task!r}; "
                             f"{task} usages: {valid}" + ("" if segmentation else " (or set task: segmentation)"))
+    for entry in methods:
+        if task not in method_tasks(entry["name"]):
+            valid = [n for n in METHODS.names() if task in method_tasks(n)]
+            raise SpecError(f"method {entry['name']!r} cannot run on {task}: it trains "
+                            f"{' and '.join(method_tasks(entry['name']))} models; {task} methods: {valid}")
     if segmentation:
-        for entry in methods:
-            if entry["name"] not in SEGMENTATION_METHODS:
-                raise SpecError(f"method {entry['name']!r} cannot run on segmentation: zero-shot segmentation trains "
-                                f"nothing, so methods are {list(SEGMENTATION_METHODS)}")
         for entry in models:
             _check_segmenter(entry["name"])
         return
     for entry in models:
         _check_backbone(entry["name"])
+
+
+def method_tasks(name: str) -> tuple[str, ...]:
+    """The tasks a registered method trains (its ``tasks``; classification unless it says more)."""
+    from medequity.methods import METHODS
+
+    return tuple(getattr(METHODS.get(name), "tasks", ("classification",)))
+
+
+def usage_trains(name: str) -> bool:
+    from medequity.usages import USAGES
+
+    return bool(getattr(USAGES.get(name), "trains", True))
+
+
+def segmentation_pair_problem(model: str, usage: str, method: str) -> str | None:
+    """Why (model, usage, method) of a segmentation spec cannot run, or None when it can."""
+    if not usage_trains(usage):
+        if method not in NO_TRAINING_METHODS:
+            return (f"usage {usage!r} trains nothing, so method {method!r} has nothing to change (its only method is "
+                    f"{list(NO_TRAINING_METHODS)}; methods apply to seg_decoder, seg_lora and seg_ft)")
+        if model in MONAI_TRAINABLE:
+            return f"usage {usage!r} prompts a SAM-family segmenter; {model!r} is a MONAI network without prompts"
+        return None
+    if usage == "seg_ft" and model not in MONAI_TRAINABLE:
+        return f"usage 'seg_ft' trains MONAI networks {list(MONAI_TRAINABLE)}; {model!r} is not one (use seg_decoder or seg_lora)"
+    if usage != "seg_ft" and model in MONAI_NETWORKS:
+        return f"usage {usage!r} adapts a SAM-family segmenter; {model!r} is a MONAI network (use seg_ft)"
+    return None
+
+
+def _check_segmentation_entries_used(cells: list[Cell], models: list[dict], usages: list[dict],
+                                     methods: list[dict]) -> None:
+    """Every listed segmenter, usage and method of a segmentation spec has a cell; otherwise the
+    error says why its pairs cannot run (e.g. a training method listed with seg_zs only)."""
+    used = {"model": {c.spec.model for c in cells}, "usage": {c.spec.usage for c in cells},
+            "method": {c.spec.method for c in cells}}
+    for kind, entries in (("method", methods), ("usage", usages), ("model", models)):
+        for entry in entries:
+            name = entry["name"]
+            if name in used[kind]:
+                continue
+            pairs = [(m["name"], u["name"], k["name"]) for m in models for u in usages for k in methods
+                     if {"model": m, "usage": u, "method": k}[kind]["name"] == name]
+            reasons = list(dict.fromkeys(filter(None, (segmentation_pair_problem(*p) for p in pairs))))
+            what = "segmenter" if kind == "model" else kind
+            raise SpecError(f"{what} {name!r} has no run in this spec: " + "; ".join(reasons or ["no cell uses it"]))
 
 
 def _check_segmenter(name: str) -> None:

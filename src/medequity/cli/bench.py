@@ -110,8 +110,9 @@ def print_leaderboard(board, rule: str) -> None:
     columns = BOARD_COLUMNS["dice" if "dice" in board.columns else "auc"]
     segmentation = "dice" in board.columns
     for (dataset, usage, attribute), rows in board.groupby(["dataset", "usage", "train_attribute"], sort=False):
+        zero_shot = segmentation and usage.startswith("seg_zs")  # prompt types are settings, nothing is selected
         title = (f"{dataset} · {usage} · {attribute} (zero-shot; prompt type {usage.partition(':')[2] or '—'})"
-                 if segmentation else f"{dataset} · {usage} · {attribute} (hyper-parameters chosen on validation by {rule})")
+                 if zero_shot else f"{dataset} · {usage} · {attribute} (hyper-parameters chosen on validation by {rule})")
         seeds = sorted(set(int(n) for n in rows.n_seeds))
         interval = ("95% bootstrap CI" if seeds == [1] else "95% t-interval over seeds, ≥ 0" if min(seeds) > 1
                     else "95% CI: bootstrap (1 seed) or t over seeds")

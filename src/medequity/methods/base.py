@@ -65,6 +65,9 @@ class Method:
     #: True: the trainer keeps the last epoch's weights whatever the selection criterion (which it
     #: still computes and reports) — e.g. Fair Diagnosis's generator; False: the best epoch.
     keep_last_epoch: bool = False
+    #: The tasks the method trains (a benchmark spec lists a method only for these): methods that
+    #: also handle mask targets (segmentation usages) say so.
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
 
     def __init__(self, **params: Any):
         unknown = sorted(set(params) - set(self.defaults))

@@ -8,4 +8,5 @@ class ERM(Method):
     """Plain mean binary cross-entropy over the training set."""
 
     name = "erm"
+    tasks = ("classification", "segmentation")
     defaults = {}

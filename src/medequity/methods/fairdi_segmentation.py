@@ -144,6 +144,7 @@ class FairDiSegmentation(Method):
     """FairDi for segmentation: FIS step 0, per-group teacher decoders, one distilled student decoder."""
 
     name = "fairdi_seg"
+    tasks = ("segmentation",)
     defaults = {
         "step0_c": 0.5, "step0_epochs": None, "step0_lr": None,
         "teacher_c": 0.0, "teacher_epochs": None, "teacher_lr": None,

@@ -59,6 +59,7 @@ class FEBS(Method):
     """Fair Error-Bound Scaling of the Dice loss per group (FairSeg); ``mode`` "paper" or "coded"."""
 
     name = "febs"
+    tasks = ("segmentation",)
     defaults = {"gamma": 1.0, "mode": "paper", "ce_weight": CE_WEIGHT, "dice_weight": DICE_WEIGHT}
 
     def __init__(self, **params):

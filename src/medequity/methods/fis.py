@@ -121,6 +121,7 @@ class FIS(Method):
     """Fair Identity Scaling: per-sample loss weights mixing individual and group scaling."""
 
     name = "fis"
+    tasks = ("classification", "segmentation")
     defaults = {"c": 0.5, "temperature": 1.0, "normalize": True,
                 "cutmix": False, "cutmix_alpha": 1.0, "cutmix_prob": 1.0}
 

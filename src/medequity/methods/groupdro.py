@@ -47,6 +47,7 @@ class GroupDRO(Method):
     """Online worst-group reweighting (Sagawa et al. 2020) over sensitive attribute × label."""
 
     name = "groupdro"
+    tasks = ("classification", "segmentation")
     defaults = {"step_size": 0.01, "adjustment": 1.0, "missing_attribute": "group"}
     #: Earlier parameter names -> current ones (spec validation names the new one).
     renamed = {"unknown": "missing_attribute"}

@@ -50,6 +50,7 @@ class InD(Method):
     """One head per group, trained on that group; inference by the sample's group head (or sum)."""
 
     name = "ind"
+    tasks = ("classification", "segmentation")
     defaults = {"inference": "group"}
     needs_groups_at_inference = True
 

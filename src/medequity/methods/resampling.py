@@ -80,6 +80,7 @@ class Resampling(Method):
     """
 
     name = "resampling"
+    tasks = ("classification", "segmentation")
     defaults = {"missing_attribute": "natural", "num_samples": None}
     #: Earlier parameter names -> current ones (spec validation names the new one).
     renamed = {"unknown": "missing_attribute"}

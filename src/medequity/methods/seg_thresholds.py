@@ -67,6 +67,7 @@ class SegmentationThresholds(Method):
     """Per-group logit offsets (thresholds) chosen on validation to maximise each group's Dice."""
 
     name = "seg_thresholds"
+    tasks = ("segmentation",)
     defaults = {"max_offset": 8.0, "steps": 33, "rounds": 2, "min_samples": 5, "batch_size": 32}
     needs_groups_at_inference = True
 
