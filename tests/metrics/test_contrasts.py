@@ -1,4 +1,4 @@
-"""Group-vs-pool contrasts: max-T intervals and adjusted p-values that cannot disagree."""
+"""Group-vs-pool contrasts: min-P intervals and adjusted p-values that cannot disagree."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
 from medequity.metrics import GroupMetricWarning, group_metrics
-from medequity.metrics.contrasts import min_p_contrasts
+from medequity.metrics.contrasts import (
+    binomial_variance,
+    contrast_standard_errors,
+    hanley_mcneil_variance,
+    min_p_contrasts,
+)
 
 
 def run(*args, **kwargs):
@@ -45,6 +50,80 @@ def test_hand_computed_family():
     assert family.p_omnibus == pytest.approx(min(expected))
 
 
+def test_hand_computed_bootstrap_t_family():
+    # The same layout studentized: t* = (d* - d)/se*, observed t(v) = (d - v)/se. Integers keep the
+    # ties exact. Column 0: t* = (-1, 2, 0, 2, -2), t(0) = 3; column 1: t* = (2, -1, 0, 0, 0), t(0) = -2.
+    value, se = np.array([3.0, -1.0]), np.array([1.0, 0.5])
+    reps = np.array([[2, 0], [4, -2], [3, -1], [5, -1], [1, -1]], dtype=float)
+    se_reps = np.array([[1, 0.5], [0.5, 1], [1, 0.5], [1, 0.5], [1, 0.5]])
+    family = min_p_contrasts(value, reps, ci=0.5, se=se, se_replicates=se_reps)
+    # t(0) = 3 is above every t*_0 and t(0) = -2 below every t*_1: p = 2 * (0 + 1) / 6 each
+    np.testing.assert_allclose(family.p_marginal, [1 / 3, 1 / 3])
+    # replicate p-values: column 0 gives (1, 1, 1, 1, 2/3), column 1 (2/3, 2/3, 1, 1, 1)
+    m_star = [2 / 3, 2 / 3, 2 / 3, 1, 1]
+    # no m* is <= 1/3: adjusted p = 1/6 for both; gamma = 2nd smallest m* = 2/3
+    np.testing.assert_allclose(family.p_adjusted, [1 / 6, 1 / 6])
+    assert family.critical_level == pytest.approx(m_star[1])
+    # {t : p(t) >= 2/3} runs from the smallest to the largest t*: column 0 [-2, 2], column 1 [-1, 2];
+    # v = d - se * t: column 0 [3 - 2, 3 + 2], column 1 [-1 - 0.5 * 2, -1 + 0.5 * 1]
+    np.testing.assert_allclose(family.ci_low, [1.0, -2.0])
+    np.testing.assert_allclose(family.ci_high, [5.0, -0.5])
+    # the bootstrap SE reported is that of d*, not of t*
+    np.testing.assert_allclose(family.se, reps.std(axis=0, ddof=1))
+
+
+def test_replicates_without_a_standard_error_are_dropped():
+    value = np.array([0.2, -0.1])
+    rng = np.random.default_rng(1)
+    reps = value + rng.normal(0, 0.05, size=(300, 2))
+    se_reps = np.full((300, 2), 0.05)
+    se_reps[:7, 0] = 0.0
+    se_reps[7:10, 1] = np.nan
+    family = min_p_contrasts(value, reps, se=[0.05, 0.05], se_replicates=se_reps)
+    assert family.n_replicates == 290
+    with pytest.raises(ValueError, match="both se"):
+        min_p_contrasts(value, reps, se=[0.05, 0.05])
+    with pytest.raises(ValueError, match="se_replicates"):
+        min_p_contrasts(value, reps, se=[0.05, 0.05], se_replicates=se_reps[:, :1])
+
+
+def test_hanley_mcneil_variance_is_exact_for_exponential_scores():
+    # Hanley & McNeil's Q1 = A/(2 - A), Q2 = 2A^2/(1 + A) are exact when negatives ~ Exp(1) and
+    # positives ~ Exp(rate r), A = 1/(1 + r): compare with the variance of simulated Mann-Whitney AUCs.
+    rng = np.random.default_rng(0)
+    m, n, r, sims = 9, 14, 0.5, 40_000
+    pos = rng.exponential(1 / r, size=(sims, m))
+    neg = rng.exponential(1.0, size=(sims, n))
+    auc = (pos[:, :, None] > neg[:, None, :]).mean(axis=(1, 2))
+    assert auc.mean() == pytest.approx(1 / (1 + r), abs=0.002)
+    # the half-pair pull towards 1/2 changes the variance by well under 1% at mn = 126
+    assert hanley_mcneil_variance(1 / (1 + r), m, n) == pytest.approx(auc.var(), rel=0.03)
+    assert hanley_mcneil_variance(1.0, m, n) > 0  # a perfect replicate still has an SE
+
+
+def test_binomial_variance_by_hand():
+    assert binomial_variance(0.5, 10) == pytest.approx(0.5 * 0.5 / 10)
+    assert binomial_variance(1.0, 8) == pytest.approx(0.9 * 0.1 / 8)  # (8 + 1)/(8 + 2) = 0.9
+
+
+def test_contrast_standard_errors_match_the_bootstrap():
+    # The plug-in SE of d_g = M(g) - M(pool) against the spread of the engine's own replicates.
+    y, s, g = _cohort(4000, [0, 0.3, 0.0], seed=5, shares=[0.6, 0.3, 0.1])
+    result = run(y, s, sensitive_features=g, metrics=("auc", "tpr", "fpr", "ece"), threshold=0.5, n_boot=1500)
+    counts = result.counts.loc[list(result.groups)]
+    # Rates: the binomial formula is the bootstrap's own variance (up to Monte Carlo error). AUC:
+    # Hanley-McNeil assumes exponential scores and overstates binormal ones' SE by 10-20 %, a
+    # factor that cancels between the observed and the replicate t of the bootstrap-t.
+    for metric, low, high in (("auc", 1.0, 1.3), ("tpr", 0.95, 1.05), ("fpr", 0.95, 1.05)):
+        se = contrast_standard_errors(metric, result.values[metric][1:], result.pooled[metric],
+                                      counts.n_pos.to_numpy(float), counts.n_neg.to_numpy(float))
+        ratio = se / result.contrast_family(metric).se
+        assert ((ratio > low) & (ratio < high)).all(), (metric, ratio)
+    assert contrast_standard_errors("ece", result.values["ece"][1:], result.pooled["ece"],
+                                    counts.n_pos.to_numpy(float), counts.n_neg.to_numpy(float)) is None
+    assert contrast_standard_errors("tpr", [0.5], 0.5, [np.nan], [np.nan]) is None  # no labels
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     g=st.integers(2, 6),
@@ -58,11 +137,14 @@ def test_interval_excludes_zero_exactly_when_adjusted_p_below_alpha(g, b, seed, 
     scale = rng.uniform(0.01, 1, g)
     value = rng.normal(shift, 1, g) * scale
     reps = value + rng.standard_t(4, size=(b, g)) * scale
-    family = min_p_contrasts(value, reps, ci=ci)
-    excludes_zero = (family.ci_low > 0) | (family.ci_high < 0)
-    significant = family.p_adjusted < 1 - ci
-    np.testing.assert_array_equal(excludes_zero, significant)
-    assert family.p_omnibus == pytest.approx(family.p_adjusted.min())
+    # percentile p-values, then bootstrap-t ones (SEs that vary with the replicate, as a plug-in SE does)
+    se = scale * rng.uniform(0.5, 1.5, g)
+    se_reps = scale * rng.uniform(0.2, 2.0, (b, g))
+    for family in (min_p_contrasts(value, reps, ci=ci), min_p_contrasts(value, reps, ci, se=se, se_replicates=se_reps)):
+        excludes_zero = (family.ci_low > 0) | (family.ci_high < 0)
+        significant = family.p_adjusted < 1 - ci
+        np.testing.assert_array_equal(excludes_zero, significant)
+        assert family.p_omnibus == pytest.approx(family.p_adjusted.min())
 
 
 def test_undefined_contrasts_leave_the_family():

@@ -31,7 +31,7 @@ from medequity.metrics.bootstrap import (
 )
 from medequity.metrics.calibration import ece_bin_index
 from medequity.metrics.causal import adf_from_counts
-from medequity.metrics.contrasts import ContrastFamily, min_p_contrasts
+from medequity.metrics.contrasts import ContrastFamily, contrast_standard_errors, min_p_contrasts
 from medequity.metrics.groups import Groups, encode_groups
 from medequity.metrics.thresholds import Threshold, resolve_threshold
 from medequity.metrics.weighted import SampleSet, get_metric, undefined_message
@@ -242,7 +242,14 @@ class GroupMetricResult:
             return None
         point = self.values[metric][1:] - self.pooled[metric]
         reps = self.replicates[metric][:, 1:] - self.pooled_replicates[metric][:, None]
-        return min_p_contrasts(point, reps, self.ci)
+        # Bootstrap-t where the metric has a plug-in SE (AUC, rates): percentile p-values are too
+        # liberal for small groups (benchmarks/audit_gap_calibration.py).
+        n_pos, n_neg = (self.counts.loc[list(self.groups), c].to_numpy(np.float64) for c in ("n_pos", "n_neg"))
+        se = contrast_standard_errors(metric, self.values[metric][1:], self.pooled[metric], n_pos, n_neg)
+        if se is None:
+            return min_p_contrasts(point, reps, self.ci)
+        se_reps = contrast_standard_errors(metric, self.replicates[metric][:, 1:], self.pooled_replicates[metric], n_pos, n_neg)
+        return min_p_contrasts(point, reps, self.ci, se=se, se_replicates=se_reps)
 
     def contrasts(self) -> pd.DataFrame:
         """One row per (metric, group): d_g = M(group) − M(all audited samples) with a simultaneous
