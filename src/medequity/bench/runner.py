@@ -192,6 +192,13 @@ def _outcome(cell: Cell, result: RunResult, evaluation: Evaluation) -> dict:
         except Exception as exc:  # the trained model and its test metrics are still worth keeping
             frame, representation_info = pd.DataFrame(columns=["sample_id", "x", "y"]), {"error": f"{type(exc).__name__}: {exc}"}
         tables["representation"] = frame
+    gallery_info: dict[str, Any] = {}
+    if segmentation:
+        try:  # a few overlays for the report (bench.gallery): the model is still in memory now
+            tables["gallery"] = segmentation_gallery(result, cell.spec.attribute, seed=cell.spec.seed)
+            gallery_info = {"cases": int(len(tables["gallery"]))}
+        except Exception as exc:  # the run's metrics are still worth keeping
+            gallery_info = {"error": f"{type(exc).__name__}: {exc}"}
     validation = (segmentation_validation_summary(predictions, cell.spec.attribute) if segmentation
                   else validation_summary(result.history, result.best_epoch, group_names))
     created = now()
@@ -200,6 +207,7 @@ def _outcome(cell: Cell, result: RunResult, evaluation: Evaluation) -> dict:
         "best_epoch": result.best_epoch, "threshold": result.threshold,
         "validation": validation,
         "method_log": result.method_log, "representation": representation_info, "created": created,
+        **({"gallery": gallery_info} if segmentation else {}),
         "provenance": {**provenance(), "seed": cell.spec.seed, "split_seed": cell.spec.split_seed,
                        "split_hash": split_hash, "created": created},
     }
@@ -236,6 +244,23 @@ def segmentation_validation_summary(predictions: pd.DataFrame, attribute: str) -
     es = overall / (1 + float(np.abs(overall - finite).sum())) if len(finite) else math.nan
     return {"val_dice": _number(overall), "val_worst_group_dice": _number(finite.min() if len(finite) else math.nan),
             "val_es_dice": _number(es), "val_dice_group": {str(g): _number(v) for g, v in groups.items()}}
+
+
+def segmentation_gallery(result: RunResult, attribute: str, *, seed: int) -> pd.DataFrame:
+    """The best, median and worst test case per group of a segmentation run, predicted as the run
+    predicted them (trained models through the method's inference path, like the task's predict)."""
+    from medequity.bench.gallery import gallery_table
+
+    method = result.method
+    with_groups = bool(getattr(method, "needs_groups_at_inference", False))
+    if method is not None:
+        method.extra.eval()
+
+    def inference(net, x, groups):
+        return method.logits(net, x, groups if with_groups else None)
+
+    return gallery_table(result.model, result.test_data, result.predictions, attribute, seed=seed,
+                         inference=inference if method is not None else None)
 
 
 def _number(value) -> float | None:
@@ -341,5 +366,7 @@ def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     for column in frame.columns:
         if frame[column].dtype == object:
             values = frame[column]
+            if len(values) and all(isinstance(v, bytes) for v in values):  # binary (gallery arrays) stays binary
+                continue
             frame[column] = values.where(values.isna(), values.astype(str))
     return frame
