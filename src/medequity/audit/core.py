@@ -1,8 +1,9 @@
 """``medequity audit``: a fairness report for predictions a team already has.
 
-Data flow: predictions table (+ metadata) → :func:`load_audit_data` → per task and per attribute
-(and intersections) :func:`medequity.metrics.group_metrics` with bootstrap CIs and gap tests, ADF
-with its CI → :class:`AuditReport` → JSON / CSV / HTML.
+Data flow: predictions table (+ metadata) → :func:`load_audit_data` → per task, every attribute
+(and intersection) on one set of bootstrap replicates
+(:func:`~medequity.metrics.frame.group_metrics_shared`): per-group metrics with CIs, contrasts and
+gap tests, ADF with its CI → :class:`AuditReport` → JSON / CSV / HTML.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from medequity.audit.inputs import AuditData, AuditInputError, load_audit_data
-from medequity.metrics import DEFAULT_METRICS, METRICS, GroupMetricResult, GroupMetricWarning, group_metrics
+from medequity.metrics import DEFAULT_METRICS, METRICS, GroupMetricResult, GroupMetricWarning
 from medequity.metrics._validation import warn_group
 from medequity.metrics.causal import ADF_SUMMARY
+from medequity.metrics.frame import SHARED_BOOTSTRAP, group_metrics_shared
 from medequity.metrics.groups import intersection_name
 from medequity.metrics.thresholds import Threshold, resolve_threshold
 from medequity.provenance import provenance
@@ -345,26 +347,29 @@ def audit(
                 pred = resolved.predict(s)
             results = {}
             adf_values = {}
+            # Every attribute (and intersection) of the task on one set of bootstrap replicates: one
+            # draw and one pass over the weights instead of one per attribute (group_metrics_shared).
+            todo = [a for a in attribute_sets if intersection_name(a) not in skipped and intersection_name(a) not in precomputed]
+            shared = dict(zip(todo, group_metrics_shared(
+                y, s, y_pred=pred, sensitive_features=[frame[list(a)] for a in todo], metrics=metrics, threshold=resolved,
+                n_boot=n_boot, n_permutations=n_permutations, ci=ci, min_group_size=min_group_size, missing=missing,
+                ece_bins=ece_bins, random_state=random_state,
+            ))) if todo else {}
             for attribute_set in attribute_sets:
                 name = intersection_name(attribute_set)
                 if name in skipped:
                     continue
-                features = frame[list(attribute_set)]
                 if name in precomputed:
                     result = precomputed[name]
                     for message in result.warnings:  # reported as if computed here, in the same order
                         warn_group(message)
                 else:
-                    try:
-                        result = group_metrics(
-                            y, s, y_pred=pred, sensitive_features=features, metrics=metrics, threshold=resolved,
-                            n_boot=n_boot, n_permutations=n_permutations, ci=ci, min_group_size=min_group_size,
-                            missing=missing, ece_bins=ece_bins, random_state=random_state,
-                        )
-                    except ValueError as exc:
-                        notes.append(f"{task_name} / {name}: skipped — {exc}")
+                    computed = shared[attribute_set]
+                    if isinstance(computed, ValueError):
+                        notes.append(f"{task_name} / {name}: skipped — {computed}")
                         done += 1
                         continue
+                    result = computed
                 result, short = _flag_small_classes(result, min_group_size)
                 notes += short
                 if resolved is not None:
@@ -402,7 +407,7 @@ def audit(
         "n_boot": n_boot,
         "n_permutations": n_permutations,
         "ci": ci,
-        "bootstrap": "percentile, stratified by group x label",
+        "bootstrap": SHARED_BOOTSTRAP if len(attribute_sets) - len(skipped) > 1 else "percentile, stratified by group x label",
         "gap_test": GAP_TEST + ("" if not n_permutations else "; also a permutation test of max - min = 0 "
                                 "(p_permutation; group labels shuffled within label for label-conditional metrics)"),
         "min_group_size": min_group_size,

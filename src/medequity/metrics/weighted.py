@@ -60,6 +60,10 @@ class MetricSpec:
     # product per group, and the sums of disjoint sets add (overall = groups + excluded samples).
     finish: Callable[[np.ndarray], np.ndarray] | None = None
     binned: bool = False  # ECE: the matrix depends on per-set bins unless the bins are fixed ("unit")
+    # ``prepare_at(data, by_score)``: the plan of the samples at positions ``by_score`` of ``data``
+    # (listed in ascending score order), computed on the weights of all of ``data``. The engine then
+    # takes a group's samples from one sort of everything and gathers only the columns it needs.
+    prepare_at: Callable[[SampleSet, np.ndarray], Any] | None = None
 
 
 METRICS: Registry[MetricSpec] = Registry("metric")
@@ -127,9 +131,15 @@ def _as_slice_if_contiguous(index: np.ndarray) -> np.ndarray | slice:
 
 def _prepare_auc(data: SampleSet) -> _AucPlan:
     y, score = data.require("y"), data.require("score")
-    neg_idx = np.flatnonzero(y == 0)
-    neg_idx = neg_idx[np.argsort(score[neg_idx], kind="stable")]
-    pos_idx = np.flatnonzero(y == 1)
+    return auc_plan(y, score, np.argsort(score, kind="stable"))
+
+
+def auc_plan(y: np.ndarray, score: np.ndarray, by_score: np.ndarray) -> _AucPlan:
+    """The AUC plan of the samples at positions ``by_score`` of ``y``/``score``, listed in
+    ascending score order. A group's positions can be taken from one sort of all samples (the
+    subset of a sorted order is sorted), so groups are not sorted again."""
+    labels = y[by_score]
+    neg_idx, pos_idx = by_score[labels == 0], by_score[labels == 1]
     neg_sorted = score[neg_idx]
     lo = np.searchsorted(neg_sorted, score[pos_idx], side="left")
     hi = np.searchsorted(neg_sorted, score[pos_idx], side="right")
@@ -145,19 +155,23 @@ def _compute_auc(plan: _AucPlan, W: np.ndarray) -> np.ndarray:
     """Weighted Mann–Whitney AUC; ties count 1/2, as scikit-learn's ``roc_auc_score``.
 
     AUC = Σ_i∈pos w_i (N_below(i) + ½ N_tied(i)) / (W_pos · W_neg), where the negative weights
-    below/tied come from one cumulative sum over the negatives in score order.
+    below/tied come from one cumulative sum over the negatives in score order. Integer weights
+    (bootstrap counts) are summed as integers: exact, and the cumulative sum is several times
+    faster than in floating point; the products are summed in float64 (exact below 2^53).
     """
     pos_w = W[:, plan.pos_idx]
     neg_w = W[:, plan.neg_idx]
     if pos_w.shape[1] == 0 or neg_w.shape[1] == 0:
         return np.full(W.shape[0], np.nan)
-    neg_cum = np.zeros((W.shape[0], neg_w.shape[1] + 1))
+    # counts stay in their integer type: a running total never exceeds the n resampled samples
+    accumulate = W.dtype if np.issubdtype(W.dtype, np.integer) else np.float64
+    neg_cum = np.zeros((W.shape[0], neg_w.shape[1] + 1), dtype=accumulate)
     np.cumsum(neg_w, axis=1, out=neg_cum[:, 1:])
     if plan.hi is None:
-        numerator = np.einsum("bi,bi->b", pos_w, neg_cum[:, plan.lo])
+        numerator = np.einsum("bi,bi->b", pos_w, neg_cum[:, plan.lo], dtype=np.float64)
     else:
-        numerator = 0.5 * np.einsum("bi,bi->b", pos_w, neg_cum[:, plan.lo] + neg_cum[:, plan.hi])
-    return _safe_divide(numerator, pos_w.sum(axis=1) * neg_cum[:, -1])
+        numerator = 0.5 * np.einsum("bi,bi->b", pos_w, neg_cum[:, plan.lo] + neg_cum[:, plan.hi], dtype=np.float64)
+    return _safe_divide(numerator, pos_w.sum(axis=1, dtype=np.float64) * neg_cum[:, -1])
 
 
 register_metric(
@@ -167,6 +181,7 @@ register_metric(
         _prepare_auc,
         _compute_auc,
         requires="both",
+        prepare_at=lambda data, by_score: auc_plan(data.require("y"), data.require("score"), by_score),
     )
 )
 
