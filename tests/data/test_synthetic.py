@@ -459,3 +459,20 @@ def test_both_paths_preset_has_the_prevalence_gap_and_the_reversed_tag():
     assert tagged_train[1] == pytest.approx(0.9, abs=0.05) and tagged_train[0] == 0  # tag ⇒ disease in training
     tagged_test = t[women & test].groupby("true_label")["shortcut_marker"].mean()
     assert tagged_test[1] == 0 and tagged_test[0] > 0.5  # reversed: the tag marks healthy women in test
+
+
+def test_severity_parameters_set_how_far_apart_the_classes_are():
+    """The latent severity's Beta parameters by label: with positives Beta(5, 2) instead of (4, 2.5)
+    the oracle AUC of both groups rises (analytically 0.94 vs 0.88 with signal_noise 0.1), the
+    same knobs stay unbiased, and the setting round-trips through the YAML form."""
+    default = oracle_group_auc(make_synthetic("derm-unbiased", n=2000, seed=SEED), "skin_tone")
+    config = {"modality": "derm", "severity_positive": [5, 2]}
+    separated_ds = make_synthetic(config, n=2000, seed=SEED)
+    separated = oracle_group_auc(separated_ds, "skin_tone")
+    assert (separated > default + 0.03).all() and separated.between(0.91, 0.97).all(), (default, separated)
+    assert abs(separated.iloc[0] - separated.iloc[1]) < 0.04
+    round_trip = SyntheticConfig.from_dict(SyntheticConfig.from_dict(config).to_dict())
+    assert round_trip.severity_positive == (5.0, 2.0) and round_trip.severity_negative == (2.0, 5.0)
+    for bad in ([5], [5, -1], "five"):
+        with pytest.raises(SyntheticConfigError, match="severity_positive"):
+            SyntheticConfig.from_dict({"severity_positive": bad})
