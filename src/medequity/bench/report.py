@@ -7,9 +7,13 @@ settings, fairness–utility Pareto plots, per-group AUC plots (FairMedFM Fig. 2
 fairness (attribute probes and embeddings), and the failed runs.
 
 Segmentation benchmarks (``task: segmentation``) show the same page on Dice: leaderboards per
-(dataset, prompt type, attribute) with Dice, worst-group Dice, Dice gap and ES-Dice; per-group
-Dice per prompt type (FairMedFM Fig. 7–9); critical-difference diagrams of prompt types and of
-segmenters across settings; Dice–fairness trade-offs; probes of the segmenters' image encoders.
+(dataset, usage or prompt type, attribute) with Dice, worst-group Dice, the Dice gap Δ, ES-Dice
+(FairSeg), the STD of group means and DSC_ES (FairMedFM), skewness, IoU and HD95; per-group Dice
+(FairMedFM Fig. 7–9) and the distribution of per-sample Dice in each group per setting;
+critical-difference diagrams of methods, of prompt types / usages and of segmenters across
+settings; Dice–Δ trade-offs per method and per prompt type; each method's paired effect against
+ERM; a gallery of overlays (best, median and worst test case per group, stored by each run:
+:mod:`medequity.bench.gallery`); probes of the segmenters' image encoders.
 
 Only the run each selection group keeps (hyper-parameters chosen on validation, ``selected``) is
 shown; metrics are those of the training attribute. Values over several seeds are means; their
@@ -27,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medequity.bench.effects import UTILITY_TOLERANCE, aggregate_effects, paired_effects, verdict
+from medequity.bench.effects import REFERENCE, UTILITY_TOLERANCE, aggregate_effects, paired_effects, verdict
 from medequity.bench.store import LEADERBOARD_KEYS, Results, leaderboard, load_results, read_bench
 from medequity.report import plots
 from medequity.report.audit_html import _environment, format_ci, format_value
@@ -50,7 +54,7 @@ QUANTITIES = {
     "adf": ("ADF", ("adf", None), False),
 }
 RANKED = ("auc", "worst_group_auc", "auc_gap", "es_auc")  # the critical-difference diagrams
-UNBOUNDED = ("adf", "dice_skewness")  # quantities whose t-interval is not clipped to [0, 1]
+UNBOUNDED = ("adf", "dice_skewness", "hd95")  # quantities whose t-interval is not clipped to [0, 1]
 
 # Segmentation (FairMedFM SEG-ZS): per-sample Dice (mean over the sample's classes), summarised per group;
 # ES-Dice is FairSeg's Dice / (1 + Σ_g |Dice − Dice_g|) (es_sum_abs_dev). "overall" rows are the
@@ -61,8 +65,12 @@ SEGMENTATION_QUANTITIES = {
     "dice_gap": ("Dice gap", ("dice", "gap"), False),
     "es_dice": ("ES-Dice", ("dice", "es_sum_abs_dev"), True),
     "dice_skewness": ("Dice skewness", ("dice", "skewness"), False),
+    # FairMedFM: STD of the group mean Dice and DSC_ES = Dice / (1 + STD)
+    "dice_std": ("Dice STD", ("dice", "std"), False),
+    "dsc_es": ("DSC_ES", ("dice", "es_std"), True),
     "iou": ("IoU", ("iou", "overall"), True),
     "iou_gap": ("IoU gap", ("iou", "gap"), False),
+    "hd95": ("HD95", ("hd95", "overall"), False),  # in pixels (or the spacing's units)
 }
 SEGMENTATION_RANKED = ("dice", "worst_group_dice", "dice_gap", "es_dice")
 
@@ -89,9 +97,10 @@ TASK_VIEWS = {
     "classification": TaskView(QUANTITIES, "auc", "AUC", RANKED, (("method", RANK_SETTING_KEYS, "methods"),),
                                ("auc", ("auc_gap", "es_auc")), ("auc_gap", "eo_gap", "dp_gap", "adf")),
     "segmentation": TaskView(SEGMENTATION_QUANTITIES, "dice", "Dice", SEGMENTATION_RANKED,
-                             (("usage", ("dataset", "model", "train_attribute", "seed"), "prompt types"),
+                             (("method", RANK_SETTING_KEYS, "methods"),
+                              ("usage", ("dataset", "model", "train_attribute", "seed"), "prompt types"),
                               ("model", ("dataset", "usage", "train_attribute", "seed"), "segmenters")),
-                             ("dice", ("dice_gap", "es_dice")), ("dice_gap", "dice_skewness", "iou_gap")),
+                             ("dice", ("dice_gap", "es_dice")), ("dice_gap", "dice_skewness", "iou_gap", "dice_std")),
 }
 
 
@@ -352,12 +361,25 @@ def _rank_sections(table: pd.DataFrame, methods: list[str], colors: dict, fmt: s
     view = view if view is not None else TASK_VIEWS["classification"]
     orders = {"method": methods, **(orders or {})}
     out = []
+    everything = table
     for competitor, setting_keys, heading in view.rankings:
+        table = everything
+        if len(view.rankings) > 1 and competitor == "method" and "method" in table.columns:
+            if table.method.nunique() < 2:
+                continue  # zero-shot only: ERM is the one method, there is nothing to rank
+        elif len(view.rankings) > 1 and "method" in table.columns:
+            # prompt types, usages and segmenters compete without mitigation: their ERM (zero-shot) runs
+            table = table[table.method == REFERENCE]
+            if competitor == "usage" and not all(str(u).startswith("seg_zs") for u in table.usage):
+                heading = "usages"
         order = (orders.get(competitor) or _ordered(table[competitor])) if competitor in table.columns else []
+        if competitor in table.columns:
+            order = [o for o in order if o in set(table[competitor].astype(str))]
         palette = colors if competitor == "method" else method_colors(order)
-        words = {"train_attribute": "attribute", "usage": "prompt" if view.metric == "dice" else "usage"}
+        prompts = view.metric == "dice" and competitor != "method" and heading == "prompt types"
+        words = {"train_attribute": "attribute", "usage": "prompt" if prompts else "usage"}
         setting_words = " × ".join(words.get(k, k) for k in setting_keys)
-        one = heading[:-1]  # "method", "prompt type", "segmenter"
+        one = heading[:-1]  # "method", "prompt type", "usage", "segmenter"
         if len(view.rankings) > 1 and competitor in table.columns and table[competitor].nunique() < 3:
             # one note for the competitor instead of one per quantity (e.g. a single segmenter)
             out.append({"name": view.ranked[0], "title": f"{heading.capitalize()}", "uri": None, "ranks": [], "friedman": "",
@@ -454,7 +476,7 @@ def _segmentation_pareto_figures(table: pd.DataFrame, usage_order: list[str], fm
 
     quantities = SEGMENTATION_QUANTITIES
     panels = [(n, quantities[n][0], not quantities[n][2]) for n in ("dice_gap", "es_dice") if n in table.columns]
-    if "dice" not in table.columns or not panels:
+    if "dice" not in table.columns or not panels or table.empty:
         return []
     names = [n for n in ("dice", "dice_gap", "es_dice") if n in table.columns]
     points = _aggregate(table, ["dataset", "model", "usage", "train_attribute"], names)
@@ -469,9 +491,111 @@ def _segmentation_pareto_figures(table: pd.DataFrame, usage_order: list[str], fm
     return figures
 
 
-def _group_dice_figures(results: Results, usage_order: list[str], fmt: str) -> list[dict]:
-    """Per dataset, a panel per (segmenter, attribute): each prompt type's test Dice in every group
-    and overall (FairMedFM Fig. 7–9)."""
+def _segmentation_method_pareto_figures(table: pd.DataFrame, methods: list[str], usage_order: list[str], colors: dict,
+                                        fmt: str) -> list[dict]:
+    """Per (dataset, segmenter, attribute) with a trained usage and more than one method: each
+    method's mean test Dice against its Dice gap Δ (top) and ES-Dice (bottom), one column per usage."""
+    from medequity.report.bench_plots import pareto_figure
+
+    quantities = SEGMENTATION_QUANTITIES
+    panels = [(n, quantities[n][0], not quantities[n][2]) for n in ("dice_gap", "es_dice") if n in table.columns]
+    trained = table[~table.usage.astype(str).str.startswith("seg_zs")] if "usage" in table.columns else table
+    if "dice" not in trained.columns or not panels or trained.empty:
+        return []
+    names = [n for n in ("dice", "dice_gap", "es_dice") if n in trained.columns]
+    points = _aggregate(trained, [*SETTING_KEYS, "method"], names)
+    figures = []
+    for (dataset, model, attribute), sub in points.groupby(["dataset", "model", "train_attribute"], sort=False):
+        if sub.method.nunique() < 2:
+            continue
+        sub = sub.assign(_order=sub.method.map({m: i for i, m in enumerate(methods)})).sort_values("_order")
+        figure = pareto_figure(sub, panels, _ordered(sub.usage, usage_order), column="usage", colors=colors,
+                               title=f"{dataset} · {model} · {attribute}", y="dice", y_label="Dice")
+        figures.append({"title": f"{dataset} · {model} · trained for {attribute} — methods",
+                        "uri": plots.fig_to_data_uri(figure, fmt)})
+    return figures
+
+
+def _selected_first_seed(results: Results) -> pd.DataFrame:
+    runs = results.runs[results.runs.selected]
+    if runs.empty:
+        return runs
+    first = runs.groupby(["dataset", "model", "train_attribute"], sort=False).seed.transform("min")
+    return runs[runs.seed == first]
+
+
+def _setting_label(usage: str, method: str, methods_shown: bool) -> str:
+    return f"{usage} · {method}" if methods_shown else str(usage)
+
+
+def _dice_distribution_figures(out: Path, results: Results, methods: list[str], usage_order: list[str],
+                               fmt: str) -> list[dict]:
+    """Per (dataset, segmenter, attribute): the per-sample test Dice of each group per setting
+    (usage × method), each sample's Dice averaged over the seeds (they share the test set)."""
+    from medequity.bench.effects import _per_sample_dice, _test_predictions
+    from medequity.report.segmentation_bench_plots import dice_distribution_figure
+
+    runs = results.runs[results.runs.selected]
+    figures = []
+    for (dataset, model, attribute), sub in runs.groupby(["dataset", "model", "train_attribute"], sort=False):
+        several_methods = sub.method.nunique() > 1
+        sub = sub.assign(_u=sub.usage.map({u: i for i, u in enumerate(usage_order)}),
+                         _m=sub.method.map({m: i for i, m in enumerate(methods)})).sort_values(["_u", "_m", "seed"])
+        frames, settings = [], []
+        for (usage, method), part in sub.groupby(["usage", "method"], sort=False):
+            label = _setting_label(usage, method, several_methods)
+            per_seed = [frame for frame in (_test_predictions(out, run_id) for run_id in part.run_id) if frame is not None]
+            if not per_seed:
+                continue
+            values = pd.concat([_per_sample_dice(frame, f"group:{attribute}") for frame in per_seed])
+            values = values.groupby(level=0).agg(value=("dice", "mean"), group=("group", "first"))
+            frames.append(values.assign(setting=label, group=values.group.astype(str)))
+            settings.append(label)
+        if not frames:
+            continue
+        frame = pd.concat(frames, ignore_index=True)
+        seeds = sorted(set(int(s) for s in sub.seed))
+        title = f"{dataset} · {model} · {attribute}" + (f" (per-sample Dice, mean over seeds {seeds})" if len(seeds) > 1 else "")
+        figure = dice_distribution_figure(frame, settings=settings, groups=_ordered(sorted(set(frame.group))), title=title)
+        figures.append({"title": f"{dataset} · {model} · {attribute}", "uri": plots.fig_to_data_uri(figure, fmt)})
+    return figures
+
+
+MAX_GALLERIES = 12
+
+
+def _gallery_figures(out: Path, results: Results, methods: list[str], usage_order: list[str], fmt: str) -> list[dict]:
+    """One overlay figure per selected run of the first seed (at most :data:`MAX_GALLERIES`): per
+    group of its training attribute the best, median and worst test case (:mod:`medequity.bench.gallery`)."""
+    from medequity.bench.gallery import gallery_arrays
+    from medequity.report.segmentation_bench_plots import gallery_figure
+
+    runs = _selected_first_seed(results)
+    if runs.empty:
+        return []
+    runs = runs.assign(_u=runs.usage.map({u: i for i, u in enumerate(usage_order)}),
+                       _m=runs.method.map({m: i for i, m in enumerate(methods)})).sort_values(["dataset", "model", "_u", "_m"])
+    figures = []
+    for run in runs.itertuples(index=False):
+        path = out / "runs" / run.run_id / "gallery.parquet"
+        if len(figures) >= MAX_GALLERIES or not path.exists():
+            continue
+        table = pd.read_parquet(path)
+        if table.empty:
+            continue
+        cases = []
+        for row in table.to_dict("records"):
+            image, truth, pred = gallery_arrays(row)
+            cases.append({**row, "image": image, "truth": truth, "pred": pred})
+        title = f"{run.dataset} · {run.model} · {run.usage} · {run.method} · {run.train_attribute} · seed {run.seed}"
+        figure = gallery_figure(cases, groups=_ordered(table.group), title=title)
+        figures.append({"title": title, "uri": plots.fig_to_data_uri(figure, fmt)})
+    return figures
+
+
+def _group_dice_figures(results: Results, usage_order: list[str], fmt: str, methods: list[str] | None = None) -> list[dict]:
+    """Per dataset, a panel per (segmenter, attribute): each prompt type's (with several methods:
+    each usage · method's) test Dice in every group and overall (FairMedFM Fig. 7–9)."""
     from medequity.report.bench_plots import group_auc_figure
 
     metrics = results.metrics
@@ -481,6 +605,12 @@ def _group_dice_figures(results: Results, usage_order: list[str], fmt: str) -> l
     if rows.empty:
         return []
     rows = rows.assign(group=rows.group.astype(str)).rename(columns={"ci_low": "value_ci_low", "ci_high": "value_ci_high"})
+    if rows.method.nunique() > 1:  # trained usages with methods: each setting is usage · method
+        position = {m: i for i, m in enumerate(methods or [])}
+        order = {u: i for i, u in enumerate(usage_order)}
+        ranked = rows.assign(_u=rows.usage.map(order), _m=rows.method.map(position)).sort_values(["_u", "_m"])
+        usage_order = list(dict.fromkeys(f"{u} · {m}" for u, m in zip(ranked.usage, ranked.method)))
+        rows = rows.assign(usage=rows.usage.astype(str) + " · " + rows.method.astype(str))
     keys = ["dataset", "model", "usage", "train_attribute", "group"]
     per_group = _aggregate(rows, keys, ["value"]).rename(columns={"value_ci_low": "ci_low", "value_ci_high": "ci_high"})
     figures = []
@@ -625,14 +755,20 @@ def _settings_rows(bench: dict, results: Results) -> list[tuple[str, str]]:
                                        f"{evaluation.get('embedding_samples', '—')} test samples; linear attribute probe"))
     if results.task == "segmentation":
         base = dict(rows)
+        zero_shot = bool(len(runs)) and all(str(u).startswith("seg_zs") for u in runs.usage)
+        trained = not zero_shot and bool(len(runs))
         segmentation = {
             "Model selection": base["Model selection"].replace("hyper-parameters are chosen on validation",
                                                                "hyper-parameters are chosen on validation Dice")
             + "; prompt types are settings, each reported (never selected)",
-            "Threshold": "logit > 0 (SAM's mask threshold), nothing fitted",
-            "Models": base["Models"] + " (promptable segmenters, zero-shot)",
-            "Usages": base["Usages"] + " (usage:prompt type)",
-            "Training attributes": base["Training attributes"] + " (nothing is trained: the attribute results are grouped by)",
+            "Threshold": ("logit > 0 (SAM's mask threshold) for zero-shot prompts; the argmax over the C + 1 output "
+                          "channels for trained usages; nothing fitted (seg_thresholds fits its per-group offsets on "
+                          "validation itself)" if trained else "logit > 0 (SAM's mask threshold), nothing fitted"),
+            "Models": base["Models"] + (" (promptable segmenters, zero-shot)" if zero_shot else " (segmenters)"),
+            "Usages": base["Usages"] + " (zero-shot: usage:prompt type)",
+            "Training attributes": base["Training attributes"] + (
+                " (nothing is trained: the attribute results are grouped by)" if zero_shot else
+                " (the attribute the methods mitigate; zero-shot runs are only grouped by it)"),
             "Representation": (f"the image encoder's test embeddings, mean-pooled over space; "
                                f"{evaluation.get('embedding', 'tsne')} and linear attribute probe"),
         }
@@ -685,10 +821,16 @@ def build_bench_context(out: str | Path, results: Results | None = None, *, fmt:
         "findings": _findings(board, effects, view),
         "tolerance": UTILITY_TOLERANCE,
         "ranks": _rank_sections(table, methods, colors, fmt, view, {"usage": usages}),
-        "pareto": (_segmentation_pareto_figures(table, usages, fmt) if segmentation
-                   else _pareto_figures(table, methods, usages, colors, fmt)),
-        "group_auc": (_group_dice_figures(results, usages, fmt) if segmentation
+        "pareto": (_segmentation_method_pareto_figures(table, methods, usages, colors, fmt)
+                   + _segmentation_pareto_figures(table[table.usage.astype(str).str.startswith("seg_zs")]
+                                                  if "usage" in table.columns else table, usages, fmt)
+                   if segmentation else _pareto_figures(table, methods, usages, colors, fmt)),
+        "group_auc": (_group_dice_figures(results, usages, fmt, methods) if segmentation
                       else _group_auc_figures(results, methods, usages, fmt)),
+        "setting_word": ("prompt type" if segmentation and all(str(u).startswith("seg_zs") for u in usages)
+                         else "setting"),
+        "distributions": _dice_distribution_figures(out, results, methods, usages, fmt) if segmentation else [],
+        "gallery": _gallery_figures(out, results, methods, usages, fmt) if segmentation else [],
         "probes": _probe_figures(results, methods, usages, fmt),
         "embedding": embedding,
         "alpha": SIGNIFICANCE_LEVEL,
