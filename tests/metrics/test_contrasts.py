@@ -115,13 +115,27 @@ def test_contrast_standard_errors_match_the_bootstrap():
     # Hanley-McNeil assumes exponential scores and overstates binormal ones' SE by 10-20 %, a
     # factor that cancels between the observed and the replicate t of the bootstrap-t.
     for metric, low, high in (("auc", 1.0, 1.3), ("tpr", 0.95, 1.05), ("fpr", 0.95, 1.05)):
-        se = contrast_standard_errors(metric, result.values[metric][1:], result.pooled[metric],
-                                      counts.n_pos.to_numpy(float), counts.n_neg.to_numpy(float))
+        se = contrast_standard_errors(metric, result.values[metric][1:], counts.n_pos.to_numpy(float),
+                                      counts.n_neg.to_numpy(float))
         ratio = se / result.contrast_family(metric).se
         assert ((ratio > low) & (ratio < high)).all(), (metric, ratio)
-    assert contrast_standard_errors("ece", result.values["ece"][1:], result.pooled["ece"],
-                                    counts.n_pos.to_numpy(float), counts.n_neg.to_numpy(float)) is None
-    assert contrast_standard_errors("tpr", [0.5], 0.5, [np.nan], [np.nan]) is None  # no labels
+    assert contrast_standard_errors("ece", result.values["ece"][1:], counts.n_pos.to_numpy(float),
+                                    counts.n_neg.to_numpy(float)) is None
+    assert contrast_standard_errors("tpr", [0.5, 0.5], [np.nan, np.nan], [np.nan, np.nan]) is None  # no labels
+
+
+def test_contrast_standard_error_of_a_rate_by_hand():
+    # TPR of three groups with 10, 30, 60 positives: the pool is the 0.1/0.3/0.6-weighted mean, so
+    # Var(d_0) = 0.9^2 V_0 + 0.3^2 V_1 + 0.6^2 V_2 with V = p(1 - p)/n at p = (k + 1)/(n + 2).
+    tpr, n_pos = np.array([0.5, 0.8, 0.9]), np.array([10.0, 30.0, 60.0])
+    p = (tpr * n_pos + 1) / (n_pos + 2)
+    v = p * (1 - p) / n_pos
+    expected = np.sqrt(0.9**2 * v[0] + 0.3**2 * v[1] + 0.6**2 * v[2])
+    se = contrast_standard_errors("tpr", tpr, n_pos, np.full(3, 50.0))
+    assert se[0] == pytest.approx(expected)
+    # replicates (B, G) get one SE each, from their own values
+    reps = np.array([tpr, [0.6, 0.7, 0.9]])
+    assert contrast_standard_errors("tpr", reps, n_pos, np.full(3, 50.0)).shape == (2, 3)
 
 
 @settings(max_examples=200, deadline=None)

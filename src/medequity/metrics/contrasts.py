@@ -113,36 +113,37 @@ def binomial_variance(rate, n) -> np.ndarray:
 _RATE_DENOMINATORS = {"tpr": "pos", "fnr": "pos", "tnr": "neg", "fpr": "neg", "acc": "all", "selection_rate": "all"}
 
 
-def contrast_standard_errors(metric: str, group_values, pooled_values, n_pos, n_neg) -> np.ndarray | None:
+def contrast_standard_errors(metric: str, group_values, n_pos, n_neg) -> np.ndarray | None:
     """Plug-in standard errors of d_g = M(group g) − M(pool), for the bootstrap-t of :func:`min_p_contrasts`.
 
-    ``group_values`` (..., G) and ``pooled_values`` (...) are point values or replicates (the SE
-    of each replicate is computed from that replicate's own values); ``n_pos``/``n_neg`` (G,) are
-    the groups' class counts. The pool contains group g, so with w_g its share of the pool,
-    Var(d_g) ≈ (1 − 2 w_g)·Var(M_g) + Var(M_pool) (exact for a rate, whose pooled value is the
-    w-weighted mean of the groups'). AUC uses :func:`hanley_mcneil_variance`, the rates with a
-    stratum-fixed denominator :func:`binomial_variance`; other metrics return None (the caller then
-    uses percentile p-values). Only how the SE varies from replicate to replicate matters to the
-    bootstrap-t: a constant factor cancels between the observed and the replicate statistics.
+    ``group_values`` (..., G) are the groups' point values or replicates (the SE of each replicate
+    is computed from that replicate's own values); ``n_pos``/``n_neg`` (G,) are the groups' class
+    counts. A rate's pooled value is the w-weighted mean of the groups' (w_g: group g's share of
+    the denominator), and the groups are resampled independently, so
+    Var(d_g) = (1 − w_g)²·V_g + Σ_{k≠g} w_k²·V_k = (1 − 2 w_g)·V_g + Σ_k w_k²·V_k exactly; the
+    same form, with w_g the share of samples, approximates the pooled AUC (its cross-group pairs
+    behave like the within-group ones when the groups do not differ). V is
+    :func:`hanley_mcneil_variance` for AUC and :func:`binomial_variance` for the rates with a
+    stratum-fixed denominator; other metrics, or a table without labels, return None (the caller
+    then uses percentile p-values). Only how the SE varies from replicate to replicate matters to
+    the bootstrap-t: a constant factor cancels between the observed and the replicate statistics.
     """
     n_pos, n_neg = np.asarray(n_pos, dtype=np.float64), np.asarray(n_neg, dtype=np.float64)
     group_values = np.asarray(group_values, dtype=np.float64)
-    pooled_values = np.asarray(pooled_values, dtype=np.float64)[..., None]
     if metric == "auc":
-        var_group = hanley_mcneil_variance(group_values, n_pos, n_neg)
-        var_pool = hanley_mcneil_variance(pooled_values, n_pos.sum(), n_neg.sum())
         denominator = n_pos + n_neg
+        variance = hanley_mcneil_variance(group_values, n_pos, n_neg)
     elif metric in _RATE_DENOMINATORS:
         denominator = {"pos": n_pos, "neg": n_neg, "all": n_pos + n_neg}[_RATE_DENOMINATORS[metric]]
-        var_group = binomial_variance(group_values, denominator)
-        var_pool = binomial_variance(pooled_values, denominator.sum())
+        variance = binomial_variance(group_values, denominator)
     else:
         return None
     if not np.all(np.isfinite(denominator)):  # no labels: no class counts
         return None
     share = denominator / denominator.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):  # empty groups: NaN, left out of the family
-        return np.sqrt(np.maximum((1.0 - 2.0 * share) * var_group + var_pool, 0.0))
+    pooled = np.sum(share**2 * variance, axis=-1, keepdims=True)  # NaN when a group is undefined
+    with np.errstate(invalid="ignore"):
+        return np.sqrt((1.0 - 2.0 * share) * variance + pooled)
 
 
 def min_p_contrasts(value, replicates, ci: float = 0.95, se=None, se_replicates=None) -> ContrastFamily:

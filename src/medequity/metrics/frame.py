@@ -332,10 +332,10 @@ class GroupMetricResult:
         # Bootstrap-t where the metric has a plug-in SE (AUC, rates): percentile p-values are too
         # liberal for small groups (benchmarks/audit_gap_calibration.py).
         n_pos, n_neg = (self.counts.loc[list(self.groups), c].to_numpy(np.float64) for c in ("n_pos", "n_neg"))
-        se = contrast_standard_errors(metric, self.values[metric][1:], self.pooled[metric], n_pos, n_neg)
+        se = contrast_standard_errors(metric, self.values[metric][1:], n_pos, n_neg)
         if se is None:
             return min_p_contrasts(point, reps, self.ci)
-        se_reps = contrast_standard_errors(metric, self.replicates[metric][:, 1:], self.pooled_replicates[metric], n_pos, n_neg)
+        se_reps = contrast_standard_errors(metric, self.replicates[metric][:, 1:], n_pos, n_neg)
         return min_p_contrasts(point, reps, self.ci, se=se, se_replicates=se_reps)
 
     def contrasts(self) -> pd.DataFrame:
