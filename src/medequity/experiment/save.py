@@ -34,7 +34,8 @@ def save_run(result: RunResult, out_dir: str | Path, *, n_boot: int | None = Non
         paths[name] = atomic_write_bytes(out / f"{name}.parquet", buffer.getvalue())
     record = {"spec": result.spec.to_dict(), "threshold": result.threshold, "best_epoch": result.best_epoch,
               "seconds": result.seconds, "method_params": result.method.params, "method_log": result.method_log,
-              "provenance": provenance()}
+              # what the usage chose (CLIP zero-shot/CLIP-Adapt: the prompts and where they came from)
+              "usage_record": getattr(result.model, "usage_record", None), "provenance": provenance()}
     paths["run"] = atomic_write_text(out / "run.json", json.dumps(record, indent=2, default=str))
     if result.spec.task == "classification":
         paths.update(save_classification_report(result, out, n_boot=n_boot))

@@ -54,7 +54,7 @@ def train_model(prepared: Prepared, *, trainer: Trainer | None = None, progress:
         config = config.replace(epochs=0)
     backbone = prepared.take_backbone()
     context = UsageContext(cache_dir=Path(spec.cache_dir) if spec.cache_dir else None, device=str(config.resolved_device()),
-                           progress=progress)
+                           progress=progress, zero_shot=prepared.dataset.info.get("zero_shot"), dataset=prepared.dataset.name)
     model, data = usage.build(backbone, dict(prepared.data), context)
     method = create_method(spec.method, **spec.method_params)
     trainer = trainer or Trainer()

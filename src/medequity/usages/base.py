@@ -34,6 +34,10 @@ class UsageContext:
     device: str = "cpu"
     batch_size: int = 128
     progress: Any = None  # callable(done, total, description) for slow steps (feature extraction)
+    # The dataset's zero-shot class names and templates (its loader's ``info["zero_shot"]``, see
+    # medequity.data.zero_shot) and its name: CLIP zero-shot/CLIP-Adapt's default prompts.
+    zero_shot: dict[str, Any] | None = None
+    dataset: str | None = None
 
 
 class Usage:

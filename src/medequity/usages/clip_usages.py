@@ -7,6 +7,13 @@ P(positive) = sigmoid(logit_scale · (cos⁺ − cos⁻)), so the model keeps th
 interface: ``Classifier``-like, with the prototype matrix as its head. Nothing trains — run it with
 ``train={"epochs": 0}`` (the trainer then skips the optimiser).
 
+Prompts (FairMedFM's per-dataset wording): by default the dataset's own declaration
+(``info["zero_shot"]`` of its loader, :mod:`medequity.data.zero_shot`, e.g. CheXpert's "a chest X-ray
+of a {}" × (diseased, normal)), reached through :class:`~medequity.usages.base.UsageContext`. The
+usage's ``prompts`` replace it; ``class_names`` and/or ``templates`` replace its part; a dataset that
+declares nothing gets the generic :data:`GENERIC_TEMPLATES` × :data:`GENERIC_CLASS_NAMES`. The
+prompts used and where each part came from are kept as ``model.usage_record`` (saved in run.json).
+
 CLIP-Adapt: the same head, its prototypes initialised from the zero-shot ones and trained, the
 image encoder frozen — so the head trains on cached image embeddings, like linear probing. FairMedFM
 normalises the trainable prototypes in every forward and uses a fixed scale (100 in its wrapper);
@@ -24,8 +31,9 @@ from medequity.usages.base import Usage, UsageContext, register_usage
 from medequity.usages.linear_probe import feature_splits
 from medequity.usages.peft_usages import trainable_summary
 
-DEFAULT_TEMPLATES = ("a photo of {}.", "a medical image showing {}.", "there is {}.")
-DEFAULT_CLASS_NAMES = ("no disease", "disease")  # (negative class, positive class)
+#: For datasets that declare no zero-shot prompts (a user's table): generic medical wording.
+GENERIC_TEMPLATES = ("a photo of {}.", "a medical image showing {}.", "there is {}.")
+GENERIC_CLASS_NAMES = ("no disease", "disease")  # (negative class = label 0, positive class = label 1)
 
 
 class PrototypeHead(nn.Module):
@@ -79,6 +87,31 @@ class PrototypeClassifier(nn.Module):
         return self
 
 
+def resolve_prompts(params: dict, context: UsageContext) -> tuple[list[list[str]], dict]:
+    """([[negative prompts], [positive prompts]], record): the usage's ``prompts``, else its
+    ``class_names``/``templates`` over the dataset's declared ones (``context.zero_shot``), else the
+    generic ones. The record says which prompts were used and where each part came from."""
+    if params.get("prompts") is not None:
+        prompts = class_prompts(params)
+        return prompts, {"negative": prompts[0], "positive": prompts[1], "source": "usage parameter 'prompts'"}
+    declared = context.zero_shot
+    dataset = f"dataset {context.dataset!r}" if context.dataset else "the dataset"
+    chosen, sources = {}, {}
+    for part, generic in (("class_names", GENERIC_CLASS_NAMES), ("templates", GENERIC_TEMPLATES)):
+        if params.get(part) is not None:
+            chosen[part], sources[part] = params[part], f"usage parameter {part!r}"
+        elif declared is not None:
+            chosen[part] = declared[part]
+            sources[part] = f"{dataset} ({declared.get('source', 'its loader')})"
+        else:
+            chosen[part], sources[part] = list(generic), "generic default (the dataset declares no zero-shot prompts)"
+    prompts = class_prompts({**params, **chosen})
+    record = {"negative": prompts[0], "positive": prompts[1], "class_names": list(chosen["class_names"]),
+              "templates": [chosen["templates"]] if isinstance(chosen["templates"], str) else list(chosen["templates"]),
+              "source": sources}
+    return prompts, record
+
+
 def class_prompts(params: dict) -> list[list[str]]:
     """[[negative prompts], [positive prompts]]: explicit ``prompts`` or templates × class names."""
     if params.get("prompts") is not None:
@@ -89,10 +122,11 @@ def class_prompts(params: dict) -> list[list[str]]:
         names = params["class_names"]
         if len(names) != 2:
             raise ValueError(f"class_names must be (negative, positive); got {names!r}")
+        templates = [params["templates"]] if isinstance(params["templates"], str) else list(params["templates"])
         out = []
         for name in names:
             synonyms = [name] if isinstance(name, str) else list(name)
-            out.append([template.format(s) for template in params["templates"] for s in synonyms])
+            out.append([template.format(s) for template in templates for s in synonyms])
     if not all(out):
         raise ValueError("each class needs at least one prompt")
     return out
@@ -107,10 +141,11 @@ def text_prototypes(backbone, prompts: list[list[str]], device: str = "cpu") -> 
 
 
 class _CLIPUsage(Usage):
-    defaults = {"class_names": DEFAULT_CLASS_NAMES, "templates": DEFAULT_TEMPLATES, "prompts": None, "logit_scale": None}
+    # None: the dataset's declared class names / templates (see resolve_prompts).
+    defaults = {"class_names": None, "templates": None, "prompts": None, "logit_scale": None}
 
     def head(self, backbone, context: UsageContext, *, trainable: bool) -> PrototypeHead:
-        self.prompts = class_prompts(self.params)
+        self.prompts, self.record = resolve_prompts(self.params, context)
         prototypes = text_prototypes(backbone, self.prompts, device=context.device)
         scale = self.params["logit_scale"]
         if scale is None:
@@ -130,6 +165,7 @@ class CLIPZeroShot(_CLIPUsage):
     def build(self, backbone, data: dict, context: UsageContext):
         model = PrototypeClassifier(backbone.module, self.head(backbone, context, trainable=False))
         model.trainable_summary = trainable_summary(model)
+        model.usage_record = {"usage": self.name, "prompts": self.record}
         return model, data
 
 
@@ -143,4 +179,5 @@ class CLIPAdapt(_CLIPUsage):
     def build(self, backbone, data: dict, context: UsageContext):
         model = PrototypeClassifier(None, self.head(backbone, context, trainable=True))
         model.trainable_summary = trainable_summary(model)
+        model.usage_record = {"usage": self.name, "prompts": self.record}
         return model, feature_splits(backbone, data, context)

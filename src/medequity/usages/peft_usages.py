@@ -20,6 +20,7 @@ model carries ``trainable_summary`` (parameter counts), also kept on the usage o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -178,7 +179,8 @@ class LoRA(_SelectedParameters):
 
     ``target_modules="auto"``: for timm ViTs the attention projections ``attn.qkv`` and
     ``attn.proj``; otherwise every ``nn.Linear`` of the image tower outside ``nn.MultiheadAttention``
-    (whose forward bypasses its ``out_proj`` module, so an adapter there would do nothing). Or a list
+    (whose forward bypasses its ``out_proj`` module, so an adapter there would do nothing); for a CNN
+    without linear layers, its ``nn.Conv2d`` layers. Or a list
     of module names/suffixes, or a regular expression, as ``peft.LoraConfig`` takes them. The adapters'
     B matrices start at zero, so the adapted backbone first computes exactly the pre-trained features.
     """
@@ -201,17 +203,23 @@ class LoRA(_SelectedParameters):
         return {name for name, _ in module.named_parameters() if ".lora_" in name}
 
 
+_TIMM_ATTENTION = re.compile(r"(^|\.)blocks\.\d+\.attn\.qkv$")
+
+
 def _auto_lora_targets(backbone) -> list[str]:
+    """timm-style ViT blocks (timm, DINOv2, MedMAE, BiomedCLIP's trunk, SAM/LVM-Med's encoder): the
+    attention projections; else the image tower's linear layers; a CNN without any (C2L and
+    MoCo-CXR's ResNets): its convolutions (peft adapts ``nn.Conv2d`` with low-rank convolutions)."""
     module = backbone.module
-    names = {name for name, _ in module.named_modules()}
-    if any(name.endswith(".attn.qkv") for name in names) and any(name.startswith("blocks.") for name in names):
+    if any(_TIMM_ATTENTION.search(name) for name, _ in module.named_modules()):
         return ["attn.qkv", "attn.proj"]
     inside_attention = set()
     for name, child in module.named_modules():
         if isinstance(child, nn.MultiheadAttention):
             inside_attention |= {f"{name}.{sub}" for sub, _ in child.named_modules() if sub}
-    targets = [name for name, child in module.named_modules()
-               if isinstance(child, nn.Linear) and name not in inside_attention and _is_adaptable(module, f"{name}.weight")]
-    if not targets:
-        raise ValueError(f"backbone {backbone.name!r} has no linear layers for LoRA; pass target_modules explicitly")
-    return targets
+    for kind in (nn.Linear, nn.Conv2d):
+        targets = [name for name, child in module.named_modules()
+                   if isinstance(child, kind) and name not in inside_attention and _is_adaptable(module, f"{name}.weight")]
+        if targets:
+            return targets
+    raise ValueError(f"backbone {backbone.name!r} has no linear or convolutional layers for LoRA; pass target_modules explicitly")

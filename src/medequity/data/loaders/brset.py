@@ -24,6 +24,7 @@ from medequity.data.attributes import BRSET_SEX_CODES, add_group_columns
 from medequity.data.base import GROUP_PREFIX, MedicalDataset, register_dataset
 from medequity.data.loaders._common import find_file, image_paths_from_ids, index_images
 from medequity.data.table import binary_labels, finish_table, read_table, require_columns
+from medequity.data.zero_shot import brset_prompts
 
 COLUMNS = ("image_id", "patient_id", "patient_age", "patient_sex")
 IMAGE_FOLDERS = ("fundus_photos", "images", ".")
@@ -74,6 +75,7 @@ def load_brset(
             "source": source,
             "label_rule": f"{label_column}" + (f" in {list(positive_values)}" if positive_values is not None else " == 1"),
             "convention": "FairMedFM; patient_sex 1 male, 2 female",
+            "zero_shot": brset_prompts(label_column),
             "patient_id": "patient_id",
         },
     )

@@ -54,6 +54,7 @@ from medequity.data.loaders._common import (
     view_mask,
 )
 from medequity.data.table import finish_table, read_table, require_columns, resolve_paths
+from medequity.data.zero_shot import cxr_prompts
 
 FINDINGS = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -216,6 +217,7 @@ def load_chexpert(
         info={
             "label_rule": f"label = '{finding}' == 1 (0 and blank -> 0; uncertain -1 -> {_UNCERTAIN_TEXT[uncertain]})",
             **cxr_label_info(finding),
+            "zero_shot": cxr_prompts(finding),
             "uncertain": uncertain,
             "convention": "MEDFAIR/FairDi; race from CHEXPERT DEMO PRIMARY_RACE",
             "race": str(demo_file) if demo_file is not None else "CHEXPERT DEMO table not found: no race attribute",

@@ -24,6 +24,7 @@ from medequity.data.attributes import add_group_columns, medfair_skin_type
 from medequity.data.base import GROUP_PREFIX, MedicalDataset, register_dataset
 from medequity.data.loaders._common import find_file, image_paths_from_ids, index_images
 from medequity.data.table import finish_table, read_table, require_columns
+from medequity.data.zero_shot import derm_prompts
 
 METADATA = "fitzpatrick17k.csv"
 IMAGE_FOLDERS = (".", "images", "data/finalfitz17k", "finalfitz17k")
@@ -64,6 +65,7 @@ def load_fitzpatrick17k(root: str | Path, *, drop_unknown: bool = True, on_missi
         info={
             "source": source,
             "label_rule": "three_partition_label == 'malignant'",
+            "zero_shot": derm_prompts("HAM10000's wording in FairMedFM (Fitzpatrick17k is not in it)"),
             "convention": "MEDFAIR skin_type = fitzpatrick_scale - 1; I-III vs IV-VI",
             "patient_id": "none in the dataset: md5hash (each image its own patient)",
         },

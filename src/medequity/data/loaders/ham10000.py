@@ -33,6 +33,7 @@ from medequity.data.base import GROUP_PREFIX, MedicalDataset, register_dataset
 from medequity.data.loaders._common import find_file, image_paths_from_ids, index_images
 from medequity.data.loaders._seg import SegmentationDataset, segmentation_info
 from medequity.data.table import finish_table, read_table, require_columns
+from medequity.data.zero_shot import derm_prompts
 
 METADATA = "HAM10000_metadata.csv"
 IMAGE_FOLDERS = ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_images", "images", ".")
@@ -100,7 +101,8 @@ def load_ham10000(
             name=name, table=finish_table(table[columns]), root=root, task=task,
             info=segmentation_info(CLASSES, "binary", **info),
         )
-    return MedicalDataset(name=name, table=finish_table(table[columns]), root=root, task=task, info=info)
+    return MedicalDataset(name=name, table=finish_table(table[columns]), root=root, task=task,
+                          info={**info, "zero_shot": derm_prompts()})
 
 
 @register_dataset("ham10000_seg")

@@ -72,6 +72,7 @@ from medequity.data.attributes import (
 from medequity.data.base import GROUP_PREFIX, DatasetFormatError, MedicalDataset, register_dataset, safe_join
 from medequity.data.loaders._seg import encode_mask
 from medequity.data.table import SPLIT_ALIASES, finish_table
+from medequity.data.zero_shot import FUNDUS_TEMPLATE, HARVARD_TEMPLATES, fundus_prompts
 
 # attribute -> (npz keys that may hold it, code map)
 ATTRIBUTE_KEYS: dict[str, tuple[tuple[str, ...], dict[int, str] | None]] = {
@@ -255,6 +256,8 @@ def load_harvard_npz(
         "convention": "Harvard README code maps; FairMedFM/FairDi groups",
         "patient_id": "one subject per npz file",
     }
+    if has_label:
+        info["zero_shot"] = fundus_prompts(template=HARVARD_TEMPLATES.get(name, FUNDUS_TEMPLATE))
     if race_coding is not None:
         info["race_coding"] = race_coding
     if age_unit != "years":

@@ -30,6 +30,7 @@ from medequity.data.base import GROUP_PREFIX, DatasetFormatError, MedicalDataset
 from medequity.data.loaders._common import check_plain_ids, find_file
 from medequity.data.loaders.chexpert import FINDINGS, with_finding_labels
 from medequity.data.table import finish_table, normalise_split_names, read_table, require_columns, resolve_paths
+from medequity.data.zero_shot import cxr_prompts
 
 PREFIX = "mimic-cxr-2.0.0-"
 MIMIC_IV_FOLDERS = (".", "hosp", "core", "mimic-iv/hosp", "mimiciv/hosp")
@@ -123,6 +124,7 @@ def load_mimic_cxr(
         root=root,
         info={
             "label_rule": "No Finding == 1 (blank/0/-1 -> 0)",
+            "zero_shot": cxr_prompts(),
             "uncertain": uncertain,
             "convention": "FairDi/MEDFAIR; sex/anchor_age from MIMIC-IV patients, race from admissions",
             "patient_id": "subject_id",

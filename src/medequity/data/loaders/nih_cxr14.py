@@ -49,6 +49,7 @@ from medequity.data.loaders._common import (
     view_mask,
 )
 from medequity.data.table import finish_table, read_table, require_columns
+from medequity.data.zero_shot import cxr_prompts
 
 FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
@@ -193,6 +194,7 @@ def load_nih_cxr14(
         info={
             "label_rule": f"label = '{finding}' in Finding Labels",
             **cxr_label_info(finding),
+            "zero_shot": cxr_prompts(finding),
             "convention": "healthy (No Finding) vs any finding, as CheXpert/MIMIC in FairDi/MEDFAIR",
             "patient_id": "Patient ID",
             "sample_id": "Image Index",

@@ -24,6 +24,7 @@ import pandas as pd
 from medequity.data.attributes import PAPILA_SEX_CODES, add_group_columns
 from medequity.data.base import GROUP_PREFIX, DatasetFormatError, MedicalDataset, register_dataset
 from medequity.data.table import finish_table, read_table, require_columns, resolve_paths
+from medequity.data.zero_shot import fundus_prompts
 
 COLUMNS = ("ID", "Age", "Gender", "Diagnosis")
 EYES = ("OD", "OS")  # right eye, left eye
@@ -111,6 +112,7 @@ def load_papila(root: str | Path, *, exclude_suspect: bool = True, age_threshold
         info={
             "label_rule": "Diagnosis == 1 (glaucoma); suspect (2) excluded" if exclude_suspect else "Diagnosis == 1",
             "convention": "MEDFAIR/FairDi/FairTune; Gender 0 male, 1 female",
+            "zero_shot": fundus_prompts(),
             "patient_id": "ID (both eyes)",
             "split_ratios": SPLIT_RATIOS,
         },
