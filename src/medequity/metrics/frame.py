@@ -99,8 +99,14 @@ class _Evaluator:
         self.with_adf = self.y is not None and self.pred is not None
         if self.linear or self.with_adf:
             self._prepare_linear()
-        # One sort by score of everything: a set's samples in score order are a subset of it.
-        self.by_score = np.argsort(self.score, kind="stable") if self.score is not None else None
+        # A second arrangement for rank metrics (AUC): by label, then score. Every set's negatives
+        # (positives) are then an ascending subset of one sorted run — the overall set's are slices,
+        # a group's a forward gather — where the stratum arrangement would need a random gather per
+        # set. Replicate weights are carried over once per chunk (``np.take``).
+        self.to_score: np.ndarray | None = None
+        if self.score is not None and self.y is not None:
+            self.to_score = np.lexsort((self.score, self.y))
+            self.scored = SampleSet(self.y[self.to_score], self.score[self.to_score], None)
         self.sets: dict[object, np.ndarray | slice] = {"all": slice(0, n)}
         self.set_keys = []  # per grouping: the sets of its value columns (overall, groups, pool)
         for k, grouping in enumerate(self.groupings):
@@ -125,28 +131,34 @@ class _Evaluator:
         if self.y is not None and self.pred is not None:  # with_adf
             y1, p1 = self.y.astype(np.float64), self.pred.astype(np.float64)
             blocks.append(np.column_stack([(1 - y1) * (1 - p1), (1 - y1) * p1, y1 * (1 - p1), y1 * p1]))
-        matrix = np.hstack(blocks)
         self.linear_bounds = np.cumsum([0] + [block.shape[1] for block in blocks])
-        self.n_columns = matrix.shape[1]
+        self.n_columns = int(self.linear_bounds[-1])
         # Integer-valued columns (indicators of label, decision, ECE bin; counts) are constant along
         # runs of the arrangement (a cell's samples with one label and, as the decisions and fixed
         # ECE bins are monotone in the score, long runs): their sums are exact integer run totals
         # times the run's row. Only the other columns (scores, losses) need a floating-point product.
-        integral = np.all(matrix == np.round(matrix), axis=0)
-        self.int_columns, self.float_columns = np.flatnonzero(integral), np.flatnonzero(~integral)
-        int_part = matrix[:, self.int_columns]
+        # Column by column, so that no second copy of an (n, k) matrix is made.
         change = np.diff(self.cells) != 0
-        if int_part.shape[1]:
-            change |= np.any(int_part[1:] != int_part[:-1], axis=1)
-        self.run_starts = np.r_[0, np.flatnonzero(change) + 1] if self.n else np.zeros(0, dtype=np.int64)
-        self.run_rows = int_part[self.run_starts]
+        columns = [(int(offset) + j, block[:, j]) for offset, block in zip(self.linear_bounds[:-1], blocks)
+                   for j in range(block.shape[1])]
+        is_integral = [bool(np.array_equal(column, np.trunc(column))) for _, column in columns]
+        integral = [entry for entry, whole in zip(columns, is_integral) if whole]
+        floating = [entry for entry, whole in zip(columns, is_integral) if not whole]
+        for _, column in integral:
+            change |= column[1:] != column[:-1]
+        self.run_starts = np.r_[0, np.flatnonzero(change) + 1] if self.n else np.zeros(0, dtype=np.intp)
+        self.int_columns = np.array([c for c, _ in integral], dtype=np.intp)
+        self.float_columns = np.array([c for c, _ in floating], dtype=np.intp)
+        self.run_rows = np.column_stack([column[self.run_starts] for _, column in integral] or
+                                        [np.zeros((self.run_starts.size, 0))])
+        self.float_matrix = np.column_stack([column for _, column in floating] or [np.zeros((self.n, 0))])
+        del blocks, columns, integral, floating
         run_cells = self.cells[self.run_starts]
         # per grouping and code (groups, then the excluded samples): its runs and its cells
         self.run_members = [[np.flatnonzero(codes[run_cells] == g) for g in range(grouping.n_groups + 1)]
                             for codes, grouping in zip(self.cell_codes, self.groupings)]
         self.cell_onehot = [np.equal.outer(codes, np.arange(grouping.n_groups + 1)).astype(np.float64)
                             for codes, grouping in zip(self.cell_codes, self.groupings)]
-        self.float_matrix = matrix[:, self.float_columns]
 
     def sample_set(self, sl: slice | np.ndarray) -> SampleSet:
         part = lambda a: None if a is None else a[sl]  # noqa: E731
@@ -157,10 +169,10 @@ class _Evaluator:
     def _prepare(self, name: str, sl):
         """(columns of the weights, plan) of metric ``name`` on the samples ``sl``."""
         spec = self.specs[name]
-        if spec.prepare_at is not None and self.by_score is not None:
+        if spec.prepare_at is not None and self.to_score is not None:
             member = np.zeros(self.n, dtype=bool)
             member[sl] = True
-            return slice(None), spec.prepare_at(self.sample_set(slice(None)), self.by_score[member[self.by_score]])
+            return None, spec.prepare_at(self.scored, np.flatnonzero(member[self.to_score]))
         return sl, spec.prepare(self.sample_set(sl))
 
     def _code_sums(self, W: np.ndarray) -> list[np.ndarray]:
@@ -201,14 +213,17 @@ class _Evaluator:
                 if self.with_adf:
                     cells = sums[:, :n_groups, -4:].reshape(W.shape[0], n_groups, 2, 2)
                     out[ADF_KEY] = adf_from_counts(cells.transpose(0, 2, 1, 3))[:, None]  # (b, 2 [y], S, 2 [ŷ])
+        scored = np.take(W, self.to_score, axis=1) if self.to_score is not None and self.other else None
         for name in self.other:
             spec, plans = self.specs[name], self.plans[name]
             done: dict[object, np.ndarray] = {}  # the overall set is computed once for every grouping
             for out, keys in zip(outs, self.set_keys):
                 for key in keys:
                     if key not in done:
-                        columns, plan = plans[key]
-                        done[key] = spec.compute(plan, W[:, columns])
+                        columns, plan = plans[key]  # columns None: a plan on the (label, score) arrangement
+                        weights = scored if columns is None else W[:, columns]
+                        assert weights is not None
+                        done[key] = spec.compute(plan, weights)
                 out[name] = np.column_stack([done[key] for key in keys])
         return outs
 

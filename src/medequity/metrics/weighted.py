@@ -13,6 +13,7 @@ indicator vectors) and ``compute`` (per chunk of replicates).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -151,6 +152,25 @@ def auc_plan(y: np.ndarray, score: np.ndarray, by_score: np.ndarray) -> _AucPlan
     )
 
 
+def _columns(W: np.ndarray, index: np.ndarray | slice) -> np.ndarray:
+    # np.take is several times faster than W[:, index] for a forward (ascending) index
+    return W[:, index] if isinstance(index, slice) else np.take(W, index, axis=1)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: tuple[int, int], dtype) -> np.ndarray:
+    """A reused per-thread buffer: a fresh (B, n) array per group and chunk costs more in page faults
+    than the cumulative sum written into it."""
+    size = shape[0] * shape[1]
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    key = np.dtype(dtype).str
+    if key not in buffers or buffers[key].size < size:
+        buffers[key] = np.empty(size, dtype=dtype)
+    return buffers[key][:size].reshape(shape)
+
+
 def _compute_auc(plan: _AucPlan, W: np.ndarray) -> np.ndarray:
     """Weighted Mann–Whitney AUC; ties count 1/2, as scikit-learn's ``roc_auc_score``.
 
@@ -159,13 +179,13 @@ def _compute_auc(plan: _AucPlan, W: np.ndarray) -> np.ndarray:
     (bootstrap counts) are summed as integers: exact, and the cumulative sum is several times
     faster than in floating point; the products are summed in float64 (exact below 2^53).
     """
-    pos_w = W[:, plan.pos_idx]
-    neg_w = W[:, plan.neg_idx]
+    pos_w, neg_w = _columns(W, plan.pos_idx), _columns(W, plan.neg_idx)
     if pos_w.shape[1] == 0 or neg_w.shape[1] == 0:
         return np.full(W.shape[0], np.nan)
     # counts stay in their integer type: a running total never exceeds the n resampled samples
     accumulate = W.dtype if np.issubdtype(W.dtype, np.integer) else np.float64
-    neg_cum = np.zeros((W.shape[0], neg_w.shape[1] + 1), dtype=accumulate)
+    neg_cum = _scratch((W.shape[0], neg_w.shape[1] + 1), accumulate)
+    neg_cum[:, 0] = 0
     np.cumsum(neg_w, axis=1, out=neg_cum[:, 1:])
     if plan.hi is None:
         numerator = np.einsum("bi,bi->b", pos_w, neg_cum[:, plan.lo], dtype=np.float64)
