@@ -249,6 +249,7 @@ def audit(
     random_state: int = 0,
     progress=None,
     precomputed: Mapping[str, GroupMetricResult] | None = None,
+    shared_bootstrap: bool = True,
 ) -> AuditReport:
     """Audit a predictions table: per-group metrics with CIs, gaps with tests, ADF, intersections.
 
@@ -276,6 +277,10 @@ def audit(
     labels, scores and hard predictions with these settings (``medequity train`` evaluated its test
     predictions while training); used as is, so the bootstrap and permutation tests are not run
     twice. Attributes it lacks are computed here. Binary (single-task) audits only.
+    ``shared_bootstrap``: every attribute of a task on one set of replicates, stratified by the
+    cells of all attributes × label (fast; a group's cell composition is held fixed, which can
+    narrow a coarse attribute's intervals by a few percent when its cells differ); False gives
+    each attribute its own group × label replicates (:func:`~medequity.metrics.frame.group_metrics_shared`).
     """
     _check_options(n_boot=n_boot, n_permutations=n_permutations, ci=ci, min_group_size=min_group_size, missing=missing,
                    ece_bins=ece_bins, metrics=metrics)
@@ -353,7 +358,7 @@ def audit(
             shared = dict(zip(todo, group_metrics_shared(
                 y, s, y_pred=pred, sensitive_features=[frame[list(a)] for a in todo], metrics=metrics, threshold=resolved,
                 n_boot=n_boot, n_permutations=n_permutations, ci=ci, min_group_size=min_group_size, missing=missing,
-                ece_bins=ece_bins, random_state=random_state,
+                ece_bins=ece_bins, random_state=random_state, shared=shared_bootstrap,
             ))) if todo else {}
             for attribute_set in attribute_sets:
                 name = intersection_name(attribute_set)
@@ -407,7 +412,8 @@ def audit(
         "n_boot": n_boot,
         "n_permutations": n_permutations,
         "ci": ci,
-        "bootstrap": SHARED_BOOTSTRAP if len(attribute_sets) - len(skipped) > 1 else "percentile, stratified by group x label",
+        "bootstrap": (SHARED_BOOTSTRAP if shared_bootstrap and n_boot and len(attribute_sets) - len(skipped) > 1
+                      else "percentile, stratified by group x label"),
         "gap_test": GAP_TEST + ("" if not n_permutations else "; also a permutation test of max - min = 0 "
                                 "(p_permutation; group labels shuffled within label for label-conditional metrics)"),
         "min_group_size": min_group_size,

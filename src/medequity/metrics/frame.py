@@ -525,6 +525,7 @@ def group_metrics_shared(
     random_state: int | None = 0,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     n_jobs: int | None = None,
+    shared: bool = True,
 ) -> list[GroupMetricResult | ValueError]:
     """:func:`group_metrics` of several attributes (or intersections) of the same predictions, on one
     set of bootstrap replicates: one element of ``sensitive_features`` per result, in order.
@@ -535,9 +536,14 @@ def group_metrics_shared(
     attribute on those weights: the overall AUC and the linear metrics' sums are computed once,
     not once per attribute. Each group keeps its positives and negatives in every replicate, as
     with group × label strata; the cell composition inside a group is held fixed too, a finer
-    stratification whose intervals agree with per-attribute ones within Monte Carlo error (tested).
-    With one attribute this is exactly :func:`group_metrics`. An attribute whose groups cannot be
-    coded gives its ``ValueError`` in its place; the others are still computed.
+    stratification. It removes the variation of a group's cell composition from its replicates:
+    where the cells inside a group differ in the metric, the group's bootstrap SE is smaller than
+    with its own group × label strata (measured: up to 6% for sex when race cells inside it differ
+    in AUC by 0.1-0.2, B = 6000; no difference for the finest attribute). ``shared=False`` gives
+    each attribute its own replicates, exactly :func:`group_metrics` per attribute (slower: each
+    attribute draws and sums its own replicates). With one attribute both are exactly
+    :func:`group_metrics`. An attribute whose groups cannot be coded gives its ``ValueError`` in
+    its place; the others are still computed.
     """
     inputs = _check_inputs(y_true, y_score, y_pred, None, metrics, threshold, None, None, n_boot, n_permutations, ci)
     encoded: list[tuple[list[str], Groups] | ValueError] = []
@@ -548,12 +554,16 @@ def group_metrics_shared(
             encoded.append(exc)
     usable = [e for e in encoded if not isinstance(e, ValueError)]
     results: list[GroupMetricResult] = []
-    if usable:
+    settings = _Settings(n_boot, n_permutations, ci, stratify, min_group_size, random_state, max_elements, n_jobs)
+    if usable and shared:
         evaluator = _Evaluator(inputs.y, inputs.score, inputs.pred, None, [groups for _, groups in usable], inputs.metrics,
                                ece_bins=ece_bins, n_bins=n_bins, stratify=stratify)
-        settings = _Settings(n_boot, n_permutations, ci, stratify, min_group_size, random_state, max_elements, n_jobs)
         note = SHARED_BOOTSTRAP if len(usable) > 1 and stratify and n_boot else None
         results = _evaluate(evaluator, [messages for messages, _ in usable], inputs, settings, note)
+    for messages, groups in usable if not shared else []:
+        evaluator = _Evaluator(inputs.y, inputs.score, inputs.pred, None, groups, inputs.metrics, ece_bins=ece_bins,
+                               n_bins=n_bins, stratify=stratify)
+        results += _evaluate(evaluator, [messages], inputs, settings)
     done = iter(results)
     return [e if isinstance(e, ValueError) else next(done) for e in encoded]
 
