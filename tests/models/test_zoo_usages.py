@@ -1,9 +1,10 @@
 """Every zoo entry, loaded from random weights in its official layout (``checkpoint:``), runs the
 usages a spec can name through the experiment layer: LP on cached features, FT, LoRA, and CLIP
-zero-shot where it has a text tower — one epoch on a tiny synthetic chest X-ray set. Each trains
-(finite losses, scores in [0, 1]) with the right parameters trainable: the head for LP; the image
-tower, never the text tower, for FT; only the adapters for LoRA (which leave zero); nothing for
-zero-shot. The other PEFT usages (bitfit, ln, attn) find their parameters in every family they suit."""
+zero-shot and CLIP-Adapt where it has a text tower — one epoch on a tiny synthetic chest X-ray set.
+Each trains (finite losses, scores in [0, 1]) with the right parameters trainable: the head for LP;
+the image tower, never the text tower, for FT; only the adapters for LoRA (which leave zero); the
+prototypes for CLIP-Adapt (which leave zero-shot's); nothing for zero-shot. The other PEFT usages
+(bitfit, ln, attn) find their parameters in every family they suit."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def test_each_entry_runs_lp_ft_lora_and_zero_shot_through_the_experiment(name, w
                           transform={"name": "2d", "resize": size, "crop": None}, train={"epochs": 1, "batch_size": 32},
                           n_boot=2, eval_attributes=["sex"], cache_dir=str(tmp_path))
     prepared = prepare(spec)
-    usages = ["lp", "ft", "lora"] + (["clip_zs"] if ZOO[name].zero_shot else [])
+    usages = ["lp", "ft", "lora"] + (["clip_zs", "clip_adapt"] if ZOO[name].zero_shot else [])
     for usage in usages:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*fewer than 30 samples")
@@ -66,9 +67,13 @@ def test_each_entry_runs_lp_ft_lora_and_zero_shot_through_the_experiment(name, w
         if usage == "clip_zs":
             assert result.best_epoch == -1 and trainable == set()
             assert model.usage_record["prompts"]["positive"] == ["a chest X-ray of a diseased"]
+            zero_shot_prototypes = model.head.prototypes.detach().clone()
             continue
         assert np.isfinite(result.history["train_loss"]).all() and len(result.history) == 1, (name, usage)
-        if usage == "lp":
+        if usage == "clip_adapt":  # the prototypes train from the zero-shot ones, on cached image embeddings
+            assert trainable == {"head.prototypes"} and model.usage_record["prompts"]["negative"] == ["a chest X-ray of a normal"]
+            assert not torch.allclose(model.head.prototypes, zero_shot_prototypes)  # moved from zero-shot's in training
+        elif usage == "lp":
             assert isinstance(model.backbone, torch.nn.Identity) and trainable == {"head.weight", "head.bias"}
             assert result.data["train"].items.x.shape[1] == prepared.backbone.feature_dim  # cached features, not images
         elif usage == "ft":
