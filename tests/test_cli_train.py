@@ -50,3 +50,15 @@ def test_train_names_the_group_a_post_processor_cannot_fit(tmp_path):
     assert result.exit_code == 2
     output = " ".join(result.output.split())
     assert "needs both classes in every group of the validation split" in output and "& " in output
+
+
+def test_train_progress_counts_every_stage_of_a_multi_stage_method(tmp_path):
+    """fair_diagnosis trains a classifier, pre-trains its mask (jsd) and then runs the adversarial
+    stage: the piped progress lines count all three stages' epochs against one total."""
+    result = CliRunner().invoke(app, ["train", *DATA, "--usage", "lp", "--method", "fair_diagnosis", "--epochs", "1",
+                                      "--param", "jsd_pretrain_epochs=1", "--param", "adversarial_epochs=2",
+                                      "--n-boot", "10", "--out", str(tmp_path / "run"),
+                                      "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("[") and " epoch " in line]
+    assert lines and lines[-1].endswith("4/4") and "adversarial epoch 2" in lines[-1], lines  # 1 + 1 + 2 epochs

@@ -324,12 +324,20 @@ def train_command(
         validate_spec(spec)  # every setting, before any data is loaded or pre-trained
     except ValueError as exc:
         fail(str(exc))
+    total = _planned_epochs(method, parse_options(param), spec.train)
     with progress_bar() as bar:
-        task = bar.add_task("training", total=epochs)
+        task = bar.add_task("training", total=total)
+        # Multi-stage methods (fair_diagnosis: classifier, jsd, adversarial) count every stage's
+        # epochs; a stage that stops early leaves its unused epochs behind.
+        done_before: dict[str, int] = {}
+        done = [0]
 
         def on_epoch(info: dict) -> None:
-            bar.update(task, completed=info["epoch"] + 1, description=(
-                f"{info.get('stage') or method} epoch {info['epoch'] + 1}: loss {info['train_loss']:.3f}, "
+            stage = info.get("stage") or method
+            done_before.setdefault(stage, done[0])
+            done[0] = min(total, done_before[stage] + info["epoch"] + 1)
+            bar.update(task, completed=done[0], description=(
+                f"{stage} epoch {info['epoch'] + 1}: loss {info['train_loss']:.3f}, "
                 f"val {info['selection']} {info.get('val_' + info['selection'], info['val_auc']):.3f}"))
 
         try:
@@ -342,6 +350,13 @@ def train_command(
     for kind, path in paths.items():
         console.print(f"[green]wrote[/] {kind:16s} {path}", soft_wrap=True)
     _print_test_metrics(result)
+
+
+def _planned_epochs(method: str, params: dict, train: dict) -> int:
+    from medequity.methods import create_method
+    from medequity.training.trainer import TrainConfig
+
+    return create_method(method, **params).planned_epochs(TrainConfig(**train))
 
 
 def _print_test_metrics(result) -> None:

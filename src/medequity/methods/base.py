@@ -86,6 +86,10 @@ class Method:
             if not float(self.params[key]) >= 0:
                 raise ValueError(f"{self.name}'s {key} must be >= 0; got {self.params[key]!r}")
 
+    def planned_epochs(self, config: TrainConfig) -> int:
+        """Epochs :meth:`fit` runs at most, over all its stages (a progress bar's total)."""
+        return int(config.epochs)
+
     # --- set-up ------------------------------------------------------------------------------------
     def setup(self, model: nn.Module, train: SplitData, config: TrainConfig) -> None:
         """Called once per stage before training (after the trainer seeded the RNGs): create extra

@@ -342,6 +342,11 @@ class AdversarialMask(Method):
             raise ValueError(f"stage must be 'jsd' or 'adversarial'; got {stage!r}")
         return config.replace(epochs=epochs, patience=None)
 
+    def planned_epochs(self, config: TrainConfig) -> int:
+        classifier = 0 if self.params["pretrained_classifier"] else int(config.epochs)
+        jsd = self.stage_config(config, "jsd").epochs if int(self.params["jsd_pretrain_epochs"]) > 0 else 0
+        return classifier + int(jsd) + int(self.stage_config(config, "adversarial").epochs)
+
     def fit(self, model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig, trainer: Trainer) -> FitResult:
         """Stage 1 ("classifier", ERM; skipped with ``pretrained_classifier``), then the optional
         "jsd" utility pre-training of the mask, then the "adversarial" stage — each a ``trainer.fit``."""
