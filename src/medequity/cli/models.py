@@ -33,8 +33,11 @@ def list_command() -> None:
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
     console.print(table)
-    console.print("Use a model as `model: <name>` with `model_options: {checkpoint: <file or folder>}` in a spec, or "
-                  "`medequity models check <name> <path>` to verify a file first.")
+    console.print("Use a model as `model: <name>` with `model_options: {checkpoint: <file or folder>}` in an experiment "
+                  "spec, `models: [{name: <name>, options: {checkpoint: <file or folder>}}]` in a bench spec, or "
+                  "`medequity train --model <name> --checkpoint <path>`; `medequity models check <name> <path>` "
+                  "verifies a file first. Zero-shot prompts come from the dataset (usage_params class_names/"
+                  "templates/prompts override them).", soft_wrap=True)
 
 
 @models_app.command("check")
