@@ -45,6 +45,16 @@ CONTRAST_COLUMNS = ["attribute", "metric", "group", "group_value", "pooled_value
                     "se", "p_adjusted", "significant"]
 
 
+def _dense(keys: np.ndarray) -> np.ndarray:
+    """Non-negative integer keys renumbered 0, 1, ... in their order (np.unique without a sort when
+    the keys are small, as cells of a few attributes are)."""
+    if keys.size == 0 or int(keys.max()) > 4 * keys.size:
+        return np.unique(keys, return_inverse=True)[1].reshape(-1)
+    present = np.zeros(int(keys.max()) + 1, dtype=bool)
+    present[keys] = True
+    return (np.cumsum(present) - 1)[keys]
+
+
 class _Evaluator:
     """Samples arranged stratum-contiguously, with each metric prepared once per sample set.
 
@@ -69,7 +79,7 @@ class _Evaluator:
         code_columns = [np.where(g.codes >= 0, g.codes, g.n_groups).astype(np.int64) for g in self.groupings]
         cells = code_columns[0]
         for codes, grouping in zip(code_columns[1:], self.groupings[1:]):
-            cells = np.unique(cells * (grouping.n_groups + 1) + codes, return_inverse=True)[1].reshape(-1)
+            cells = _dense(cells * (grouping.n_groups + 1) + codes)
         strat_label = y if (stratify and y is not None) else np.zeros(n, dtype=np.int8)
         # Stratum-contiguous, and sorted by score inside each stratum, so that a cell's negatives and
         # positives are contiguous score-ordered runs (with one grouping, AUC then slices, not gathers).

@@ -260,9 +260,12 @@ register_metric(
 def _prepare_ece(data: SampleSet) -> np.ndarray:
     # Columns: per bin the score sum, the positive count and the sample count.
     score, y = data.require("score"), data.require("y")
-    onehot = np.zeros((score.size, data.n_bins))
-    onehot[np.arange(score.size), data.require("ece_bins")] = 1.0
-    return np.hstack([onehot * score[:, None], onehot * y[:, None], onehot])
+    k, rows, bins = data.n_bins, np.arange(score.size), data.require("ece_bins")
+    matrix = np.zeros((score.size, 3 * k))  # filled in place: no (n, k) one-hot products to stack
+    matrix[rows, bins] = score
+    matrix[rows, k + bins] = y
+    matrix[rows, 2 * k + bins] = 1.0
+    return matrix
 
 
 def _finish_ece(sums: np.ndarray) -> np.ndarray:
