@@ -148,6 +148,25 @@ def cxr_acquisition() -> dict[str, Any]:
     return {"modality": "cxr", "acquisition": {"attribute": "age", "strength": 1.0}}
 
 
+@register_preset("cxr-race-minority-difficulty")
+def cxr_race_minority_difficulty() -> dict[str, Any]:
+    """Chest radiographs: non-White patients are 25% of the cohort and their disease is subtler on the film.
+
+    Under-representation plus a weaker, noisier opacity for non-White patients (difficulty 0.3),
+    with well-separated classes (positives' severity Beta(5, 2)) so that a good model reaches an
+    AUC near 0.9. A model with one threshold under-diagnoses the minority: its true-positive rate
+    falls far below the majority's although its AUC is only a little lower (part of that AUC gap
+    is in the images: oracle_group_auc reports it). The case `make demo` shows: per-group
+    thresholds (ThresholdOptimizer) close the TPR gap at a cost in false positives.
+    """
+    return {
+        "modality": "cxr",
+        "severity_positive": [5.0, 2.0],
+        "representation": {"attribute": "race", "share": 0.25},
+        "difficulty": {"attribute": "race", "strength": 0.3},
+    }
+
+
 @register_preset("fundus-race-difficulty")
 def fundus_race_difficulty() -> dict[str, Any]:
     """Fundus, difficulty: the glaucoma signal is half as strong and noisier for non-White patients.
