@@ -276,3 +276,23 @@ def test_a_knob_makes_the_affected_group_significantly_worse_than_all(preset, at
     result, table = _contrasts(segmenter_dice(preset), ds, attribute)
     assert table.loc[affected].significant and table.loc[affected].ci_high < 0
     assert result.fairness_table().set_index("summary").loc["delta"].p_value < 0.05
+
+
+def _box_fill_dice(masks: np.ndarray) -> float:
+    """Mean Dice of each mask's filled bounding box against the mask."""
+    scores = []
+    for mask in masks > 0:
+        ys, xs = np.nonzero(mask)
+        box = np.zeros_like(mask)
+        box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+        scores.append(2 * (box & mask).sum() / (box.sum() + mask.sum()))
+    return float(np.mean(scores))
+
+
+def test_irregular_lesions_fill_their_bounding_box_less_than_the_default_ones():
+    default = make_synthetic_segmentation("seg-derm-unbiased", n=80, seed=4, image_size=32)
+    irregular = make_synthetic_segmentation("seg-derm-irregular", n=80, seed=4, image_size=32)
+    np.testing.assert_array_equal(irregular.table.skin_tone, default.table.skin_tone)  # only the geometry differs
+    assert _box_fill_dice(irregular.masks) < _box_fill_dice(default.masks) - 0.05
+    with pytest.raises(SyntheticConfigError, match="elongation"):
+        make_synthetic_segmentation("seg-derm-unbiased", n=10, elongation=0.5)

@@ -38,23 +38,23 @@ from medequity.models.segmenter import create_segmenter
 from medequity.usages._segmentation import sam_training_target
 from medequity.utils.io import atomic_save_safetensors
 
-RECIPE = 1  # bumped whenever the pre-training changes (cached weights of an older recipe are not reused)
+RECIPE = 2  # bumped whenever the pre-training changes (cached weights of an older recipe are not reused)
 PROMPT_OPTIONS = {"bbox": {}, "center": {}, "rand": {}, "rands": {"k": 5}}
 
 
-def synthetic_segmenter_checkpoint(name: str, spec: str, *, cache_dir: str | Path | None = None, n: int = 400,
-                                   epochs: int = 12, image_size: int = 48, lr: float = 2e-3, batch_size: int = 16,
+def synthetic_segmenter_checkpoint(name: str, spec: str, *, cache_dir: str | Path | None = None, n: int = 160,
+                                   epochs: int = 10, image_size: int = 48, lr: float = 2e-3, batch_size: int = 16,
                                    options: dict | None = None) -> Path:
     """Path of the pre-trained weights of segmenter ``name`` for ``spec`` = ``"synthetic:<preset>"``
     (trained on first use). ``<preset>`` must be an unbiased segmentation preset (``seg-…-unbiased``
     or one without knobs): the pre-training data must not plant the bias a benchmark measures."""
-    from medequity.data.synthetic_segmentation import SEG_PRESETS
+    from medequity.data.synthetic_segmentation import SEG_KNOB_TYPES, SEG_PRESETS
 
     preset = spec[len(PREFIX):]
     if preset not in SEG_PRESETS.names():
         raise ValueError(f"checkpoint {spec!r}: {preset!r} is not a synthetic segmentation preset; "
                          f"known: {', '.join(SEG_PRESETS.names())} (e.g. 'synthetic:seg-derm-unbiased')")
-    if any(key not in ("modality",) for key in SEG_PRESETS.create(preset)):
+    if any(key in SEG_KNOB_TYPES for key in SEG_PRESETS.create(preset)):  # shape settings are not a bias
         raise ValueError(f"checkpoint {spec!r}: pre-training needs an unbiased preset (no knob); {preset!r} plants a "
                          f"bias — use e.g. 'synthetic:seg-derm-unbiased'")
     options = dict(options or {})
@@ -78,6 +78,41 @@ def _prompt_tensors(prompt, geometry) -> dict[str, Any]:
     if prompt.box is not None:
         boxes = torch.as_tensor(geometry.boxes_to_input(np.asarray(prompt.box)), dtype=torch.float32)[None]
     return {"points": (points, labels) if points is not None else None, "boxes": boxes}
+
+
+def _decode_batch(sam: Any, embeddings: torch.Tensor, prompts: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of every mask token ``(B, 4, h', w')`` and predicted IoUs ``(B, 4)`` of ``B`` images
+    with one prompt each (all of one type).
+
+    SAM's mask decoder takes one image and many prompts (it repeats the image embedding per
+    prompt); ``torch.func.vmap`` maps it over (image, prompt) pairs instead: one batched call in
+    place of ``B`` (4× faster on a CPU), the same logits as calling it per image."""
+    points = [p["points"] for p in prompts]
+    sparse, dense = sam.prompt_encoder(
+        points=None if points[0] is None else (torch.cat([p[0] for p in points]), torch.cat([p[1] for p in points])),
+        boxes=None if prompts[0]["boxes"] is None else torch.cat([p["boxes"] for p in prompts]), masks=None)
+    image_pe = sam.prompt_encoder.get_dense_pe()
+
+    def decode(embedding: torch.Tensor, sparse_one: torch.Tensor, dense_one: torch.Tensor):
+        return sam.mask_decoder.predict_masks(image_embeddings=embedding, image_pe=image_pe,
+                                              sparse_prompt_embeddings=sparse_one, dense_prompt_embeddings=dense_one)
+
+    masks, iou = torch.func.vmap(decode)(embeddings[:, None], sparse[:, None], dense[:, None])
+    return masks[:, 0], iou[:, 0]
+
+
+def promptable_loss(logits: torch.Tensor, iou_predictions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """One image's loss over all of SAM's mask outputs ``(K, h, w)``: BCE + Dice of each (mean over
+    the K) plus the IoU head's squared error against each mask's actual IoU (SAM's IoU loss), so that
+    the single-mask output, the multi-mask outputs and the multi-mask choice by predicted IoU all
+    segment the prompted object (SAM trains the best of its three outputs; one lesion per image has
+    no ambiguity, so all are trained here)."""
+    masks = sum(dice_bce_loss(logits[k], target) for k in range(len(logits))) / len(logits)
+    with torch.no_grad():
+        predicted = logits > 0
+        union = (predicted | (target > 0)).sum(dim=(-2, -1)).clamp(min=1)
+        actual = (predicted & (target > 0)).sum(dim=(-2, -1)) / union
+    return masks + F.mse_loss(iou_predictions, actual.float())
 
 
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -116,15 +151,13 @@ def _pretrain(name: str, preset: str, path: Path, *, n: int, epochs: int, image_
         order = rng.permutation(len(present))
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
+            kinds = rng.integers(len(PROMPT_KINDS), size=len(batch))
             embeddings = sam.image_encoder(images[batch])
             loss = torch.zeros(())
-            for j, k in enumerate(batch):
-                prompt = prompts[k][int(rng.integers(len(PROMPT_KINDS)))]
-                sparse, dense = sam.prompt_encoder(points=prompt["points"], boxes=prompt["boxes"], masks=None)
-                logits, _ = sam.mask_decoder(image_embeddings=embeddings[j:j + 1], image_pe=sam.prompt_encoder.get_dense_pe(),
-                                             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                             multimask_output=False)
-                loss = loss + dice_bce_loss(logits[0, 0], masks[k])
+            for kind in np.unique(kinds):  # one decoder call per prompt type: same number of prompt tokens
+                rows = np.flatnonzero(kinds == kind)
+                logits, iou = _decode_batch(sam, embeddings[rows], [prompts[batch[j]][kind] for j in rows])
+                loss = loss + sum(promptable_loss(logits[r], iou[r], masks[batch[j]]) for r, j in enumerate(rows))
             optimizer.zero_grad()
             (loss / len(batch)).backward()
             optimizer.step()
