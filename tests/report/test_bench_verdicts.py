@@ -203,3 +203,42 @@ def test_group_legends_sit_outside_the_axes():
     ax = fig.axes[0]
     legend = ax.get_legend().get_window_extent(renderer)
     assert not _overlap(legend, ax.get_window_extent(renderer))
+
+
+def test_decision_effects_see_a_post_processing_method_that_the_auc_effects_cannot(tmp_path):
+    """ThresholdOptimizer changes decisions, not scores: its AUC effects are exactly 0, while the
+    decision effects measure the TPR gap it closes and the accuracy it costs (hand-computed from
+    the two runs' ``pred`` columns) and the verdict says so."""
+    from medequity.bench.effects import decision_verdict
+
+    out = tmp_path / "out"
+    _folder(out)
+    erm = pd.read_parquet(out / "runs" / "erm-0" / "predictions.parquet")
+    # per-group thresholds: IV-VI (served worse) gets a lower one, so its TPR rises towards I-III's
+    post = erm.assign(pred=np.where(erm["group:skin_tone"] == "IV-VI", erm.score > 0.3, erm.score > 0.5).astype(np.int8))
+    metrics, summaries = _tables(post, 0)
+    store = ResultsStore(out)
+    labels = {"dataset": "derm", "model": "cnn", "usage": "lp", "method": "threshold_optimizer",
+              "train_attribute": "skin_tone", "seed": 0, "hparams": hparams_key({}, {})}
+    store.write_run("to-0", {"metrics": frame_to_parquet(metrics), "summaries": frame_to_parquet(summaries),
+                             "predictions": frame_to_parquet(post)},
+                    {"run_id": "to-0", "labels": labels, "seconds": 1.0, "best_epoch": 0,
+                     "validation": {"val_auc": 0.8, "val_auc_group": {g: 0.8 for g in GROUPS}}})
+    store.write_header("name: t\n", {"name": "t", "selection": {"rule": "worst_group"},
+                                     "run_ids": ["erm-0", "groupdro-0", "to-0"], "evaluation": {"n_boot": 200}})
+    effects = paired_effects(out, load_results(out), n_boot=300)
+    row = effects[effects.method == "threshold_optimizer"].iloc[0]
+    assert row.utility == 0 and row.gap == 0
+
+    def tpr_gap_and_accuracy(frame):
+        test = frame[frame.split == "test"]
+        tpr = test[test.label == 1].groupby("group:skin_tone")["pred"].mean()
+        return tpr.max() - tpr.min(), (test.pred == test.label).mean()
+
+    (gap_m, acc_m), (gap_e, acc_e) = tpr_gap_and_accuracy(post), tpr_gap_and_accuracy(erm)
+    assert row.tpr_gap == pytest.approx(gap_m - gap_e) and row.accuracy == pytest.approx(acc_m - acc_e)
+    assert row.tpr_gap_ci_low <= row.tpr_gap <= row.tpr_gap_ci_high and row.tpr_gap_ci_high < 0
+    sentence = decision_verdict(aggregate_effects(effects).set_index("method").loc["threshold_optimizer"])
+    assert sentence is not None and sentence.startswith("closes the TPR gap by") and "accuracy change" in sentence
+    # groupdro changed scores, and the decisions' effect is computed for it too (not necessarily significant)
+    assert np.isfinite(effects[effects.method == "groupdro"].tpr_gap.iloc[0])

@@ -33,6 +33,10 @@ REFERENCE = "erm"
 UTILITY_TOLERANCE = 0.02  # AUC or Dice points a method may lose while closing a gap (ours; stated in the report)
 SETTING = ("dataset", "model", "usage", "train_attribute", "seed")
 EFFECTS = ("utility", "gap", "worst")  # method − ERM
+# Classification only, on each run's own decisions (its ``pred`` column: post-processing methods
+# such as ThresholdOptimizer change decisions, not scores, so the AUC effects cannot see them):
+# the equal-opportunity gap (max − min TPR over groups) and the accuracy it costs.
+DECISION_EFFECTS = ("tpr_gap", "accuracy")
 GROUP_PREFIX = "group:"
 
 
@@ -58,6 +62,50 @@ def _classification_pair(method: pd.DataFrame, erm: pd.DataFrame, attribute: str
                                   metric="auc", summary=summary, n_boot=n_boot, random_state=seed)
         out.update({name: result.difference, f"{name}_ci_low": result.ci_low, f"{name}_ci_high": result.ci_high,
                     f"{name}_p": result.p_value})
+    return out
+
+
+def _decision_summaries(y: np.ndarray, pred: np.ndarray, codes: np.ndarray, n_groups: int,
+                        weights: np.ndarray) -> np.ndarray:
+    """(B, 2): TPR gap (max − min over groups with positives) and accuracy, per weight row."""
+    positive = y == 1
+    tprs = []
+    for g in range(n_groups):
+        members = positive & (codes == g)
+        if members.any():
+            tprs.append(weights[:, members] @ pred[members] / weights[:, members].sum(axis=1))
+    tpr = np.stack(tprs, axis=1)
+    accuracy = weights @ (pred == y).astype(np.float64) / weights.sum(axis=1)
+    return np.column_stack([tpr.max(axis=1) - tpr.min(axis=1), accuracy])
+
+
+def _decision_pair(method: pd.DataFrame, erm: pd.DataFrame, attribute: str, n_boot: int, seed: int) -> dict:
+    """Paired bootstrap (stratified by group and label, as the runs' own) of the TPR gap and the
+    accuracy of the two runs' decisions, method − ERM."""
+    column = GROUP_PREFIX + attribute
+    if "pred" not in method.columns or "pred" not in erm.columns:
+        return {}
+    joined = method[["sample_id", "label", "pred", column]].merge(
+        erm[["sample_id", "pred"]], on="sample_id", suffixes=("_m", "_e"), validate="one_to_one").dropna(subset=[column])
+    y = joined["label"].to_numpy(np.int64)
+    codes, groups = pd.factorize(joined[column].astype(str), sort=True)
+    strata = codes * 2 + y
+    rng = np.random.default_rng(seed)
+    weights = np.zeros((n_boot, len(joined)))
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        draws = rng.integers(0, len(members), size=(n_boot, len(members)))
+        np.add.at(weights, (np.arange(n_boot)[:, None], members[draws]), 1.0)
+    a, b = joined["pred_m"].to_numpy(np.float64), joined["pred_e"].to_numpy(np.float64)
+    ones = np.ones((1, len(joined)))
+    point = _decision_summaries(y, a, codes, len(groups), ones)[0] - _decision_summaries(y, b, codes, len(groups), ones)[0]
+    replicates = (_decision_summaries(y, a, codes, len(groups), weights)
+                  - _decision_summaries(y, b, codes, len(groups), weights))
+    out = {}
+    for k, name in enumerate(DECISION_EFFECTS):
+        low, high = percentile_interval(replicates[:, k])
+        out.update({name: float(point[k]), f"{name}_ci_low": float(low), f"{name}_ci_high": float(high),
+                    f"{name}_p": two_sided_p_value(replicates[:, k])})
     return out
 
 
@@ -103,7 +151,8 @@ def paired_effects(out: str | Path, results: Results, *, n_boot: int = 200, refe
     identifiers and, for each of :data:`EFFECTS`, the difference method − reference with its 95%
     paired-bootstrap interval (``<name>_ci_low``, ``<name>_ci_high``) and p-value (``<name>_p``)."""
     out = Path(out)
-    columns = [*SETTING, "method", *[f"{n}{s}" for n in EFFECTS for s in ("", "_ci_low", "_ci_high", "_p")]]
+    names = EFFECTS if results.task == "segmentation" else EFFECTS + DECISION_EFFECTS
+    columns = [*SETTING, "method", *[f"{n}{s}" for n in names for s in ("", "_ci_low", "_ci_high", "_p")]]
     runs = results.runs
     if runs.empty:
         return pd.DataFrame(columns=columns)
@@ -122,8 +171,10 @@ def paired_effects(out: str | Path, results: Results, *, n_boot: int = 200, refe
             method = _test_predictions(out, run.run_id)
             if method is None:
                 continue
-            rows.append({**setting, "method": run.method,
-                         **pair(method, erm, str(run.train_attribute), n_boot, int(run.seed))})
+            effects = pair(method, erm, str(run.train_attribute), n_boot, int(run.seed))
+            if results.task != "segmentation":
+                effects.update(_decision_pair(method, erm, str(run.train_attribute), n_boot, int(run.seed)))
+            rows.append({**setting, "method": run.method, **effects})
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -135,7 +186,7 @@ def aggregate_effects(effects: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, group in effects.groupby(keys, sort=False):
         row = {**dict(zip(keys, key)), "n_seeds": len(group)}
-        for name in EFFECTS:
+        for name in [n for n in EFFECTS + DECISION_EFFECTS if n in group.columns]:
             values = group[name].to_numpy(np.float64)
             row[name] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
             if len(group) == 1:
@@ -176,4 +227,21 @@ def verdict(row, *, tolerance: float = UTILITY_TOLERANCE, utility_label: str = "
     return "no change", f"no significant change of the gap ({interval('gap')}); {cost}"
 
 
-__all__ = ["paired_effects", "aggregate_effects", "verdict", "UTILITY_TOLERANCE", "REFERENCE"]
+def decision_verdict(row) -> str | None:
+    """The effect on decisions (classification): the TPR gap (equal opportunity) and the accuracy
+    it costs, method − ERM; None when the row has no decision effects or the TPR gap did not change
+    significantly."""
+    if not np.isfinite(row.get("tpr_gap_ci_high", math.nan)):
+        return None
+
+    def interval(name: str) -> str:
+        return f"{row[name]:+.3f} [{row[f'{name}_ci_low']:+.3f}, {row[f'{name}_ci_high']:+.3f}]"
+
+    if row["tpr_gap_ci_high"] < 0:
+        return f"closes the TPR gap by {-row['tpr_gap']:.3f} ({interval('tpr_gap')}) at an accuracy change of {interval('accuracy')}"
+    if row["tpr_gap_ci_low"] > 0:
+        return f"widens the TPR gap by {row['tpr_gap']:.3f} ({interval('tpr_gap')}); accuracy {interval('accuracy')}"
+    return None
+
+
+__all__ = ["paired_effects", "aggregate_effects", "verdict", "decision_verdict", "UTILITY_TOLERANCE", "REFERENCE"]

@@ -31,7 +31,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medequity.bench.effects import REFERENCE, UTILITY_TOLERANCE, aggregate_effects, paired_effects, verdict
+from medequity.bench.effects import (
+    REFERENCE,
+    UTILITY_TOLERANCE,
+    aggregate_effects,
+    decision_verdict,
+    paired_effects,
+    verdict,
+)
 from medequity.bench.store import LEADERBOARD_KEYS, Results, leaderboard, load_results, read_bench
 from medequity.report import plots
 from medequity.report.audit_html import _environment, format_ci, format_value
@@ -313,6 +320,9 @@ def _effect_sections(out: Path, results: Results, methods: list[str], view: Task
             for cell, n in zip(cells, ("utility", "gap", "worst")):
                 cell["value"] = f"{row[n]:+.3f}" if np.isfinite(row[n]) else cell["value"]
             kind, sentence = verdict(row, utility_label=label)
+            decisions = decision_verdict(row)
+            if decisions:
+                sentence = f"{sentence}; its decisions {decisions}"
             body.append({"method": row["method"], "cells": cells, "kind": kind, "verdict": sentence, "n_seeds": n_seeds})
         n_seeds = sorted(set(int(n) for n in rows.n_seeds))
         sections.append({"dataset": key[0], "model": key[1], "usage": key[2], "attribute": key[3], "rows": body,
@@ -340,6 +350,10 @@ def _findings(board: pd.DataFrame, effects: list[dict], view: TaskView) -> list[
             worst = f"worst_group_{utility}"
             text = (f"ERM: {view.metric_label} {shown(utility)}, worst-group {view.metric_label} {shown(worst)}, "
                     f"{view.metric_label} gap {shown(gap)} ({p_text})")
+            eo_p = erm.get("eo_gap_p", math.nan)
+            if np.isfinite(erm.get("eo_gap", math.nan)):  # classification: the decisions' equal-opportunity gap
+                eo_text = plots.format_p_value(eo_p) if eo_p is not None and np.isfinite(eo_p) else "no test"
+                text += f", TPR gap {shown('eo_gap')} ({eo_text})"
             section = next((e for e in effects if (e["dataset"], e["usage"], e["attribute"]) == key
                             and e["model"] == erm["model"]), None)
             verdicts = [{"method": r["method"], "kind": r["kind"], "verdict": r["verdict"]} for r in (section or {}).get("rows", [])]
