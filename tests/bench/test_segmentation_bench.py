@@ -1,5 +1,5 @@
 """Segmentation benchmarks: a `task: segmentation` spec (segmenters × prompt types × attributes × seeds),
-run through `medequity bench run` on the packaged seg-demo spec, read back with a Dice leaderboard and
+run through `medequity bench run` on the packaged seg-zero-shot spec, read back with a Dice leaderboard and
 reported with per-group Dice per prompt type and critical-difference diagrams on Dice."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from medequity.cli.bench import bench_app
 pytestmark = pytest.mark.filterwarnings("ignore::medequity.metrics._validation.GroupMetricWarning",
                                         "ignore::UserWarning")
 
-DEMO = resources.files("medequity.bench") / "specs" / "seg-demo.yaml"
+DEMO = resources.files("medequity.bench") / "specs" / "seg-zero-shot.yaml"
 PROMPTS = ["bbox", "center", "rand", "rands"]
 SEG = {
     "task": "segmentation",
@@ -85,12 +85,12 @@ def test_a_classification_spec_cannot_list_a_segmentation_usage(tiny_spec):
 # --- running the demo through the CLI ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """`medequity bench run seg-demo.yaml` (fewer resamples, to stay fast): 8 zero-shot runs."""
+    """`medequity bench run seg-zero-shot.yaml` (fewer resamples, to stay fast): 8 zero-shot runs."""
     root = tmp_path_factory.mktemp("segbench")
     raw = yaml.safe_load(DEMO.read_text())
     raw["evaluation"] = {**raw["evaluation"], "n_boot": 20, "n_permutations": 20}
     raw["cache_dir"] = str(root / "cache")
-    spec_path = root / "seg-demo.yaml"
+    spec_path = root / "seg-zero-shot.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     out = root / "out"
     result = CliRunner().invoke(bench_app, ["run", str(spec_path), "--out", str(out)])

@@ -13,9 +13,17 @@ SAM's or MedSAM's released weights.
 
 The recipe (ours, sized for a 2-core CPU): every image gets one prompt per step, its type drawn
 uniformly from the four of FairMedFM's SEG-ZS (box, centre point, one random point, five random
-points; :func:`medequity.data.prompts.make_prompts`), one mask output (``multimask_output=False``),
-loss ``BCE + Dice`` on the decoder-resolution mask (SAM trains with focal + Dice; BCE is ours),
-AdamW, fixed learning rate. Random state: the caller's is preserved
+points; :func:`medequity.data.prompts.make_prompts`); all four mask outputs (the single-mask token
+and the three multi-mask tokens) are trained on the mask, loss ``BCE + Dice`` each on the
+decoder-resolution mask (SAM trains the best of its three outputs with focal + Dice; BCE and
+training all four are ours: one lesion per image has no ambiguity), plus SAM's IoU-head loss (MSE
+against each output's actual IoU), AdamW, fixed learning rate. Training every token matters
+downstream: zero-shot multi-mask output picks a token by predicted IoU, and ``seg_decoder``'s
+``C + 1`` head starts from tokens 0 and 1 (with token 1 untrained, its lesion channel collapsed to
+background: Dice 0 after 10 epochs). Default size (n=160, 10 epochs, 48 px) on ``sam_tiny`` with
+``patch_size: 4``: ~18 CPU-seconds on one thread; box-prompted Dice 0.86 on held-out light-skin
+lesions of ``seg-derm-irregular``'s shapes, against 0.77 for the filled box.
+Random state: the caller's is preserved
 (:func:`~medequity.experiment.pretrain.preserved_random_state`) and the weights depend only on the
 recipe, so a cold-cache run and a warm-cache run are identical.
 """
