@@ -33,6 +33,9 @@ EXCLUDED = {
     ".venv/bin/medequity models convert-openai ~/weights/": "needs OpenAI's TorchScript file, checked by SHA-256",
     ".venv/bin/medequity bench run fm.yaml": "fm.yaml names your weight files (~/weights/...)",
     ".venv/bin/medequity audit masks.csv": "your own masks: masks.csv and FOLDER are placeholders",
+    ".venv/bin/medequity bench run src/medequity/bench/specs/seg-methods.yaml": "10 decoder trainings after the tiny "
+    "SAM's pre-training (minutes); tests/bench/test_segmentation_methods_bench.py loads this spec and runs the same "
+    "pipeline (seg_decoder x ERM/GroupDRO/FEBS grid, 2 seeds) shrunken",
 }
 
 # command prefix -> (old, new) argument replacements or additions (old None: appended), documented options only
