@@ -1,24 +1,46 @@
-"""Peak memory of zero-shot segmentation of volumes stays bounded by one volume (it does not grow
-with the number of volumes): slice-wise with a 2D model (``sam_tiny``, ``slices="positive"``) and
-native 3D with a point-promptable 3D model (tiny ``vista3d``, ``slices="native_3d"``).
+"""Peak memory of a 3D segmentation benchmark run, against the number of volumes: bounded by one
+volume plus the model (it must not grow with N).
 
-    .venv/bin/python benchmarks/seg_3d_memory.py [--sizes 2 8 32] [--image-size 32]
+Part 1, the run (``--part run``): one benchmark cell as ``medequity bench`` runs it
+(:func:`~medequity.experiment.run_experiment`: a 3D MONAI UNet trained with ``seg_ft`` and ERM for
+one epoch at batch size 1, validation Dice each epoch, every test volume predicted, scored per
+volume and bootstrapped) on N synthetic ``seg-organ-3d`` volumes. Each N runs in a fresh process;
+the peak resident set (psutil RSS sampled every 2 ms, so torch's allocations count) is taken above
+the resident set once the dataset is built and the model created, so the generator's own N volumes
+(the synthetic dataset lives in memory, a loader reads files one at a time) are not counted; what
+is counted is every copy, view, batch, activation, gradient, optimiser state and prediction the run
+makes. Verdict: the growth at the largest N stays within the growth at the smallest N plus one
+volume's float32 input and int64 mask (the run may hold one more volume at a time, not all of them).
 
-For N volumes of ``seg-organ-3d`` the script runs ``PromptedSegmenter.segment`` over the split and
-measures, for that evaluation only: the peak of Python/NumPy allocations traced by ``tracemalloc``
-above the level before it (torch's CPU tensors are not traced), and the peak resident-set growth
-(psutil RSS, sampled every 2 ms; the allocator keeps freed pages, so later runs may show 0, and
-torch's allocations make it noisy: for vista3d a repeated N=32 run grew 0 MiB and N=64 then 40 MiB,
-so RSS is indicative only; the verdict uses the traced peak). One
-warm-up volume runs first so that one-off allocations (lazy imports, kernels) are not counted.
-Random weights: memory does not depend on them. The rows (a few hundred bytes per volume and
-class) are the only thing kept per volume.
+Part 2, zero-shot evaluation (``--part zero-shot``, the former script): ``PromptedSegmenter.segment``
+over N volumes, slice-wise with a 2D model (``sam_tiny``, ``slices="positive"``) and native 3D with a
+point-promptable 3D model (tiny ``vista3d``), measured in this process: the peak of Python/NumPy
+allocations traced by ``tracemalloc`` (torch's CPU tensors are not traced) and the RSS growth
+(indicative only: the allocator keeps freed pages).
+
+    .venv/bin/python benchmarks/seg_3d_memory.py [--part run|zero-shot|both] [--sizes 16 48] [--image-size 64]
+
+Measured (2 shared cores under load 8-10, one torch thread), run part, 32x64x64 volumes (one
+volume as float32 input + int64 mask: 1.5 MiB; the UNet 0.13 MiB): N=16 (5/2/9 train/val/test)
+peak growth 159.5 MiB, N=48 (18/7/23) 211.9 MiB: +52.4 MiB for 48 MiB more volumes, so the verdict
+is GROWS. With glibc's mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_=65536``, freed blocks go back
+to the system) 67 -> 120 MiB, the same slope; with N=48 split 38/6/4 107.5 MiB, split 3/4/41
+81.3 MiB (both training and evaluation add). ``tracemalloc`` over the same run: Python/NumPy peak
+10 MiB at both N and nothing retained, so the growth is in torch's native allocations (activations
+and gradients are per volume and freed; what keeps ~1 MiB per volume was not found). Part 2 (the
+former script, 16x32x32 volumes): sam_tiny traced peak 1.10/1.32/1.34 MiB at N = 2/8/32, vista3d
+1.32/1.34/1.38 MiB: flat, but that traced number leaves out torch's tensors and the model, which is
+why the run part was added.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -85,15 +107,75 @@ def measure(model: PromptedSegmenter, n: int, image_size: int, seed: int = 0) ->
             "seconds": seconds, "dice": float(np.nanmean(dice)) if len(dice) else float("nan")}
 
 
+def run_child(n: int, image_size: int) -> dict:
+    """One benchmark cell on ``n`` volumes in this (fresh) process; memory above the prepared state."""
+    from medequity.experiment import ExperimentSpec, prepare, run_experiment
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as cache:
+        depth = max(8, image_size // 2)
+        spec = ExperimentSpec(
+            dataset="synthetic-segmentation", dataset_options={"preset": "seg-organ-3d", "n": n, "image_size": image_size,
+                                                               "split_fractions": {"train": 0.4, "val": 0.2, "test": 0.4}},
+            attribute="sex", task="segmentation", model="monai_unet",
+            model_options={"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1,
+                           "roi_size": [depth, image_size, image_size]},
+            usage="seg_ft", method="erm", train={"epochs": 1, "batch_size": 1, "lr": 1e-3}, n_boot=50, cache_dir=cache)
+        prepared = prepare(spec)
+        model_bytes = sum(p.numel() * p.element_size() for p in prepared.backbone.module.parameters())
+        volume_voxels = depth * image_size * image_size
+        gc.collect()
+        with RssPeak() as rss:
+            start = time.perf_counter()
+            result = run_experiment(prepared)
+            seconds = time.perf_counter() - start
+    dice = result.metrics.query("metric == 'dice' and group == 'overall'").value
+    return {"n": n, "volumes": {k: len(v) for k, v in prepared.data.items()}, "rss_before": rss.start,
+            "growth": rss.growth, "model": model_bytes, "volume": volume_voxels * (4 + 8), "seconds": seconds,
+            "dice": float(dice.iloc[0]) if len(dice) else float("nan")}
+
+
+def run_part(sizes: list[int], image_size: int) -> None:
+    mib = 2**20
+    print(f"benchmark run (seg_ft, 3D UNet, ERM, 1 epoch, batch 1, every test volume predicted), "
+          f"volumes {max(8, image_size // 2)}x{image_size}x{image_size}")
+    print(f"  {'N':>4} {'train/val/test':>15} {'RSS before MiB':>15} {'peak growth MiB':>16} {'model MiB':>10} "
+          f"{'one volume MiB':>15} {'all N volumes MiB':>18} {'s':>6} {'Dice':>6}")
+    results = []
+    for n in sizes:
+        out = subprocess.run([sys.executable, __file__, "--child", str(n), "--image-size", str(image_size)],
+                             capture_output=True, text=True, check=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        results.append(r)
+        split = "/".join(str(r["volumes"][k]) for k in ("train", "val", "test"))
+        print(f"  {n:>4} {split:>15} {r['rss_before'] / mib:>15.1f} {r['growth'] / mib:>16.1f} {r['model'] / mib:>10.2f} "
+              f"{r['volume'] / mib:>15.2f} {n * r['volume'] / mib:>18.1f} {r['seconds']:>6.1f} {r['dice']:>6.3f}", flush=True)
+    small, large = results[0], results[-1]
+    bounded = large["growth"] <= small["growth"] + large["volume"]
+    print(f"  peak growth at N={large['n']} - at N={small['n']}: {(large['growth'] - small['growth']) / mib:+.1f} MiB for "
+          f"{(large['n'] - small['n']) * large['volume'] / mib:.1f} MiB more volumes: "
+          f"{'bounded (one volume plus the model and its working memory)' if bounded else 'GROWS with N'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2, 8, 32])
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--part", choices=["run", "zero-shot", "both"], default="both")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="numbers of volumes (run: 16 48; zero-shot: 2 8 32)")
+    parser.add_argument("--image-size", type=int, default=None, help="volume height and width (run: 64; zero-shot: 32)")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)  # one run in a fresh process
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
     torch.set_num_threads(1)
+    if args.child is not None:
+        print(json.dumps(run_child(args.child, args.image_size)))
+        return
+    if args.part in ("run", "both"):
+        run_part(args.sizes or [16, 48], args.image_size or 64)
+    if args.part == "run":
+        return
+    args.sizes, args.image_size = args.sizes or [2, 8, 32], args.image_size or 32
     mib = 2**20
     for name in args.models:
         model = PromptedSegmenter(create_segmenter(name, **MODELS[name]), {**SegmentZeroShot.defaults, "prompt": "center"})
