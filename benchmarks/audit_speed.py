@@ -9,6 +9,35 @@ temporary folder, on the same table.
 
     .venv/bin/python benchmarks/audit_speed.py                         # 50,000 rows, both
     .venv/bin/python benchmarks/audit_speed.py --rows 1000000 --no-baseline
+
+CPU seconds are printed too: the 2 cores this was measured on were shared with other work (load
+average 8-10 during every run below), which stretched wall time about 2-3x; on 2 idle cores wall
+time is about CPU / 2 plus the single-threaded setup (about 6 s CPU at 1,000,000 rows).
+
+Measured 2026-12-01, 2 cores under load 8-10 (this revision = the shared-replicate engine):
+
+    rows       revision                   wall      CPU     peak RSS
+    50,000     this revision               6.7 s    3.9 s    371 MB   (same run as the next line)
+    50,000     caad7a8 (before issue 14) 382.3 s  183.0 s    544 MB   57x wall
+    50,000     this revision               3.1 s    3.5 s    368 MB   (same run as the next line)
+    50,000     4022912 (before this work) 28.6 s   14.5 s    498 MB   9.3x wall, 4.1x CPU
+    1,000,000  this revision             114.1 s   47.6 s    988 MB   (same run as the next line)
+    1,000,000  4022912 (before this work)  stopped unfinished after 2,415 s wall / 1,306 s CPU
+
+(The brief measured 4022912 at 132 s wall for 1,000,000 rows on a quieter machine; under this load its
+BLAS-oversubscribed products made it far slower. The 1,000,000-row target, < 60 s on 2 cores, is met
+in CPU terms, 47.6 s CPU for two threads, but could not be shown in wall time on these busy cores.)
+
+Where the time went before (4022912): each attribute drew its own 1,000 x n multinomial weights,
+summed the linear metrics with its own float64 products, and computed the overall AUC again; BLAS
+threads inside the two chunk threads oversubscribed the cores (thin products 10-20x slower under
+load). Now one set of integer weights serves every attribute (strata: the cells of all attributes
+x label), integer run totals replace most products, AUC works on a (label, score) arrangement with
+integer cumulative sums into a reused buffer, the overall AUC is computed once, and BLAS runs one
+thread per chunk thread. Remaining CPU at 1,000,000 rows: the weights' draws (~20%), the gathers of
+each group's columns (~25%), AUC cumulative sums and products (~30%), the float64 products of the
+score and loss columns (~15%), setup (~15%, of it ~3 s in coding the intersection's groups row by
+row in ``metrics.groups``).
 """
 
 from __future__ import annotations
