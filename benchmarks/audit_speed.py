@@ -25,8 +25,9 @@ Measured 2026-12-01, 2 cores under load 8-10 (this revision = the shared-replica
     1,000,000  4022912 (before this work)  stopped unfinished after 2,415 s wall / 1,306 s CPU
 
 (The brief measured 4022912 at 132 s wall for 1,000,000 rows on a quieter machine; under this load its
-BLAS-oversubscribed products made it far slower. The 1,000,000-row target, < 60 s on 2 cores, is met
-in CPU terms, 47.6 s CPU for two threads, but could not be shown in wall time on these busy cores.)
+BLAS-oversubscribed products made it far slower. For the 1,000,000-row target, < 60 s wall on 2 cores,
+this revision used 47.6 s of CPU in all (two threads), which suggests about 30 s on 2 idle cores; it
+was not shown in wall time on these busy cores.)
 
 Where the time went before (4022912): each attribute drew its own 1,000 x n multinomial weights,
 summed the linear metrics with its own float64 products, and computed the overall AUC again; BLAS
