@@ -553,11 +553,12 @@ def _dice_distribution_figures(out: Path, results: Results, methods: list[str], 
     figures = []
     for (dataset, model, attribute), sub in runs.groupby(["dataset", "model", "train_attribute"], sort=False):
         several_methods = sub.method.nunique() > 1
+        one_usage = sub.usage.nunique() == 1 and several_methods  # the methods alone name the settings
         sub = sub.assign(_u=sub.usage.map({u: i for i, u in enumerate(usage_order)}),
                          _m=sub.method.map({m: i for i, m in enumerate(methods)})).sort_values(["_u", "_m", "seed"])
         frames, settings = [], []
         for (usage, method), part in sub.groupby(["usage", "method"], sort=False):
-            label = _setting_label(usage, method, several_methods)
+            label = str(method) if one_usage else _setting_label(usage, method, several_methods)
             per_seed = [frame for frame in (_test_predictions(out, run_id) for run_id in part.run_id) if frame is not None]
             if not per_seed:
                 continue
