@@ -29,3 +29,22 @@ def test_audit_command_column_typo_exits_with_message(tmp_path):
     result = runner.invoke(app, ["audit", str(tmp_path / "preds.csv"), "-a", "gender", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "'gender'" in result.output and "available columns" in result.output
+
+
+def test_per_attribute_bootstrap_flag_resamples_each_attribute_on_its_own(tmp_path):
+    """Default: one shared set of replicates (the report says so); --per-attribute-bootstrap gives each
+    attribute its own group x label resampling; point values are the same either way."""
+    predictions, metadata = simulated_cohort(n=600, seed=0)
+    predictions.merge(metadata, on="sample_id").to_csv(tmp_path / "preds.csv", index=False)
+    reports = {}
+    for name, extra in (("shared", []), ("own", ["--per-attribute-bootstrap"])):
+        result = runner.invoke(app, ["audit", str(tmp_path / "preds.csv"), "-a", "sex", "-a", "age", "--bin", "age=>60",
+                                     "--n-boot", "50", "--out", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads((tmp_path / name / "report.json").read_text())
+    assert "one set of replicates for every attribute" in reports["shared"]["settings"]["bootstrap"]
+    assert reports["own"]["settings"]["bootstrap"] == "percentile, stratified by group x label"
+    import pandas as pd
+
+    shared, own = (pd.read_csv(tmp_path / name / "groups.csv") for name in ("shared", "own"))
+    assert shared["value"].round(12).tolist() == own["value"].round(12).tolist()

@@ -95,6 +95,11 @@ def audit_command(
         help="Also a permutation test of max - min = 0 with this many permutations (0 = none; the gap's "
         "p-value is the bootstrap min-P test of each group vs all samples either way).")] = 0,
     ci: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
+    per_attribute_bootstrap: Annotated[bool, typer.Option(
+        "--per-attribute-bootstrap",
+        help="Resample each attribute on its own (group x label strata) instead of one shared set of replicates "
+        "(cells of all attributes x label): exact for every attribute, about 2x slower; the shared set holds each "
+        "group's mix of the other attributes fixed, which narrows a coarse attribute's SEs by ~2-6%.")] = False,
     min_group_size: Annotated[int, typer.Option(help="Groups with fewer samples, positives or negatives are flagged.")] = 30,
     missing: Annotated[str, typer.Option(help="Missing attribute values: 'drop' (counted) or 'category'.")] = "drop",
     seed: Annotated[int, typer.Option(help="Random seed of bootstrap and permutations.")] = 0,
@@ -156,6 +161,7 @@ def audit_command(
                 intersections=intersections, pairs=pairs or None, score_type=scores, keep_unknown=keep_unknown,
                 threshold=threshold, validation=validation, n_boot=n_boot, n_permutations=n_permutations, ci=ci,
                 min_group_size=min_group_size, missing=missing, random_state=seed, progress=on_progress,
+                shared_bootstrap=not per_attribute_bootstrap,
             )
     except (AuditInputError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
