@@ -6,6 +6,7 @@ run shrunk through documented options only (dataset ``n``, ``epochs``, ``evaluat
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -67,5 +68,7 @@ def test_the_readme_two_model_spec_runs_through_bench_run(tmp_path):
     for run_id in results.runs.run_id:
         predictions = pd.read_parquet(tmp_path / "results" / "runs" / run_id / "predictions.parquet")
         assert np.all((predictions.score >= 0) & (predictions.score <= 1)) and predictions.score.std() > 0
+        record = json.loads((tmp_path / "results" / "runs" / run_id / "run.json").read_text())
+        assert "usage_record" in record  # what the usage recorded (zero-shot prompts; None for these usages)
     report = runner.invoke(app, ["bench", "report", str(tmp_path / "results")])
     assert report.exit_code == 0, report.output

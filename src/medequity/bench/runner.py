@@ -207,6 +207,8 @@ def _outcome(cell: Cell, result: RunResult, evaluation: Evaluation) -> dict:
         "best_epoch": result.best_epoch, "threshold": result.threshold,
         "validation": validation,
         "method_log": result.method_log, "representation": representation_info, "created": created,
+        # e.g. the zero-shot prompts used and where they came from (the dataset, the usage's params)
+        "usage_record": getattr(result.model, "usage_record", None),
         **({"gallery": gallery_info} if segmentation else {}),
         "provenance": {**provenance(), "seed": cell.spec.seed, "split_seed": cell.spec.split_seed,
                        "split_hash": split_hash, "created": created},
