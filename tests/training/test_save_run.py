@@ -39,7 +39,8 @@ def _direct_audit(result, n_boot):
         warnings.simplefilter("ignore")
         # the run's own threshold with its rule and record (best_f1 on validation: score >= t)
         return audit(test, label="label", score="score", attributes=attributes, threshold=Threshold.from_dict(result.threshold),
-                     n_boot=n_boot, n_permutations=result.spec.n_permutations, random_state=result.spec.seed)
+                     n_boot=n_boot, n_permutations=result.spec.n_permutations, random_state=result.spec.seed,
+                     shared_bootstrap=False)  # each attribute on its own replicates, as the run evaluated them
 
 
 def _comparable(report: dict) -> dict:
@@ -72,13 +73,13 @@ def test_save_run_does_not_bootstrap_the_evaluated_attributes_again(erm_run, tmp
     import medequity.audit.core as core
 
     evaluated = []
-    original = core.group_metrics
+    original = core.group_metrics_shared
 
     def counting(*args, **kwargs):
-        evaluated.append(kwargs["sensitive_features"].columns[0])
+        evaluated.extend(frame.columns[0] for frame in kwargs["sensitive_features"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(core, "group_metrics", counting)
+    monkeypatch.setattr(core, "group_metrics_shared", counting)
     _save(erm_run, tmp_path / "run")
     assert "sex" in erm_run.group_results and sorted(evaluated) == ["age", "skin_tone"]  # only what the run did not evaluate
 
@@ -102,8 +103,8 @@ def test_post_processing_decisions_are_what_the_report_audits(tmp_path, monkeypa
     test = result.predictions[result.predictions.split == "test"]
     assert not np.array_equal(test["pred"].to_numpy(), (test["score"].to_numpy() >= result.threshold["value"]).astype(int))
     calls = []
-    original = core.group_metrics
-    monkeypatch.setattr(core, "group_metrics", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = core.group_metrics_shared
+    monkeypatch.setattr(core, "group_metrics_shared", lambda *a, **k: calls.append(1) or original(*a, **k))
     paths = _save(result, tmp_path / "run")
     assert calls == []  # every attribute was evaluated by the run
     groups = pd.read_csv(paths["report_groups"])

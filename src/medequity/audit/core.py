@@ -355,11 +355,16 @@ def audit(
             # Every attribute (and intersection) of the task on one set of bootstrap replicates: one
             # draw and one pass over the weights instead of one per attribute (group_metrics_shared).
             todo = [a for a in attribute_sets if intersection_name(a) not in skipped and intersection_name(a) not in precomputed]
-            shared = dict(zip(todo, group_metrics_shared(
-                y, s, y_pred=pred, sensitive_features=[frame[list(a)] for a in todo], metrics=metrics, threshold=resolved,
-                n_boot=n_boot, n_permutations=n_permutations, ci=ci, min_group_size=min_group_size, missing=missing,
-                ece_bins=ece_bins, random_state=random_state, shared=shared_bootstrap,
-            ))) if todo else {}
+            # Its warnings are re-emitted per attribute below (from each result's own list), so the
+            # report lists them in attribute order whether a result was computed here or precomputed.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", GroupMetricWarning)
+                shared = dict(zip(todo, group_metrics_shared(
+                    y, s, y_pred=pred, sensitive_features=[frame[list(a)] for a in todo], metrics=metrics,
+                    threshold=resolved, n_boot=n_boot, n_permutations=n_permutations, ci=ci,
+                    min_group_size=min_group_size, missing=missing, ece_bins=ece_bins, random_state=random_state,
+                    shared=shared_bootstrap,
+                ))) if todo else {}
             for attribute_set in attribute_sets:
                 name = intersection_name(attribute_set)
                 if name in skipped:
@@ -375,6 +380,8 @@ def audit(
                         done += 1
                         continue
                     result = computed
+                    for message in result.warnings:
+                        warn_group(message)
                 result, short = _flag_small_classes(result, min_group_size)
                 notes += short
                 if resolved is not None:

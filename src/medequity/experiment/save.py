@@ -75,7 +75,9 @@ def save_classification_report(result: RunResult, out: Path, *, n_boot: int | No
     report = audit(test, label="label", score="score", prediction="pred" if post_processed else None,
                    attributes=[c[len(GROUP_PREFIX):] for c in attributes], threshold=threshold, n_boot=n_boot,
                    n_permutations=result.spec.n_permutations, random_state=result.spec.seed,
-                   precomputed=result.group_results if reuse else None)
+                   # each attribute on its own replicates, as run_experiment evaluated them (its results
+                   # are reused): one resampling scheme for every attribute of the report
+                   shared_bootstrap=False, precomputed=result.group_results if reuse else None)
     report.settings["source"] = (f"test predictions of {result.spec.method} ({result.spec.usage}, {result.spec.model}) "
                                  f"on {result.spec.dataset}")
     if post_processed:
