@@ -239,6 +239,11 @@ def test_decision_effects_see_a_post_processing_method_that_the_auc_effects_cann
     assert row.tpr_gap == pytest.approx(gap_m - gap_e) and row.accuracy == pytest.approx(acc_m - acc_e)
     assert row.tpr_gap_ci_low <= row.tpr_gap <= row.tpr_gap_ci_high and row.tpr_gap_ci_high < 0
     sentence = decision_verdict(aggregate_effects(effects).set_index("method").loc["threshold_optimizer"])
-    assert sentence is not None and sentence.startswith("closes the TPR gap by") and "accuracy change" in sentence
+    assert sentence is not None and sentence.startswith("close the TPR gap by") and "accuracy change" in sentence
     # groupdro changed scores, and the decisions' effect is computed for it too (not necessarily significant)
     assert np.isfinite(effects[effects.method == "groupdro"].tpr_gap.iloc[0])
+    # the report's verdict badge: unchanged AUC, a closed TPR gap -> mitigates, the sentence states the cost
+    context = build_bench_context(out, load_results(out))
+    shown = {v["method"]: v for v in context["findings"][0]["verdicts"]}
+    assert shown["threshold_optimizer"]["kind"] == "mitigates"
+    assert "its decisions close the TPR gap by" in shown["threshold_optimizer"]["verdict"]

@@ -238,9 +238,9 @@ def decision_verdict(row) -> str | None:
         return f"{row[name]:+.3f} [{row[f'{name}_ci_low']:+.3f}, {row[f'{name}_ci_high']:+.3f}]"
 
     if row["tpr_gap_ci_high"] < 0:
-        return f"closes the TPR gap by {-row['tpr_gap']:.3f} ({interval('tpr_gap')}) at an accuracy change of {interval('accuracy')}"
+        return f"close the TPR gap by {-row['tpr_gap']:.3f} ({interval('tpr_gap')}) at an accuracy change of {interval('accuracy')}"
     if row["tpr_gap_ci_low"] > 0:
-        return f"widens the TPR gap by {row['tpr_gap']:.3f} ({interval('tpr_gap')}); accuracy {interval('accuracy')}"
+        return f"widen the TPR gap by {row['tpr_gap']:.3f} ({interval('tpr_gap')}); accuracy {interval('accuracy')}"
     return None
 
 
