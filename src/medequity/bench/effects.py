@@ -89,20 +89,30 @@ def _decision_pair(method: pd.DataFrame, erm: pd.DataFrame, attribute: str, n_bo
         erm[["sample_id", "pred"]], on="sample_id", suffixes=("_m", "_e"), validate="one_to_one").dropna(subset=[column])
     y = joined["label"].to_numpy(np.int64)
     codes, groups = pd.factorize(joined[column].astype(str), sort=True)
-    strata = codes * 2 + y
-    rng = np.random.default_rng(seed)
-    weights = np.zeros((n_boot, len(joined)))
-    for stratum in np.unique(strata):
-        members = np.flatnonzero(strata == stratum)
-        draws = rng.integers(0, len(members), size=(n_boot, len(members)))
-        np.add.at(weights, (np.arange(n_boot)[:, None], members[draws]), 1.0)
+    weights = _stratified_weights(codes * 2 + y, n_boot, seed)
     a, b = joined["pred_m"].to_numpy(np.float64), joined["pred_e"].to_numpy(np.float64)
     ones = np.ones((1, len(joined)))
     point = _decision_summaries(y, a, codes, len(groups), ones)[0] - _decision_summaries(y, b, codes, len(groups), ones)[0]
     replicates = (_decision_summaries(y, a, codes, len(groups), weights)
                   - _decision_summaries(y, b, codes, len(groups), weights))
+    return _effect_columns(DECISION_EFFECTS, point, replicates)
+
+
+def _stratified_weights(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) bootstrap counts: each stratum's samples resampled within it (its size fixed)."""
+    rng = np.random.default_rng(seed)
+    weights = np.zeros((n_boot, len(strata)))
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        draws = rng.integers(0, len(members), size=(n_boot, len(members)))
+        np.add.at(weights, (np.arange(n_boot)[:, None], members[draws]), 1.0)
+    return weights
+
+
+def _effect_columns(names: tuple[str, ...], point: np.ndarray, replicates: np.ndarray) -> dict:
+    """``name``, ``name_ci_low``, ``name_ci_high`` (95% percentile interval) and ``name_p`` per effect."""
     out = {}
-    for k, name in enumerate(DECISION_EFFECTS):
+    for k, name in enumerate(names):
         low, high = percentile_interval(replicates[:, k])
         out.update({name: float(point[k]), f"{name}_ci_low": float(low), f"{name}_ci_high": float(high),
                     f"{name}_p": two_sided_p_value(replicates[:, k])})
@@ -128,22 +138,12 @@ def _segmentation_pair(method: pd.DataFrame, erm: pd.DataFrame, attribute: str, 
     column = GROUP_PREFIX + attribute
     joined = _per_sample_dice(method, column).join(_per_sample_dice(erm, column)["dice"].rename("dice_e"), how="inner")
     codes, groups = pd.factorize(joined["group"].astype(str), sort=True)
-    rng = np.random.default_rng(seed)
-    weights = np.zeros((n_boot, len(joined)))
-    for g in range(len(groups)):
-        members = np.flatnonzero(codes == g)
-        draws = rng.integers(0, len(members), size=(n_boot, len(members)))
-        np.add.at(weights, (np.arange(n_boot)[:, None], members[draws]), 1.0)
+    weights = _stratified_weights(codes, n_boot, seed)
     a, b = joined["dice"].to_numpy(np.float64), joined["dice_e"].to_numpy(np.float64)
     ones = np.ones((1, len(joined)))
     point = _dice_summaries(a, codes, len(groups), ones)[0] - _dice_summaries(b, codes, len(groups), ones)[0]
     replicates = _dice_summaries(a, codes, len(groups), weights) - _dice_summaries(b, codes, len(groups), weights)
-    out = {}
-    for k, name in enumerate(EFFECTS):
-        low, high = percentile_interval(replicates[:, k])
-        out.update({name: float(point[k]), f"{name}_ci_low": float(low), f"{name}_ci_high": float(high),
-                    f"{name}_p": two_sided_p_value(replicates[:, k])})
-    return out
+    return _effect_columns(EFFECTS, point, replicates)
 
 
 def paired_effects(out: str | Path, results: Results, *, n_boot: int = 200, reference: str = REFERENCE) -> pd.DataFrame:
