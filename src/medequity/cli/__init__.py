@@ -341,7 +341,7 @@ def train_command(
         validate_spec(spec)  # every setting, before any data is loaded or pre-trained
     except ValueError as exc:
         fail(str(exc))
-    total = _planned_epochs(method, parse_options(param), spec.train)
+    total = _planned_epochs(method, spec.method_params, spec.train)
     with progress_bar() as bar:
         task = bar.add_task("training", total=total)
         # Multi-stage methods (fair_diagnosis: classifier, jsd, adversarial) count every stage's
