@@ -92,7 +92,8 @@ def dataset_fingerprint(dataset: MedicalDataset) -> str:
     digest.update(dataset.name.encode())
     digest.update("\n".join(dataset.table["sample_id"].astype(str)).encode())
     if dataset.images is not None:
-        digest.update(np.ascontiguousarray(dataset.images).tobytes())
+        # the array's own buffer (the same bytes as tobytes()), not a copy of every image or volume
+        digest.update(np.ascontiguousarray(dataset.images).reshape(-1).view(np.uint8))
     elif "path" in dataset.table.columns:
         digest.update(str(dataset.root).encode())
         digest.update("\n".join(dataset.table["path"].astype(str)).encode())

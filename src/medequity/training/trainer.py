@@ -61,7 +61,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
-    eval_batch_size: int = 512
+    eval_batch_size: int = 512  # segmentation models: at most batch_size (see eval_batch_size())
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTION_CRITERIA:
@@ -199,6 +199,17 @@ def predict_scores(model: nn.Module, method: TrainableMethod, data: SplitData, *
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def eval_batch_size(model: nn.Module, config: TrainConfig) -> int:
+    """Samples per evaluation batch: ``config.eval_batch_size``, but for a model that scores its own
+    samples (segmentation: a Dice per mask, ``validation_scores``) at most ``config.batch_size``. Such
+    a model's output per sample is as large as its input (a ``(K, *spatial)`` logit map), so one
+    batch of 512 would hold a whole 3D validation split, its activations and its logits at once;
+    a training batch already fits, with its gradients, so evaluation stays within it."""
+    if hasattr(model, "validation_scores"):
+        return max(1, min(config.eval_batch_size, config.batch_size))
+    return config.eval_batch_size
+
+
 def validation_summary(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, group_names: Sequence[str] | int) -> dict[str, float]:
     """Overall AUC, per-group AUCs (``auc_group{g}``), worst-group AUC, ES-AUC (std form), BCE and
     its negative on a whole split: the trainer's view of
@@ -229,7 +240,7 @@ class Trainer:
             self.callbacks.append(ProgressCallback(progress))
 
     def predict(self, model: nn.Module, method: TrainableMethod, data: SplitData, config: TrainConfig) -> np.ndarray:
-        scores = predict_scores(model, method, data, batch_size=config.eval_batch_size, device=config.resolved_device())
+        scores = predict_scores(model, method, data, batch_size=eval_batch_size(model, config), device=config.resolved_device())
         for callback in self.callbacks:
             callback.on_predict(data, scores)
         return scores
