@@ -70,23 +70,9 @@ def predicted_label_maps(model: Any, data: Any, positions: list[int], *, seed: i
                 logits = None if inference is None else inference(model, x[None], group)
                 out[i] = model.original_logits(i, source.items[i], x, logits).argmax(dim=0).cpu().numpy()
         return out
-    # A prompted segmenter keeps the masks of the sample it is segmenting (a fresh dict per sample,
-    # used for its cup-to-disc ratio): holding each wanted sample's dict keeps its masks.
-    masks: dict[int, dict] = {}
-    for row in model.segment(data, seed=seed):
-        index = int(row["index"])
-        if index in wanted:
-            masks[index] = model._last_masks
-        elif masks.keys() == wanted:
-            break
-    out = {}
-    for i, by_class in masks.items():
-        shape = np.asarray(data.items[i]["mask"]).shape
-        label = np.zeros(shape, dtype=np.int64)
-        for cls, pred in sorted(by_class.items()):
-            label[np.asarray(pred, dtype=bool)] = int(cls)
-        out[i] = label
-    return out
+    # a prompted segmenter (medequity.usages.seg_zero_shot.PromptedSegmenter): its per-class masks
+    masks = model.predict_masks(data, sorted(wanted), seed=seed)
+    return {i: model.label_map(by_class, np.asarray(data.items[i]["mask"]).shape) for i, by_class in masks.items()}
 
 
 def gallery_table(model: Any, data: Any, predictions: pd.DataFrame, attribute: str, *, seed: int,

@@ -97,7 +97,6 @@ class PromptedSegmenter(nn.Module):
             self._check_native_kind(segmenter.name, params["prompt"])
         self.segmenter, self.params, self.cache_dir, self.device, self.progress = segmenter, params, cache_dir, device, progress
         self.module = segmenter.module
-        self._last_masks: dict[int, np.ndarray] = {}
         self.encoded = 0  # images run through the image encoder by this object (the cache hit shows as 0)
 
     @staticmethod
@@ -220,6 +219,47 @@ class PromptedSegmenter(nn.Module):
         and NSD at the original size (volumes: per volume, from stacked slices), areas, and whether
         the class was empty (skipped). ``prompt`` decodes another prompt type (with this recipe's
         options) from the same cached embeddings."""
+        kind, volumes, embeddings = self._prepare_split(data, prompt)
+        spacing = self.params.get("spacing")
+        fundus = list(data.extra.get("classes", []))[:3] == ["background", "rim", "cup"]
+        cdr = self.params["cdr"] if self.params["cdr"] != "auto" else fundus
+        for i in range(len(data)):
+            mask = data.items[i]["mask"]
+            masks: dict[int, np.ndarray] = {}
+            rows = [self._score(row, pred, extra, mask == row["class"], spacing) for row, pred, extra in
+                    self._sample_masks(data, i, seed, volumes, embeddings, kind, masks)]
+            if cdr and not volumes:
+                # the fundus rim (1) and cup (2), the cup drawn over the rim
+                rows = with_cdr_error(rows, self.label_map({c: m for c, m in masks.items() if c in (1, 2)}, mask.shape),
+                                      mask)
+            yield from rows
+
+    @torch.no_grad()
+    def predict_masks(self, data: SplitData, positions: list[int], *, seed: int,
+                      prompt: str | None = None) -> dict[int, dict[int, np.ndarray]]:
+        """The binary mask (original size) of every foreground class present in each sample at
+        ``positions`` of ``data``, by position then class: what :meth:`segment` scores for the
+        same ``seed`` and ``prompt`` (each prompt draws from its own RNG, so a sample's masks do not
+        depend on which other samples are segmented). Nothing is scored."""
+        kind, volumes, embeddings = self._prepare_split(data, prompt)
+        out: dict[int, dict[int, np.ndarray]] = {}
+        for i in positions:
+            out[int(i)] = {}
+            for _ in self._sample_masks(data, int(i), seed, volumes, embeddings, kind, out[int(i)]):
+                pass
+        return out
+
+    @staticmethod
+    def label_map(masks: dict[int, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        """One sample's per-class binary masks as a label map of ``shape`` (0 = background); where
+        two classes' masks overlap the higher class wins (the fundus cup drawn over the rim)."""
+        label = np.zeros(shape, dtype=np.int64)
+        for cls, pred in sorted(masks.items()):
+            label[np.asarray(pred, dtype=bool)] = int(cls)
+        return label
+
+    def _prepare_split(self, data: SplitData, prompt: str | None) -> tuple[str, bool, np.ndarray | None]:
+        """(prompt type, whether the split holds volumes, its cached 2D embeddings or None)."""
         kind = self.params["prompt"] if prompt is None else prompt
         if kind not in PROMPT_KINDS:
             raise ValueError(f"prompt must be one of {PROMPT_KINDS}; got {kind!r}")
@@ -231,33 +271,33 @@ class PromptedSegmenter(nn.Module):
                              "not 2D images")
         embeddings = None if volumes else self.embeddings(data)
         self.module.eval()
-        spacing = self.params.get("spacing")
-        fundus = list(data.extra.get("classes", []))[:3] == ["background", "rim", "cup"]
-        cdr = self.params["cdr"] if self.params["cdr"] != "auto" else fundus
-        for i in range(len(data)):
-            item = data.items[i]
-            image, mask, sample_id = item["image"], item["mask"], item["sample_id"]
-            rows = list(self._sample_rows(i, image, mask, sample_id, seed, spacing, volumes, embeddings, kind))
-            if cdr and not volumes:
-                rows = self._with_cdr_error(rows, mask)
-            yield from rows
+        return kind, volumes, embeddings
 
-    def _sample_rows(self, i: int, image: np.ndarray, mask: np.ndarray, sample_id: str, seed: int, spacing,
-                     volumes: bool, embeddings, kind: str) -> Iterator[dict[str, Any]]:
-        """The rows of one sample, one per foreground class (its predicted masks kept for the CDR)."""
+    def _score(self, row: dict[str, Any], pred: np.ndarray | None, extra: dict[str, Any], truth: np.ndarray,
+               spacing) -> dict[str, Any]:
+        """A predictions row: the class's scores, or a skipped row for a class absent from the sample."""
+        if pred is None:  # nothing to prompt, nothing to score
+            return {**row, "skipped": True, "dice": np.nan, "iou": np.nan, "hd95": np.nan, "nsd": np.nan,
+                    "pred_area": 0, "prompt_inside": np.nan}
+        return {**row, "skipped": False, **self._scores(pred, truth, spacing), "pred_area": int(pred.sum()), **extra}
+
+    def _sample_masks(self, data: SplitData, i: int, seed: int, volumes: bool, embeddings, kind: str,
+                      masks: dict[int, np.ndarray]) -> Iterator[tuple[dict[str, Any], np.ndarray | None, dict[str, Any]]]:
+        """(row, predicted mask, prompt fields) per foreground class of sample ``i``; the mask is
+        None for a class absent from the sample (nothing to prompt). ``masks`` collects the masks."""
+        item = data.items[i]
+        image, mask, sample_id = item["image"], item["mask"], item["sample_id"]
         wanted = self.params.get("classes")
         classes = [int(c) for c in (wanted or np.unique(mask)) if int(c) != 0]
         prompts = {} if volumes else make_prompts(mask, kind, seed=seed, sample_id=sample_id, classes=classes,
                                                   **self._prompt_options(kind))
-        self._last_masks = {}
         native: dict[str, Any] = {}  # a natively 3D model's encoding of this volume, shared by its classes
         for cls in classes:
             truth = mask == cls
             row: dict[str, Any] = {"index": i, "sample_id": sample_id, "class": cls, "prompt": kind,
                                    "true_area": int(truth.sum())}
-            if not truth.any():  # the class is absent from this sample: nothing to prompt, nothing to score
-                yield {**row, "skipped": True, "dice": np.nan, "iou": np.nan, "hd95": np.nan, "nsd": np.nan,
-                       "pred_area": 0, "prompt_inside": np.nan}
+            if not truth.any():
+                yield row, None, {}
                 continue
             if volumes and self.native_3d:
                 pred, extra = self._native_volume(image, mask, cls, sample_id, seed, kind, native)
@@ -272,16 +312,8 @@ class PromptedSegmenter(nn.Module):
                                                    prompt, geometry)
                 extra = {"prompt_inside": np.nan if prompt.inside is None else float(prompt.inside),
                          "predicted_iou": predicted_iou}
-            self._last_masks[cls] = pred
-            yield {**row, "skipped": False, **self._scores(pred, truth, spacing), "pred_area": int(pred.sum()), **extra}
-
-    def _with_cdr_error(self, rows: list[dict[str, Any]], mask: np.ndarray) -> list[dict[str, Any]]:
-        """Fundus rim (1) and cup (2) from the predicted binary masks, the cup drawn over the rim."""
-        predicted = np.zeros(mask.shape, dtype=np.int64)
-        for cls in (1, 2):
-            if cls in self._last_masks:
-                predicted[self._last_masks[cls]] = cls
-        return with_cdr_error(rows, predicted, mask)
+            masks[cls] = pred
+            yield row, pred, extra
 
 
 def cached_embeddings(segmenter: Segmenter, data: SplitData, *, cache_dir: Path | None, batch_size: int, device: str,
