@@ -38,8 +38,8 @@ def test_seg_decoder_reads_the_zero_shot_embedding_cache_and_outputs_c_plus_1_ch
     # only the head trains; the segmenter's own weights stay frozen and untouched
     assert not any(p.requires_grad for p in segmenter.module.parameters())
     assert all(p.requires_grad for p in model.parameters())
-    # the head starts from SAM's decoder: token 1 of the new head is SAM's mask token 1
-    torch.testing.assert_close(model.head.mask_decoder.mask_tokens.weight[1], segmenter.module.mask_decoder.mask_tokens.weight[1])
+    # the head starts from SAM's decoder: class 1's token is SAM's single-mask token 0
+    torch.testing.assert_close(model.head.mask_decoder.mask_tokens.weight[1], segmenter.module.mask_decoder.mask_tokens.weight[0])
     # the mask target lies where the image lies in the decoder frame (padded geometry): the
     # upscaled one-hot of the target at the original size is the original mask
     mask = data["train"].items[0]["mask"]

@@ -142,9 +142,19 @@ class MulticlassMaskHead(nn.Module):
     FairSeg): the prompt encoder with no prompt (its no-mask dense embedding and positional
     encoding) and the mask decoder with ``n_outputs = C + 1`` mask tokens, every token's mask
     returned (SAM returns 1 or 3 of its 4). The prompt encoder and decoder are copies of the
-    segmenter's (the original stays untouched, so its embedding cache key does not change); the
-    mask tokens and their hyper-network MLPs start from SAM's tokens 0, 1, 2, 3, 0, … (ours: SAMed
-    starts the tokens it adds from scratch)."""
+    segmenter's (the original stays untouched, so its embedding cache key does not change).
+
+    Initialisation (ours; SAMed starts the tokens it adds from scratch): foreground class ``c``
+    starts from SAM's mask token ``(c − 1) mod 4`` and its hyper-network MLP — class 1 from token 0,
+    SAM's single-mask output (``multimask_output=False``); the background channel starts as a copy
+    of token 0 whose MLP's last layer is zero, so its logit is exactly 0 everywhere (a mask is the
+    MLP's output times the upscaled embedding, no bias). Softmax is unchanged by adding one map to
+    every channel, so a zero background logit loses nothing (the reference class of multinomial
+    logistic regression) and it is trained like the others. At the start the background is then the
+    complement of the foreground: with one class, P(foreground) = sigmoid(class-1 logit) and the
+    argmax is SAM's rule, logit > 0. Starting the background from token 0 itself, as before, made
+    it a second foreground detector: the two channels then competed on nearly equal logits.
+    """
 
     def __init__(self, sam: nn.Module, n_outputs: int):
         super().__init__()
@@ -153,10 +163,13 @@ class MulticlassMaskHead(nn.Module):
         self.prompt_encoder = copy.deepcopy(sam.prompt_encoder)
         decoder = copy.deepcopy(sam.mask_decoder)
         old_tokens, old_mlps = decoder.mask_tokens.weight.detach(), decoder.output_hypernetworks_mlps
-        source = [i % decoder.num_mask_tokens for i in range(n_outputs)]
+        source = [0] + [c % decoder.num_mask_tokens for c in range(n_outputs - 1)]  # background, classes 1..C
         decoder.mask_tokens = nn.Embedding(n_outputs, old_tokens.shape[1])
         decoder.mask_tokens.weight.data.copy_(old_tokens[source])
         decoder.output_hypernetworks_mlps = nn.ModuleList([copy.deepcopy(old_mlps[i]) for i in source])
+        last = decoder.output_hypernetworks_mlps[0].layers[-1]  # the background's: logit 0 at the start
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
         decoder.num_mask_tokens = n_outputs
         self.mask_decoder = decoder
         for p in self.parameters():
