@@ -9,8 +9,10 @@ the peak resident set (psutil RSS sampled every 2 ms, so torch's allocations cou
 the resident set once the dataset is built and the model created, so the generator's own N volumes
 (the synthetic dataset lives in memory, a loader reads files one at a time) are not counted; what
 is counted is every copy, view, batch, activation, gradient, optimiser state and prediction the run
-makes. Verdict: the growth at the largest N stays within the growth at the smallest N plus one
-volume's float32 input and int64 mask (the run may hold one more volume at a time, not all of them).
+makes. Each N runs twice, with the default allocator and with freed blocks returned to the system
+(``TRACKING_MALLOC``). Verdict, on the second: the growth at the largest N stays within the growth
+at the smallest N plus one volume's float32 input and int64 mask (the run may hold one more volume
+at a time, not all of them).
 
 Part 2, zero-shot evaluation (``--part zero-shot``, the former script): ``PromptedSegmenter.segment``
 over N volumes, slice-wise with a 2D model (``sam_tiny``, ``slices="positive"``) and native 3D with a
@@ -20,17 +22,29 @@ allocations traced by ``tracemalloc`` (torch's CPU tensors are not traced) and t
 
     .venv/bin/python benchmarks/seg_3d_memory.py [--part run|zero-shot|both] [--sizes 16 48] [--image-size 64]
 
-Measured (2 shared cores under load 8-10, one torch thread), run part, 32x64x64 volumes (one
-volume as float32 input + int64 mask: 1.5 MiB; the UNet 0.13 MiB): N=16 (5/2/9 train/val/test)
-peak growth 159.5 MiB, N=48 (18/7/23) 211.9 MiB: +52.4 MiB for 48 MiB more volumes, so the verdict
-is GROWS. With glibc's mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_=65536``, freed blocks go back
-to the system) 67 -> 120 MiB, the same slope; with N=48 split 38/6/4 107.5 MiB, split 3/4/41
-81.3 MiB (both training and evaluation add). ``tracemalloc`` over the same run: Python/NumPy peak
-10 MiB at both N and nothing retained, so the growth is in torch's native allocations (activations
-and gradients are per volume and freed; what keeps ~1 MiB per volume was not found). Part 2 (the
-former script, 16x32x32 volumes): sam_tiny traced peak 1.10/1.32/1.34 MiB at N = 2/8/32, vista3d
-1.32/1.34/1.38 MiB: flat, but that traced number leaves out torch's tensors and the model, which is
-why the run part was added.
+Measured (2 shared cores under load 7, one torch thread), run part, 32x64x64 volumes (one volume
+as float32 input + int64 mask: 1.5 MiB; the UNet 0.13 MiB), peak growth with the default allocator
+/ with freed blocks returned (``MALLOC_MMAP_THRESHOLD_=65536``, the column the verdict reads: glibc's
+default keeps freed pages, so its peak moves by tens of MiB from run to run):
+
+    N   train/val/test   before the fix         after
+    16  5/2/9            143.0 /  67.6 MiB      163.7 / 60.4 MiB
+    48  18/7/23          198.9 / 119.1 MiB      171.9 / 60.6 MiB
+    96  45/17/34         401.2 / 245.5 MiB      160.8 / 60.6 MiB
+
+Before: +177.8 MiB from N=16 to 96 (GROWS). The cause: the trainer scored the validation split in
+batches of ``eval_batch_size`` = 512, so every validation volume went through the UNet at once, with
+its activations and (K, *spatial) logits — 17 volumes at N=96, ~10 MiB each. Validation batches of a
+model that scores its own samples (segmentation) are now at most the training batch
+(:func:`medequity.training.trainer.eval_batch_size`); results are bit-identical. After: +0.2 MiB
+from N=16 to 96: bounded — the ~60 MiB are one training step's activations and gradients for one
+volume (a full-resolution 8-channel feature map alone is 4 MiB) and one volume's scoring, whatever N.
+The test prediction, the per-volume scoring and the bench gallery (which predicts its chosen cases
+again) already streamed; ``tests/experiment/test_segmentation_streaming.py`` checks all of it without
+the allocator, by counting volume-sized objects alive (7 at N=24 and at N=60; 15 at N=24 before).
+Part 2 (the former script, 16x32x32 volumes): sam_tiny traced peak 1.10/1.32/1.34 MiB at N =
+2/8/32, vista3d 1.32/1.34/1.38 MiB: flat, but that traced number leaves out torch's tensors and the
+model, which is why the run part was added.
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -135,25 +150,40 @@ def run_child(n: int, image_size: int) -> dict:
             "dice": float(dice.iloc[0]) if len(dice) else float("nan")}
 
 
+#: glibc keeps freed heap pages (and moves its mmap threshold up as blocks are freed), so the RSS peak
+#: of the default allocator varies by tens of MiB from run to run; with a fixed threshold every block
+#: over 64 KiB is its own mapping, unmapped when freed, and the RSS follows the live allocations
+TRACKING_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def child(n: int, image_size: int, env: dict[str, str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", str(n), "--image-size", str(image_size)],
+                         capture_output=True, text=True, check=True, env={**os.environ, **env}).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def run_part(sizes: list[int], image_size: int) -> None:
     mib = 2**20
     print(f"benchmark run (seg_ft, 3D UNet, ERM, 1 epoch, batch 1, every test volume predicted), "
-          f"volumes {max(8, image_size // 2)}x{image_size}x{image_size}")
-    print(f"  {'N':>4} {'train/val/test':>15} {'RSS before MiB':>15} {'peak growth MiB':>16} {'model MiB':>10} "
-          f"{'one volume MiB':>15} {'all N volumes MiB':>18} {'s':>6} {'Dice':>6}")
+          f"volumes {max(8, image_size // 2)}x{image_size}x{image_size}; peak RSS growth with the default allocator "
+          f"and with freed blocks returned ({' '.join(f'{k}={v}' for k, v in TRACKING_MALLOC.items())})")
+    print(f"  {'N':>4} {'train/val/test':>15} {'RSS before MiB':>15} {'growth MiB':>11} {'returned MiB':>13} "
+          f"{'model MiB':>10} {'one volume MiB':>15} {'all N volumes MiB':>18} {'s':>6} {'Dice':>6}")
     results = []
     for n in sizes:
-        out = subprocess.run([sys.executable, __file__, "--child", str(n), "--image-size", str(image_size)],
-                             capture_output=True, text=True, check=True).stdout
-        r = json.loads(out.strip().splitlines()[-1])
+        r = child(n, image_size, {})
+        r["tracking"] = child(n, image_size, TRACKING_MALLOC)["growth"]
         results.append(r)
         split = "/".join(str(r["volumes"][k]) for k in ("train", "val", "test"))
-        print(f"  {n:>4} {split:>15} {r['rss_before'] / mib:>15.1f} {r['growth'] / mib:>16.1f} {r['model'] / mib:>10.2f} "
-              f"{r['volume'] / mib:>15.2f} {n * r['volume'] / mib:>18.1f} {r['seconds']:>6.1f} {r['dice']:>6.3f}", flush=True)
+        print(f"  {n:>4} {split:>15} {r['rss_before'] / mib:>15.1f} {r['growth'] / mib:>11.1f} {r['tracking'] / mib:>13.1f} "
+              f"{r['model'] / mib:>10.2f} {r['volume'] / mib:>15.2f} {n * r['volume'] / mib:>18.1f} {r['seconds']:>6.1f} "
+              f"{r['dice']:>6.3f}", flush=True)
     small, large = results[0], results[-1]
-    bounded = large["growth"] <= small["growth"] + large["volume"]
-    print(f"  peak growth at N={large['n']} - at N={small['n']}: {(large['growth'] - small['growth']) / mib:+.1f} MiB for "
-          f"{(large['n'] - small['n']) * large['volume'] / mib:.1f} MiB more volumes: "
+    # the verdict reads the column where freed memory leaves the RSS (the default allocator's peak is shown)
+    bounded = large["tracking"] <= small["tracking"] + large["volume"]
+    print(f"  peak growth (freed blocks returned) at N={large['n']} - at N={small['n']}: "
+          f"{(large['tracking'] - small['tracking']) / mib:+.1f} MiB for {(large['n'] - small['n']) * large['volume'] / mib:.1f} "
+          f"MiB more volumes (default allocator: {(large['growth'] - small['growth']) / mib:+.1f} MiB): "
           f"{'bounded (one volume plus the model and its working memory)' if bounded else 'GROWS with N'}")
 
 
