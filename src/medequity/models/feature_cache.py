@@ -4,7 +4,10 @@ FairMedFM's linear probing re-runs the frozen backbone every epoch; here the fea
 (backbone weights, data, preprocessing) are computed once, written atomically as ``.npy`` and
 memory-mapped by every head-only method (LP, FairDi steps 1–2, post-processing). The key hashes
 the backbone's name, config and weights, the data's fingerprint and the transform's config, so a
-change to any of them computes new features instead of reusing stale ones.
+change to any of them computes new features instead of reusing stale ones. Hashing the weights
+reads every one of them (about a second for a ViT-B): a caller that asks for several splits of one
+unchanged module hashes it once (:func:`~medequity.models.checkpoint.state_fingerprint`) and
+passes the result as ``fingerprint``.
 """
 
 from __future__ import annotations
@@ -73,11 +76,16 @@ def cached_features(
     batch_size: int = 128,
     device: str | torch.device = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """(memory-mapped features, whether they came from the cache)."""
+    """(memory-mapped features, whether they came from the cache). ``fingerprint``: the module's
+    :func:`~medequity.models.checkpoint.state_fingerprint` when the caller already has it (it must
+    be of the module as it is now: a stale one would serve another model's features); None hashes
+    the module here."""
     folder = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    key = cache_key(backbone_name, backbone_config, state_fingerprint(module), data_fingerprint, transform_config)
+    weights = state_fingerprint(module) if fingerprint is None else fingerprint
+    key = cache_key(backbone_name, backbone_config, weights, data_fingerprint, transform_config)
     path = folder / f"{key}.npy"
     if path.is_file():
         features = np.load(path, mmap_mode="r")

@@ -34,7 +34,7 @@ from medequity.usages._segmentation import (
     training_split,
 )
 from medequity.usages.base import Usage, UsageContext, register_usage
-from medequity.usages.seg_zero_shot import cached_embeddings
+from medequity.usages.seg_zero_shot import cached_embeddings, encoder_fingerprint
 
 
 class DecoderOnEmbeddings(TrainedSegmenter):
@@ -64,9 +64,11 @@ def embedding_splits(segmenter: Segmenter, data: dict[str, SplitData], context: 
                      low_res: int) -> tuple[dict[str, SplitData], int]:
     """Each split as (cached embedding, decoder-frame mask) training items; the images encoded."""
     out, encoded = {}, 0
+    fingerprint = encoder_fingerprint(segmenter)  # the weights hashed once for every split's cache key
     for name, split in data.items():
         embeddings, from_cache = cached_embeddings(segmenter, split, cache_dir=context.cache_dir, batch_size=batch_size,
-                                                   device=context.device, progress=context.progress)
+                                                   device=context.device, progress=context.progress,
+                                                   fingerprint=fingerprint)
         encoded += 0 if from_cache else len(split)
 
         def prepare(i: int, item: dict, embeddings=embeddings) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,6 +44,7 @@ from torch import nn
 from medequity.data.prompts import make_prompts
 from medequity.metrics.segmentation import cup_to_disc_ratio_error, dice_per_sample, iou_per_sample
 from medequity.metrics.surface import hd95_per_sample, nsd_per_sample
+from medequity.models.checkpoint import state_fingerprint
 from medequity.models.feature_cache import cached_features
 from medequity.models.segmenter import Segmenter
 from medequity.training.data import SplitData
@@ -98,6 +99,7 @@ class PromptedSegmenter(nn.Module):
         self.segmenter, self.params, self.cache_dir, self.device, self.progress = segmenter, params, cache_dir, device, progress
         self.module = segmenter.module
         self.encoded = 0  # images run through the image encoder by this object (the cache hit shows as 0)
+        self._fingerprint: tuple[tuple, str] | None = None  # (weights_version, encoder_fingerprint), see embeddings()
 
     @staticmethod
     def _check_native_kind(name: str, kind: str) -> None:
@@ -106,10 +108,15 @@ class PromptedSegmenter(nn.Module):
                              f"{POINT_KINDS} (no boxes); got prompt {kind!r}")
 
     def embeddings(self, data: SplitData) -> np.ndarray:
-        """(N, C, h, w) embeddings of the split, memory-mapped from the cache (computed once)."""
+        """(N, C, h, w) embeddings of the split, memory-mapped from the cache (computed once). The
+        weights are hashed for the cache key once per object (a run asks for val, test and the
+        probe's embeddings), again only if their version stamp changed (zero-shot trains nothing)."""
+        version = weights_version(self.segmenter.module)
+        if self._fingerprint is None or self._fingerprint[0] != version:
+            self._fingerprint = (version, encoder_fingerprint(self.segmenter))
         embeddings, from_cache = cached_embeddings(self.segmenter, data, cache_dir=self.cache_dir,
                                                    batch_size=int(self.params["batch_size"]), device=self.device,
-                                                   progress=self.progress)
+                                                   progress=self.progress, fingerprint=self._fingerprint[1])
         if not from_cache:
             self.encoded += len(data)
         return embeddings
@@ -317,18 +324,34 @@ class PromptedSegmenter(nn.Module):
 
 
 def cached_embeddings(segmenter: Segmenter, data: SplitData, *, cache_dir: Path | None, batch_size: int, device: str,
-                      progress=None) -> tuple[np.ndarray, bool]:
+                      progress=None, fingerprint: str | None = None) -> tuple[np.ndarray, bool]:
     """((N, C, h, w) image-encoder embeddings of a 2D split memory-mapped from the cache, whether they
     came from it). The key hashes the segmenter's whole module as it is now: call this before
     training any of its parts (``seg_decoder`` does), so zero-shot runs and decoder training share
-    one entry."""
+    one entry. ``fingerprint``: :func:`encoder_fingerprint` of the segmenter as it is now, when the
+    caller encodes several splits (None: hashed here, about a second for a ViT-B)."""
     shape = segmenter.embedding_shape()
     features, from_cache = cached_features(
         _FlatEncoder(segmenter), _EncoderInput(data.items, segmenter), backbone_name=segmenter.name,
         backbone_config=segmenter.config, data_fingerprint=data.fingerprint, transform_config=segmenter.profile.to_dict(),
         feature_dim=int(np.prod(shape)), cache_dir=cache_dir, batch_size=batch_size, device=device,
-        progress=None if progress is None else lambda done, total: progress(done, total, "encoding images"))
+        progress=None if progress is None else lambda done, total: progress(done, total, "encoding images"),
+        fingerprint=fingerprint)
     return features.reshape(len(data), *shape), from_cache
+
+
+def encoder_fingerprint(segmenter: Segmenter) -> str:
+    """The hash of the segmenter's weights in its embedding cache key (what :func:`cached_embeddings`
+    computes when given none): hashed once, it serves every split while the weights do not change."""
+    return state_fingerprint(_FlatEncoder(segmenter))
+
+
+def weights_version(module: nn.Module) -> tuple[tuple[int, int], ...]:
+    """A cheap stamp of a module's weights: each tensor's storage address and version counter. An
+    optimiser step, ``load_state_dict`` or any in-place change through the tensor bumps its version;
+    a change through ``.data`` does not (PyTorch does not count it), so this guards a memoised hash
+    of weights nothing is meant to change, it does not replace hashing."""
+    return tuple((t.data_ptr(), t._version) for t in module.state_dict(keep_vars=True).values())
 
 
 def class_scores(pred: np.ndarray, truth: np.ndarray, *, spacing=None, nsd_tolerance: float = 2.0) -> dict[str, float]:
