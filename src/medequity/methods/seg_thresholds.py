@@ -33,6 +33,7 @@ Segmentation only: for classification use ``threshold_optimizer``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -41,6 +42,9 @@ from torch import nn
 from medequity.methods._segmentation import is_segmentation
 from medequity.methods.base import Method, register_method
 from medequity.training.segmentation import hard_dice_per_sample
+
+#: One validation batch: logits (B, K, *spatial) without offsets, masks (B, *spatial), groups (B,).
+Chunk = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class Offsets(nn.Module):
@@ -101,63 +105,85 @@ class SegmentationThresholds(Method):
         return shifted(logits, offsets.table[offsets.rows(groups)])
 
     # --- fitting on validation ---------------------------------------------------------------------
-    @torch.no_grad()
-    def _validation_logits(self, model, val) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-        """The model's validation logits (no offsets), masks and groups, in memory (CPU)."""
-        model.eval()
+    def _validation_chunks(self, model, val) -> Callable[[], Iterator[Chunk]]:
+        """A pass over validation: the model's logits (no offsets), masks and groups, one batch at a
+        time. Each pass re-runs the model rather than keeping every logit map: a 3D validation split's
+        logits do not fit in memory, and a pass costs a forward per batch."""
         device = next(model.parameters()).device
-        loader = torch.utils.data.DataLoader(val.items, batch_size=int(self.params["batch_size"]), shuffle=False)
-        logits, masks = [], []
-        for batch in loader:
-            logits.append(model(batch["x"].to(device)).float().cpu())
-            masks.append(batch["y"])
-        return torch.cat(logits), torch.cat(masks), np.asarray(val.groups)
+        groups = torch.as_tensor(np.asarray(val.groups))
+        size = int(self.params["batch_size"])
+
+        @torch.no_grad()
+        def chunks() -> Iterator[Chunk]:
+            model.eval()
+            loader = torch.utils.data.DataLoader(val.items, batch_size=size, shuffle=False)
+            for start, batch in zip(range(0, len(groups), size), loader):
+                yield model(batch["x"].to(device)).float().cpu(), batch["y"], groups[start : start + size]
+        return chunks
+
+    def _group_dice(self, chunks: Callable[[], Iterator[Chunk]], table: torch.Tensor, n_groups: int,
+                    trials: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """Each group's mean hard Dice for each trial (class ``k`` set to ``value`` in the group's current
+        offsets; ``k = 0`` leaves them as they are), in one pass: (groups, trials), −inf where a group has
+        no scored sample, and the number of scored samples. Per-sample Dice is summed as it comes, so memory
+        holds one batch."""
+        sums, counts = np.zeros((n_groups, len(trials))), np.zeros((n_groups, len(trials)))
+        for z, y, g in chunks():
+            known = (g >= 0) & (g < n_groups)
+            if not bool(known.any()):
+                continue
+            z, y, g = z[known], y[known], g[known].long()
+            for t, (k, value) in enumerate(trials):
+                offsets = table[g].clone()
+                if k:
+                    offsets[:, k] = value
+                dice = hard_dice_per_sample(shifted(z, offsets), y).numpy()
+                scored = np.isfinite(dice)
+                np.add.at(sums[:, t], g.numpy()[scored], dice[scored])
+                np.add.at(counts[:, t], g.numpy()[scored], 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / np.maximum(counts, 1), -math.inf), counts
 
     def fit_offsets(self, logits: torch.Tensor, masks: torch.Tensor, groups: np.ndarray) -> torch.Tensor:
-        """The (groups + 1, K) offsets maximising each group's mean hard Dice (module doc)."""
-        n_groups, n_classes = len(self.group_names), logits.shape[1]
+        """The (groups + 1, K) offsets maximising each group's mean hard Dice (module doc), for logits in memory."""
+        def chunks() -> Iterator[Chunk]:
+            yield logits, masks, torch.as_tensor(np.asarray(groups))
+        return self._fit(chunks, logits.shape[1])[0]
+
+    def _fit(self, chunks: Callable[[], Iterator[Chunk]], n_classes: int) -> tuple[torch.Tensor, np.ndarray]:
+        """Coordinate ascent over the foreground classes, all groups at once (a group's Dice depends on its
+        own rows only, so this equals fitting each group alone). Returns the table and each group's Dice
+        before (offsets 0)."""
+        n_groups = len(self.group_names)
         table = torch.zeros(n_groups + 1, n_classes)
-        grid = torch.linspace(-float(self.params["max_offset"]), float(self.params["max_offset"]), int(self.params["steps"]))
+        grid = [float(v) for v in torch.linspace(-float(self.params["max_offset"]), float(self.params["max_offset"]),
+                                                 int(self.params["steps"]))]
         rounds = 1 if n_classes == 2 else int(self.params["rounds"])
-        self.log["kept_zero"] = []
-        for g in range(n_groups):
-            rows = np.flatnonzero(groups == g)
-            z, y = logits[rows], masks[rows]
-            before = hard_dice_per_sample(z, y).numpy()
-            if int(np.isfinite(before).sum()) < int(self.params["min_samples"]):
-                self.log["kept_zero"].append(self.group_names[g])
-                continue
-            offsets = torch.zeros(n_classes)
-            for _ in range(rounds):
-                for k in range(1, n_classes):
-                    values = []
-                    for candidate in grid:
-                        trial = offsets.clone()
-                        trial[k] = candidate
-                        dice = hard_dice_per_sample(shifted(z, trial.expand(len(rows), -1)), y).numpy()
-                        values.append(float(np.nanmean(dice)) if np.isfinite(dice).any() else -math.inf)
-                    best = max(values)
-                    ties = [float(c) for c, v in zip(grid, values) if v >= best - 1e-12]
-                    offsets[k] = min(ties, key=lambda c: abs(c - float(offsets[k])))
-            table[g] = offsets
-        return table
+        before, counts = self._group_dice(chunks, table, n_groups, [(0, 0.0)])
+        fitted = counts[:, 0] >= int(self.params["min_samples"])
+        self.log["kept_zero"] = [self.group_names[g] for g in range(n_groups) if not fitted[g]]
+        for _ in range(rounds):
+            for k in range(1, n_classes):
+                values, _ = self._group_dice(chunks, table, n_groups, [(k, c) for c in grid])
+                for g in np.flatnonzero(fitted):
+                    best = values[g].max()
+                    ties = [c for c, v in zip(grid, values[g]) if v >= best - 1e-12]
+                    table[g, k] = min(ties, key=lambda c: abs(c - float(table[g, k])))
+        return table, before[:, 0]
 
     def finalize(self, model, train, val, predict) -> None:
-        logits, masks, groups = self._validation_logits(model, val)
-        table = self.fit_offsets(logits, masks, groups)
+        chunks = self._validation_chunks(model, val)
+        n_classes = int(self.extra["offsets"].table.shape[1])
+        table, before = self._fit(chunks, n_classes)
         holder = self.extra["offsets"]
         holder.table.copy_(table.to(holder.table))
         self.log["offsets"] = [{"group": name, "offsets": [float(v) for v in table[g]]}
                                for g, name in enumerate(self.group_names)]
-        self.log["val_dice"] = []
-        for g, name in enumerate(self.group_names):
-            rows = np.flatnonzero(groups == g)
-            if rows.size == 0:
-                continue
-            before = hard_dice_per_sample(logits[rows], masks[rows]).numpy()
-            after = hard_dice_per_sample(shifted(logits[rows], table[g].expand(rows.size, -1)), masks[rows]).numpy()
-            self.log["val_dice"].append({"group": name, "before": float(np.nanmean(before)) if np.isfinite(before).any()
-                                         else math.nan, "after": float(np.nanmean(after)) if np.isfinite(after).any() else math.nan})
+        after, counts = self._group_dice(chunks, table, len(self.group_names), [(0, 0.0)])
+        present = set(np.asarray(val.groups).tolist())
+        self.log["val_dice"] = [{"group": name, "before": float(before[g]) if counts[g, 0] else math.nan,
+                                 "after": float(after[g, 0]) if counts[g, 0] else math.nan}
+                                for g, name in enumerate(self.group_names) if g in present]
 
     def state(self) -> dict:
         return {"offsets": self.log.get("offsets", [])}
