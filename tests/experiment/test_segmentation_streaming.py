@@ -42,9 +42,10 @@ class LiveVolumes:
         self.alive -= volumes
 
 
-def spec(n: int) -> ExperimentSpec:
+def spec(n: int, method: str = "erm") -> ExperimentSpec:
     return ExperimentSpec(
         dataset="synthetic-segmentation", attribute="sex", task="segmentation", model="monai_unet", usage="seg_ft",
+        method=method,
         dataset_options={"preset": "seg-organ-3d", "n": n, "volume_shape": [8, 16, 16],
                          "split_fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
         model_options={"spatial_dims": 3, "channels": [4, 8], "strides": [2], "num_res_units": 0, "out_channels": 2,
@@ -53,8 +54,8 @@ def spec(n: int) -> ExperimentSpec:
         train={"epochs": 2, "batch_size": BATCH, "lr": 1e-2, "device": "cpu"})
 
 
-def live_volumes(n: int) -> tuple[LiveVolumes, dict[str, int]]:
-    prepared = prepare(spec(n))
+def live_volumes(n: int, method: str = "erm") -> tuple[LiveVolumes, dict[str, int]]:
+    prepared = prepare(spec(n, method))
     live = LiveVolumes()
     load_image, load_mask, original_logits = MedicalDataset.load_image, MedicalDataset.load_mask, MonaiTrained.original_logits
     network = prepared.backbone.module  # the one seg_ft trains (MonaiTrained.network)
@@ -79,9 +80,11 @@ def live_volumes(n: int) -> tuple[LiveVolumes, dict[str, int]]:
     return live, {name: len(split) for name, split in prepared.data.items()}
 
 
-def test_a_3d_run_holds_a_bounded_number_of_volumes_whatever_the_number_of_volumes():
-    small, small_sizes = live_volumes(24)
-    large, large_sizes = live_volumes(60)
+# seg_thresholds: its offsets are fitted on validation after training (several passes over it)
+@pytest.mark.parametrize("method", ["erm", "seg_thresholds"])
+def test_a_3d_run_holds_a_bounded_number_of_volumes_whatever_the_number_of_volumes(method):
+    small, small_sizes = live_volumes(24, method)
+    large, large_sizes = live_volumes(60, method)
     assert large_sizes["val"] >= small_sizes["val"] + 4 and large_sizes["test"] >= small_sizes["test"] + 4
     assert large.created > 2 * small.created  # every volume was loaded and went through the network
     # Alive at once (7 here): a batch in and out of the network (2 x BATCH; the loop holds the last

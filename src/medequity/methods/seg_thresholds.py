@@ -25,7 +25,10 @@ Details:
   channel commutes with it and the original-size argmax uses the same thresholds;
 * the offsets live in ``self.extra["offsets"]`` (a buffer, saved with the model's checkpoint) and
   ``self.log["offsets"]`` (per group, per class), with each group's validation Dice before and
-  after in ``self.log["val_dice"]``.
+  after in ``self.log["val_dice"]``;
+* validation is streamed: every coordinate-ascent pass re-runs the model over validation in
+  batches of ``batch_size`` (default: the training batch size) and keeps per-group Dice sums, not
+  logit maps — a few forward passes instead of a whole 3D split's logits in memory.
 
 Segmentation only: for classification use ``threshold_optimizer``.
 """
@@ -72,7 +75,7 @@ class SegmentationThresholds(Method):
 
     name = "seg_thresholds"
     tasks = ("segmentation",)
-    defaults = {"max_offset": 8.0, "steps": 33, "rounds": 2, "min_samples": 5, "batch_size": 32}
+    defaults = {"max_offset": 8.0, "steps": 33, "rounds": 2, "min_samples": 5, "batch_size": None}
     needs_groups_at_inference = True
 
     def __init__(self, **params):
@@ -81,9 +84,12 @@ class SegmentationThresholds(Method):
         if not float(p["max_offset"]) > 0:
             raise ValueError(f"max_offset must be > 0; got {p['max_offset']!r}")
         for key in ("steps", "rounds", "min_samples", "batch_size"):
+            if key == "batch_size" and p[key] is None:  # the training batch size (setup)
+                continue
             if not isinstance(p[key], (int, np.integer)) or p[key] < 1:
                 raise ValueError(f"{key} must be a positive integer; got {p[key]!r}")
         self.group_names: tuple[str, ...] = ()
+        self.batch_size = int(self.params["batch_size"] or 1)
 
     def setup(self, model, train, config) -> None:
         if not is_segmentation(train):
@@ -95,6 +101,7 @@ class SegmentationThresholds(Method):
                 x = train.items[0]["x"][None].to(next(model.parameters()).device)
                 n_classes = model(x).shape[1]
         self.group_names = tuple(train.group_names)
+        self.batch_size = int(self.params["batch_size"] or config.batch_size)
         self.extra["offsets"] = Offsets(train.n_groups, int(n_classes))
 
     def logits(self, model, x, groups=None):
@@ -111,7 +118,7 @@ class SegmentationThresholds(Method):
         logits do not fit in memory, and a pass costs a forward per batch."""
         device = next(model.parameters()).device
         groups = torch.as_tensor(np.asarray(val.groups))
-        size = int(self.params["batch_size"])
+        size = self.batch_size
 
         @torch.no_grad()
         def chunks() -> Iterator[Chunk]:
