@@ -1,7 +1,13 @@
 """A segmentation benchmark run in two processes (``bench run --jobs 2``) or on a local Ray cluster
 gives what the inline run gives: the same runs, per-run metrics equal to the last digit, the same
-predictions, validation summaries and overlay gallery. Workers share only the embedding cache
-folder (written atomically), so the order runs finish in cannot change a result."""
+predictions, training histories, validation summaries and overlay gallery. Workers share only the
+embedding cache folder (written atomically), so the order runs finish in cannot change a result.
+
+One column is not bit-equal: zero-shot SAM's own predicted IoU (a float32 diagnostic in the
+predictions, no metric reads it) differs in its last float32 bit (measured 6e-8), because pool
+workers run torch with cpu_count // jobs threads and Ray workers with one, the inline run with all
+cores, and a float32 reduction split over another number of threads rounds differently (an inline
+run with one thread matches the workers bit for bit). It is compared at float32 resolution."""
 
 from __future__ import annotations
 
@@ -15,7 +21,8 @@ from medequity.bench import load_results, load_spec, run_benchmark
 pytestmark = pytest.mark.filterwarnings("ignore::medequity.metrics._validation.GroupMetricWarning",
                                         "ignore::UserWarning", "ignore::DeprecationWarning", "ignore::FutureWarning")
 
-# sam_tiny's decoder on cached embeddings and a tiny 2D MONAI UNet, ERM and FEBS, one seed: 4 runs
+# sam_tiny zero-shot (its gallery decodes prompts again) and its decoder on cached embeddings, a tiny
+# 2D MONAI UNet, ERM and FEBS, one seed: 5 runs
 SPEC = {
     "name": "tiny-seg-parallel",
     "task": "segmentation",
@@ -23,7 +30,7 @@ SPEC = {
                   "options": {"preset": "seg-derm-contrast", "n": 40, "image_size": 32}}],
     "models": ["sam_tiny", {"name": "monai_unet", "options": {"spatial_dims": 2, "channels": [4, 8], "strides": [2],
                                                               "num_res_units": 0}}],
-    "usages": ["seg_decoder", "seg_ft"],
+    "usages": ["seg_zs", "seg_decoder", "seg_ft"],
     "methods": ["erm", "febs"],
     "attributes": ["skin_tone"],
     "seeds": [0],
@@ -32,6 +39,7 @@ SPEC = {
 }
 # what a run's tables and record may differ in between executors: wall-clock times and timestamps
 VOLATILE = {"seconds", "created", "provenance"}
+FLOAT32_DIAGNOSTIC = "predicted_iou"  # zero-shot rows: SAM's IoU head output (module doc)
 
 
 def _spec(tmp_path) -> dict:
@@ -70,8 +78,12 @@ def _assert_same(parallel_out, inline_out) -> None:
         assert other_record == record, run_id
         assert sorted(other_tables) == sorted(tables) and {"metrics", "predictions", "gallery"} <= set(tables)
         for name, table in tables.items():
+            other = other_tables[name]
+            if FLOAT32_DIAGNOSTIC in table.columns:  # see the module doc
+                pd.testing.assert_series_equal(other.pop(FLOAT32_DIAGNOSTIC), table.pop(FLOAT32_DIAGNOSTIC),
+                                               check_exact=False, rtol=1e-6, atol=0, obj=f"{run_id}/{name}")
             # exact: check_exact compares floats bit for bit, the gallery's mask bytes byte for byte
-            pd.testing.assert_frame_equal(other_tables[name], table, check_exact=True, obj=f"{run_id}/{name}")
+            pd.testing.assert_frame_equal(other, table, check_exact=True, obj=f"{run_id}/{name}")
     # and the table selection and the leaderboards read (selected runs, validation scores)
     runs = [load_results(folder).runs.sort_values("run_id").reset_index(drop=True) for folder in (parallel_out, inline_out)]
     volatile = [c for c in runs[1].columns if c in VOLATILE]
@@ -82,7 +94,7 @@ def test_the_inline_run_trains_both_segmenters_with_both_methods(inline):
     runs = load_results(inline).runs
     assert sorted(zip(runs.model, runs.usage, runs.method)) == [
         ("monai_unet", "seg_ft", "erm"), ("monai_unet", "seg_ft", "febs"),
-        ("sam_tiny", "seg_decoder", "erm"), ("sam_tiny", "seg_decoder", "febs")]
+        ("sam_tiny", "seg_decoder", "erm"), ("sam_tiny", "seg_decoder", "febs"), ("sam_tiny", "seg_zs:center", "erm")]
     assert (runs.task == "segmentation").all()
 
 
