@@ -231,10 +231,11 @@ class PromptedSegmenter(nn.Module):
         fundus = list(data.extra.get("classes", []))[:3] == ["background", "rim", "cup"]
         cdr = self.params["cdr"] if self.params["cdr"] != "auto" else fundus
         for i in range(len(data)):
-            mask = data.items[i]["mask"]
+            item = data.items[i]  # read once (a disk-backed split loads it on each access)
+            mask = item["mask"]
             masks: dict[int, np.ndarray] = {}
             rows = [self._score(row, pred, extra, mask == row["class"], spacing) for row, pred, extra in
-                    self._sample_masks(data, i, seed, volumes, embeddings, kind, masks)]
+                    self._sample_masks(i, item, seed, volumes, embeddings, kind, masks)]
             if cdr and not volumes:
                 # the fundus rim (1) and cup (2), the cup drawn over the rim
                 rows = with_cdr_error(rows, self.label_map({c: m for c, m in masks.items() if c in (1, 2)}, mask.shape),
@@ -252,7 +253,7 @@ class PromptedSegmenter(nn.Module):
         out: dict[int, dict[int, np.ndarray]] = {}
         for i in positions:
             out[int(i)] = {}
-            for _ in self._sample_masks(data, int(i), seed, volumes, embeddings, kind, out[int(i)]):
+            for _ in self._sample_masks(int(i), data.items[int(i)], seed, volumes, embeddings, kind, out[int(i)]):
                 pass
         return out
 
@@ -288,11 +289,10 @@ class PromptedSegmenter(nn.Module):
                     "pred_area": 0, "prompt_inside": np.nan}
         return {**row, "skipped": False, **self._scores(pred, truth, spacing), "pred_area": int(pred.sum()), **extra}
 
-    def _sample_masks(self, data: SplitData, i: int, seed: int, volumes: bool, embeddings, kind: str,
+    def _sample_masks(self, i: int, item: dict, seed: int, volumes: bool, embeddings, kind: str,
                       masks: dict[int, np.ndarray]) -> Iterator[tuple[dict[str, Any], np.ndarray | None, dict[str, Any]]]:
-        """(row, predicted mask, prompt fields) per foreground class of sample ``i``; the mask is
-        None for a class absent from the sample (nothing to prompt). ``masks`` collects the masks."""
-        item = data.items[i]
+        """(row, predicted mask, prompt fields) per foreground class of sample ``i`` (``item``); the
+        mask is None for a class absent from the sample (nothing to prompt). ``masks`` collects the masks."""
         image, mask, sample_id = item["image"], item["mask"], item["sample_id"]
         wanted = self.params.get("classes")
         classes = [int(c) for c in (wanted or np.unique(mask)) if int(c) != 0]
