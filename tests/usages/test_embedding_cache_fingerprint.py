@@ -96,3 +96,27 @@ def test_a_given_fingerprint_gives_the_key_hashing_gives(tmp_path):
     assert hit and np.array_equal(first, again) and len(list(tmp_path.glob("*.npy"))) == 1
     _, hit = cached_features(module, items, fingerprint="another-model", **options)
     assert not hit and len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_a_linear_probe_hashes_its_backbone_once_for_its_three_splits(tmp_path, monkeypatch):
+    import medequity.usages.linear_probe as linear_probe
+
+    calls: list[str] = []
+
+    def counted(module):
+        calls.append(type(module).__name__)
+        return state_fingerprint(module)
+
+    monkeypatch.setattr(feature_cache, "state_fingerprint", counted)
+    monkeypatch.setattr(linear_probe, "state_fingerprint", counted)
+    lp = ExperimentSpec(dataset="synthetic", dataset_options={"preset": "cxr-unbiased", "n": 120, "image_size": 32},
+                        attribute="sex", model="small_cnn", model_options={"input_size": 32}, usage="lp",
+                        n_boot=10, n_permutations=10, train={"epochs": 1, "batch_size": 32}, cache_dir=str(tmp_path))
+    result = run(lp)
+    assert len(calls) == 1
+    # the keys are the ones hashing per split gives: a second run finds every split's features
+    prepared = prepare(lp)
+    weights = state_fingerprint(prepared.backbone.module)
+    keys = {cache_key(prepared.backbone.name, prepared.backbone.config, weights, prepared.data[s].fingerprint,
+                      prepared.data[s].extra.get("transform", {})) for s in ("train", "val", "test")}
+    assert {p.stem for p in tmp_path.glob("*.npy")} == keys and len(result.data) == 3
