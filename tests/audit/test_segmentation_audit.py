@@ -1,6 +1,7 @@
 """``audit_segmentation`` and ``medequity audit --task segmentation``: PNG and NIfTI tables, errors, CLI, example."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -198,3 +199,45 @@ def test_cli_example_shows_the_built_in_bias(tmp_path):
     assert "IV-VI has the lowest Dice" in " ".join(result.output.split())
     html = (out / "report.html").read_text(encoding="utf-8")
     assert html.index("IV-VI has the lowest Dice") < html.index('id="settings"')
+    # each group vs all samples, as on the classification page: the numbers of contrasts.csv, IV-VI's Dice marked
+    contrasts = pd.read_csv(out / "contrasts.csv")
+    for attribute in ("skin_tone", "sex"):
+        shown = _contrast_cells(html, attribute)
+        expected = contrasts[contrasts.attribute == attribute]
+        assert len(shown) == len(expected) == 8  # 2 groups x Dice, IoU, HD95, NSD
+        for row in expected.itertuples(index=False):
+            value, low, high, p, significant = shown[(row.group, row.metric)]
+            assert value == pytest.approx(row.difference, abs=5e-4)
+            assert (low, high) == pytest.approx((row.ci_low, row.ci_high), abs=5e-4)
+            assert p == pytest.approx(row.p_adjusted, rel=0.05)
+            assert significant == bool(row.significant)
+    assert _shown_significant(html, "skin_tone", "IV-VI", "dice") and not _shown_significant(html, "sex", "female", "dice")
+    skin_dice = contrasts.set_index(["attribute", "group", "metric"]).loc[("skin_tone", "IV-VI", "dice")]
+    assert bool(skin_dice.significant) and skin_dice.ci_high < 0
+    assert not contrasts[(contrasts.attribute == "sex") & (contrasts.metric == "dice")].significant.any()
+
+
+_HEADER_METRICS = {"Dice": "dice", "IoU": "iou", "HD95 ↓": "hd95", "NSD": "nsd"}
+
+
+def _contrast_cells(html: str, attribute: str) -> dict:
+    """(group, metric) -> (difference, CI low, CI high, adjusted p, marked significant) read off the
+    'Each group vs all samples' table of one attribute's section of the page."""
+    section = html[html.index(f"<h2>{attribute}</h2>"):]
+    section = section[:section.index("</section>")]
+    assert section.count("<h3>Each group vs all samples</h3>") == 1
+    table = section[section.index('<table class="contrasts">'):]
+    table = table[:table.index("</table>")]
+    metrics = [_HEADER_METRICS[m] for m in re.findall(r'<th class="num">([^<:]+): group − all', table)]
+    cells = {}
+    for group, body in re.findall(r"<tr><td>([^<]+)</td>(.*?)</tr>", table, flags=re.S):
+        found = re.findall(r'<td class="num( significant)?">([-+][\d.]+)<span class="ci">\[([-\d.]+), ([-\d.]+)\]</span> '
+                           r'<span class="p">p = ([\d.e-]+)</span></td>', body)
+        assert len(found) == len(metrics), body
+        for metric, (mark, value, low, high, p) in zip(metrics, found):
+            cells[(group, metric)] = (float(value), float(low), float(high), float(p), bool(mark))
+    return cells
+
+
+def _shown_significant(html: str, attribute: str, group: str, metric: str) -> bool:
+    return _contrast_cells(html, attribute)[(group, metric)][4]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 import numpy as np
+import pandas as pd
 
 from medequity.report import plots
 
@@ -410,10 +411,18 @@ def _contrast_table(result) -> dict:
     """Per group and headline metric: group − all samples with its simultaneous interval and adjusted p."""
     from medequity.report.findings import HEADLINE_METRICS
 
-    table = result.contrasts()
     metrics = [m for m in HEADLINE_METRICS if m in result.metrics]
+    return contrast_table(result.contrasts(), result.groups, metrics, [SHORT_METRIC_LABELS.get(m, m) for m in metrics])
+
+
+def contrast_table(table: pd.DataFrame, groups, metrics: list[str], labels: list[str]) -> dict:
+    """The "Each group vs all samples" table (macro ``contrast_table`` of ``_macros.html``) of one
+    attribute, read off a contrasts frame (:meth:`GroupMetricResult.contrasts`: one row per metric
+    and group): per group, one cell per metric with group − all, its simultaneous interval, the
+    adjusted p-value and whether it is significant. Shared by the classification and the
+    segmentation audit pages."""
     rows = []
-    for group in result.groups:
+    for group in groups:
         cells = []
         for metric in metrics:
             row = table[(table.metric == metric) & (table.group == group)].iloc[0]
@@ -421,7 +430,7 @@ def _contrast_table(result) -> dict:
                           "p": plots.format_p_value(row.p_adjusted) if _finite(row.p_adjusted) else "",
                           "significant": bool(row.significant)})
         rows.append({"group": group, "cells": cells})
-    return {"metrics": [SHORT_METRIC_LABELS.get(m, m) for m in metrics], "rows": rows if metrics else []}
+    return {"metrics": list(labels), "rows": rows if metrics else []}
 
 
 def _signed(value) -> str:

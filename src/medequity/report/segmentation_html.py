@@ -3,12 +3,13 @@
 One file, no external resources (CSS inline, plots as ``data:`` URIs), rendered from
 ``templates/audit_segmentation.html`` (which extends ``_base.html``) with autoescaping on. Per
 attribute: headline cards (Dice Δ, worst-group Dice, DSC_ES, ES-Dice, Skew), the per-group table
-of every audited metric with CIs, the FairMedFM/FairSeg summaries with CIs and p-values, and
-figures: per-group metric bars with CI whiskers, per-group Dice distributions (violin + box),
-the Δ forest plot, and the best and worst case of each group as overlays (ground-truth contour
-solid, prediction dashed; 3D: the middle slice through the object). The report object is read
-duck-typed (``settings``, ``results``, ``group_labels``, ``samples``, ``cases``, ``warnings``), so this
-module does not import the audit layer.
+of every audited metric with CIs, each group vs all samples (the rows of contrasts.csv: difference,
+simultaneous interval, adjusted p-value, in the classification page's table), the FairMedFM/FairSeg
+summaries with CIs and p-values, and figures: per-group metric bars with CI whiskers, per-group Dice
+distributions (violin + box), the Δ forest plot, and the best and worst case of each group as
+overlays (ground-truth contour solid, prediction dashed; 3D: the middle slice through the object).
+The report object is read duck-typed (``settings``, ``results``, ``group_labels``, ``samples``,
+``cases``, ``warnings``, ``contrasts_frame()``), so this module does not import the audit layer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from medequity.report.audit_html import (
     _finite,
     _provenance_rows,
     _stat,
+    contrast_table,
     format_ci,
     format_value,
     warning_kind,
@@ -312,14 +314,18 @@ def _warnings(report) -> list[dict]:
 def build_segmentation_context(report, *, fmt: str = "png") -> dict:
     """Everything the template shows, as formatted plain values."""
     n_perm = report.settings.get("n_boot")  # p-values come from the bootstrap: the smallest is 1/(B+1)
+    contrasts = report.contrasts_frame()  # the rows of contrasts.csv: the page shows the same numbers
     sections = []
     for index, (attribute, by_metric) in enumerate(report.results.items()):
         first = next(iter(by_metric.values()))
         figures, note = _figures(report, attribute, by_metric, fmt)
+        group_table = _group_table(by_metric)
         sections.append({
             "id": f"s{index}", "attribute": attribute, "groups": list(first.groups), "n_groups": len(first.groups),
             "n_excluded_missing": int(first.n_excluded_missing), "cards": _cards(by_metric, n_perm),
-            "table": _group_table(by_metric), "fairness": _fairness_table(by_metric, n_perm),
+            "table": group_table, "fairness": _fairness_table(by_metric, n_perm),
+            "contrasts": contrast_table(contrasts[contrasts.attribute == attribute], first.groups, list(by_metric),
+                                        group_table["metrics"]),
             "figures": [{**f, "layout": f.get("layout", "")} for f in figures], "plot_note": note,
         })
     from medequity.report.findings import METRIC_WORDS
