@@ -9,6 +9,7 @@ raises is recorded (``error.json`` with its traceback) and the others go on.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import traceback
@@ -26,6 +27,8 @@ from medequity.bench.spec import BenchSpec, Cell, Evaluation, load_spec
 from medequity.bench.store import Results, ResultsLock, ResultsStore, frame_to_parquet, now
 from medequity.data.base import GROUP_PREFIX
 from medequity.experiment import RunResult, run_experiment
+from medequity.experiment.prepare import resolve_checkpoint
+from medequity.experiment.pretrain import PREFIX
 from medequity.training.trainer import Trainer
 from medequity.utils.process import worker_initializer
 
@@ -63,6 +66,7 @@ def _run_locked(bench: BenchSpec, out: str | Path, *, ray_address: str | None, n
     if not todo:
         return store.refresh_results()
 
+    _pretrain_once(todo, lambda text: report(done, total, text))
     if ray_address is not None:
         outcomes = _run_on_ray(todo, bench.evaluation, ray_address, n_jobs)
     elif n_jobs == 1:
@@ -76,6 +80,23 @@ def _run_locked(bench: BenchSpec, out: str | Path, *, ray_address: str | None, n
         results = store.refresh_results()  # results.parquet always reflects every finished run
         report(done, total, f"{_describe(cell)} {'done' if outcome['status'] == 'done' else 'FAILED'}")
     return results if results is not None else store.refresh_results()
+
+
+def _pretrain_once(cells: list[Cell], describe: Callable[[str], None]) -> None:
+    """Train the ``synthetic:`` checkpoints the runs need here, once each, with a line per epoch —
+    not silently inside the first run (a minute or more of no output), nor in every worker at once."""
+    seen: set[str] = set()
+    for cell in cells:
+        checkpoint = cell.spec.model_options.get("checkpoint")
+        key = json.dumps([cell.spec.task, cell.spec.model, cell.spec.model_options, cell.spec.cache_dir], sort_keys=True,
+                         default=str)
+        if not (isinstance(checkpoint, str) and checkpoint.startswith(PREFIX)) or key in seen:
+            continue
+        seen.add(key)
+        try:
+            resolve_checkpoint(cell.spec, progress=describe)
+        except Exception:  # the runs that need it raise the same error and record it as their failure
+            pass
 
 
 def _describe(cell: Cell) -> str:

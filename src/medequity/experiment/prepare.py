@@ -10,7 +10,7 @@ rebuilding splits, views and group codes their own way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from medequity.experiment.pretrain import PREFIX, synthetic_checkpoint
@@ -20,9 +20,9 @@ from medequity.experiment.views import Prepared, build_prepared
 from medequity.training.data import SplitData
 
 
-def resolve_checkpoint(spec: ExperimentSpec) -> ExperimentSpec:
+def resolve_checkpoint(spec: ExperimentSpec, progress: Callable[[str], None] | None = None) -> ExperimentSpec:
     """The spec with ``checkpoint: synthetic:<modality>`` replaced by the path of our pre-trained
-    weights (trained on first use, then cached); other specs unchanged."""
+    weights (trained on first use, then cached, ``progress`` told each epoch); other specs unchanged."""
     checkpoint = spec.model_options.get("checkpoint")
     if not (isinstance(checkpoint, str) and checkpoint.startswith(PREFIX)):
         return spec
@@ -30,9 +30,11 @@ def resolve_checkpoint(spec: ExperimentSpec) -> ExperimentSpec:
     if spec.task == "segmentation":  # a promptable segmenter pre-trained on an unbiased segmentation preset
         from medequity.experiment.seg_pretrain import synthetic_segmenter_checkpoint
 
-        path = synthetic_segmenter_checkpoint(spec.model, checkpoint, cache_dir=spec.cache_dir, options=options)
+        path = synthetic_segmenter_checkpoint(spec.model, checkpoint, cache_dir=spec.cache_dir, options=options,
+                                              progress=progress)
         return replace(spec, model_options={**spec.model_options, "checkpoint": str(path)})
-    path = synthetic_checkpoint(spec.model, checkpoint, cache_dir=spec.cache_dir, backbone_options=options)
+    path = synthetic_checkpoint(spec.model, checkpoint, cache_dir=spec.cache_dir, backbone_options=options,
+                                progress=progress)
     return replace(spec, model_options={**spec.model_options, "checkpoint": str(path)})
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from medequity.experiment.spec import ExperimentSpec
 from medequity.experiment.train import train_model
 from medequity.experiment.views import build_prepared
 from medequity.models.feature_cache import DEFAULT_CACHE_DIR
+from medequity.training.trainer import Trainer
 from medequity.utils.io import atomic_save_safetensors
 
 PRETRAIN_SEED = 1_000_003
@@ -33,13 +34,15 @@ RECIPE = 2
 
 
 def synthetic_checkpoint(backbone_name: str, spec: str, *, cache_dir: str | Path | None = None, n: int = 2000,
-                         epochs: int = 6, backbone_options: dict | None = None) -> Path:
+                         epochs: int = 6, backbone_options: dict | None = None,
+                         progress: Callable[[str], None] | None = None) -> Path:
     """Path of the pre-trained weights for ``spec`` = ``"synthetic:<modality>"`` (trained if absent).
 
     The pre-training is an ordinary experiment (:func:`~medequity.experiment.prepare.prepare` and
     :func:`~medequity.experiment.run.train_model`): ERM, full fine-tuning, on the train and test
     splits of the unbiased preset, validated on its val split, seeded with its own seed — so the
-    weights are the same whichever run, seed or process first asks for them.
+    weights are the same whichever run, seed or process first asks for them. ``progress`` receives a
+    line per epoch when the weights are trained (a minute or two on a CPU, once).
     """
 
     modality = spec[len(PREFIX):]
@@ -52,18 +55,26 @@ def synthetic_checkpoint(backbone_name: str, spec: str, *, cache_dir: str | Path
     if path.is_file():
         return path
     with preserved_random_state():
-        return _pretrain(backbone_name, modality, path, n=n, epochs=epochs, options=options, cache_dir=cache_dir)
+        return _pretrain(backbone_name, modality, path, n=n, epochs=epochs, options=options, cache_dir=cache_dir,
+                         progress=progress)
 
 
 def _pretrain(backbone_name: str, modality: str, path: Path, *, n: int, epochs: int, options: dict,
-              cache_dir: str | Path | None) -> Path:
+              cache_dir: str | Path | None, progress: Callable[[str], None] | None = None) -> Path:
     preset = f"{modality}-unbiased"
     pretraining = ExperimentSpec(dataset="synthetic", dataset_options={"preset": preset, "n": n, "seed": PRETRAIN_SEED},
                                  attribute=_first_attribute(preset, n), model=backbone_name, model_options=options,
                                  usage="ft", method="erm", seed=PRETRAIN_SEED, cache_dir=None if cache_dir is None else str(cache_dir),
                                  train={"epochs": epochs, "lr": 2e-3, "batch_size": 64, "patience": None, "selection": "auc"})
     prepared = build_prepared(pretraining, options, splits={"train": ["train", "test"], "val": ["val"]})
-    trained = train_model(prepared)
+    trainer = None
+    if progress is not None:
+        def on_epoch(info: dict) -> None:
+            progress(f"pre-training {backbone_name} on {preset}: epoch {info['epoch'] + 1}/{info['epochs']}")
+
+        progress(f"pre-training {backbone_name} on {preset} (first use; cached after)")
+        trainer = Trainer(progress=on_epoch)
+    trained = train_model(prepared, trainer=trainer)
     weights = {k: v.detach().cpu().contiguous() for k, v in trained.model.backbone.state_dict().items()}
     metadata = {"pretrained_on": f"synthetic {preset} n={n} seed={PRETRAIN_SEED}", "epochs": str(epochs)}
     return atomic_save_safetensors(path, weights, metadata)

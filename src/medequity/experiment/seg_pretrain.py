@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ PROMPT_OPTIONS = {"bbox": {}, "center": {}, "rand": {}, "rands": {"k": 5}}
 
 def synthetic_segmenter_checkpoint(name: str, spec: str, *, cache_dir: str | Path | None = None, n: int = 160,
                                    epochs: int = 10, image_size: int = 48, lr: float = 2e-3, batch_size: int = 16,
-                                   options: dict | None = None) -> Path:
+                                   options: dict | None = None, progress: Callable[[str], None] | None = None) -> Path:
     """Path of the pre-trained weights of segmenter ``name`` for ``spec`` = ``"synthetic:<preset>"``
     (trained on first use). ``<preset>`` must be an unbiased segmentation preset (``seg-…-unbiased``
     or one without knobs): the pre-training data must not plant the bias a benchmark measures."""
@@ -75,7 +76,7 @@ def synthetic_segmenter_checkpoint(name: str, spec: str, *, cache_dir: str | Pat
         return path
     with preserved_random_state():
         return _pretrain(name, preset, path, n=n, epochs=epochs, image_size=image_size, lr=lr, batch_size=batch_size,
-                         options=options)
+                         options=options, progress=progress or (lambda _: None))
 
 
 def _prompt_tensors(prompt, geometry) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _pretrain(name: str, preset: str, path: Path, *, n: int, epochs: int, image_size: int, lr: float, batch_size: int,
-              options: dict) -> Path:
+              options: dict, progress: Callable[[str], None]) -> Path:
     from medequity.data.synthetic_segmentation import make_synthetic_segmentation
 
     torch.manual_seed(PRETRAIN_SEED)
@@ -155,7 +156,9 @@ def _pretrain(name: str, preset: str, path: Path, *, n: int, epochs: int, image_
     rng = np.random.default_rng(PRETRAIN_SEED)
     sam.train()
     optimizer = torch.optim.AdamW([p for p in sam.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
-    for _ in range(epochs):
+    progress(f"pre-training {name} on {preset} (first use; cached after)")
+    for epoch in range(epochs):
+        progress(f"pre-training {name} on {preset}: epoch {epoch + 1}/{epochs}")
         order = rng.permutation(len(present))
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
