@@ -40,3 +40,24 @@ def test_piped_command_prints_plain_lines():
     # epoch 1 comes within 2 s of the first line: throttled; the last step always prints
     assert [line.split("] ", 1)[1] for line in out.splitlines()] == ["epochs  0/2", "epoch 2  2/2"]
     assert isinstance(progress_bar(), PlainProgress)  # pytest captures the output: not a terminal either
+
+
+def test_warnings_once_shows_each_distinct_warning_once_even_through_catch_warnings():
+    import warnings
+
+    from medequity.cli.common import warnings_once
+
+    shown: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda message, *_, **__: shown.append(str(message))
+        with warnings_once():
+            for _ in range(3):  # the library enters catch_warnings per metric call, which resets Python's registry
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    warnings.warn("groups ['a'] have fewer than 30 samples", UserWarning, stacklevel=1)
+                    warnings.warn("another message", UserWarning, stacklevel=1)
+        for _ in range(2):
+            with warnings.catch_warnings():
+                warnings.warn("after the block", UserWarning, stacklevel=1)
+    assert shown == ["groups ['a'] have fewer than 30 samples", "another message", "after the block", "after the block"]

@@ -14,7 +14,7 @@ import click
 import typer
 from rich.table import Table
 
-from medequity.cli.common import command_group, console, fail, progress_bar
+from medequity.cli.common import command_group, console, fail, progress_bar, warnings_once
 
 
 class RunByDefaultGroup(typer.core.TyperGroup):
@@ -51,7 +51,7 @@ def run_command(
 
     progress = progress_bar()
     try:
-        with progress:
+        with progress, warnings_once():  # a small group's warning once, not once per run and metric
             task = progress.add_task("runs", total=len(bench.cells))
             results = run_benchmark(bench, out, ray_address=ray, n_jobs=jobs,
                                     progress=lambda done, total, what: progress.update(task, completed=done, total=total,

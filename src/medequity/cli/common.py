@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,27 @@ def progress_bar() -> Progress | PlainProgress:
         return PlainProgress()
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+
+
+@contextmanager
+def warnings_once() -> Iterator[None]:
+    """Show each distinct warning (category and text) once in the block. Python's own "once" does
+    not hold here: every ``warnings.catch_warnings()`` the library enters resets the registry, so a
+    benchmark repeated a small group's warning for every run, metric call and attribute."""
+    shown: set[tuple[type, str]] = set()
+    show = warnings.showwarning
+
+    def show_once(message, category, filename, lineno, file=None, line=None) -> None:
+        key = (category, str(message))
+        if key not in shown:
+            shown.add(key)
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_once
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
 
 
 class PlainProgress:

@@ -315,7 +315,8 @@ class PromptedSegmenter(nn.Module):
             else:
                 prompt = prompts[cls]
                 geometry = self.segmenter.profile.geometry(mask.shape[:2])
-                pred, predicted_iou = self._decode(torch.as_tensor(np.asarray(embeddings[i]), dtype=torch.float32),
+                # a copy: the cached embeddings are a read-only memory map, which torch will not wrap
+                pred, predicted_iou = self._decode(torch.tensor(np.asarray(embeddings[i]), dtype=torch.float32),
                                                    prompt, geometry)
                 extra = {"prompt_inside": np.nan if prompt.inside is None else float(prompt.inside),
                          "predicted_iou": predicted_iou}
