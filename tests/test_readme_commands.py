@@ -129,14 +129,21 @@ def _multilabel_table(folder: Path) -> None:
         os.chdir(cwd)
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One feature/pre-training cache for every block, as for a user who runs the README in one folder:
+    the tiny SAM and the small CNN are pre-trained once (each block still runs in its own folder)."""
+    return tmp_path_factory.mktemp("readme-cache")
+
+
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b],
                          ids=[re.sub(r"\W+", "-", b[0].split(" ", 1)[-1])[:40] for b in BLOCKS if b])
-def test_readme_block_runs(block, tmp_path, capsys):
+def test_readme_block_runs(block, tmp_path, shared_cache, capsys):
     (tmp_path / ".venv").symlink_to(VENV)
     (tmp_path / "src").symlink_to(ROOT / "src")
     if any("cxr.csv" in c for c in block):
         _multilabel_table(tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "160"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "160", "MEDEQUITY_CACHE": str(shared_cache)}
     for command in block:
         if _entry(EXCLUDED, command):
             continue
