@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import medequity.models.feature_cache as feature_cache
+import medequity.usages.linear_probe as linear_probe
 import medequity.usages.seg_zero_shot as seg_zero_shot
 from medequity.experiment import ExperimentSpec, prepare, run_experiment
 from medequity.models.checkpoint import state_fingerprint
@@ -19,7 +20,7 @@ from medequity.models.feature_cache import cache_key, cached_features
 
 @pytest.fixture
 def hashes(monkeypatch):
-    """Every call of state_fingerprint made by the feature cache and the segmentation usages."""
+    """Every call of state_fingerprint made by the feature cache, the segmentation usages and linear probing."""
     calls: list[str] = []
 
     def counted(module):
@@ -28,6 +29,7 @@ def hashes(monkeypatch):
 
     monkeypatch.setattr(feature_cache, "state_fingerprint", counted)
     monkeypatch.setattr(seg_zero_shot, "state_fingerprint", counted)
+    monkeypatch.setattr(linear_probe, "state_fingerprint", counted)
     return calls
 
 
@@ -98,23 +100,14 @@ def test_a_given_fingerprint_gives_the_key_hashing_gives(tmp_path):
     assert not hit and len(list(tmp_path.glob("*.npy"))) == 2
 
 
-def test_a_linear_probe_hashes_its_backbone_once_for_its_three_splits(tmp_path, monkeypatch):
-    import medequity.usages.linear_probe as linear_probe
-
-    calls: list[str] = []
-
-    def counted(module):
-        calls.append(type(module).__name__)
-        return state_fingerprint(module)
-
-    monkeypatch.setattr(feature_cache, "state_fingerprint", counted)
-    monkeypatch.setattr(linear_probe, "state_fingerprint", counted)
+def test_a_linear_probe_hashes_its_backbone_once_for_its_three_splits(tmp_path, hashes):
     lp = ExperimentSpec(dataset="synthetic", dataset_options={"preset": "cxr-unbiased", "n": 120, "image_size": 32},
                         attribute="sex", model="small_cnn", model_options={"input_size": 32}, usage="lp",
                         n_boot=10, n_permutations=10, train={"epochs": 1, "batch_size": 32}, cache_dir=str(tmp_path))
     result = run(lp)
-    assert len(calls) == 1
-    # the keys are the ones hashing per split gives: a second run finds every split's features
+    assert len(hashes) == 1
+    hashes.clear()
+    # the cache files carry the keys hashing each split's backbone would give (same cache as before)
     prepared = prepare(lp)
     weights = state_fingerprint(prepared.backbone.module)
     keys = {cache_key(prepared.backbone.name, prepared.backbone.config, weights, prepared.data[s].fingerprint,
