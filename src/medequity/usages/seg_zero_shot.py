@@ -233,13 +233,12 @@ class PromptedSegmenter(nn.Module):
         for i in range(len(data)):
             item = data.items[i]  # read once (a disk-backed split loads it on each access)
             mask = item["mask"]
-            masks: dict[int, np.ndarray] = {}
-            rows = [self._score(row, pred, extra, mask == row["class"], spacing) for row, pred, extra in
-                    self._sample_masks(i, item, seed, volumes, embeddings, kind, masks)]
+            classes = list(self._sample_masks(i, item, seed, volumes, embeddings, kind))
+            rows = [self._score(row, pred, extra, mask == row["class"], spacing) for row, pred, extra in classes]
             if cdr and not volumes:
                 # the fundus rim (1) and cup (2), the cup drawn over the rim
-                rows = with_cdr_error(rows, self.label_map({c: m for c, m in masks.items() if c in (1, 2)}, mask.shape),
-                                      mask)
+                rim_cup = {row["class"]: pred for row, pred, _ in classes if pred is not None and row["class"] in (1, 2)}
+                rows = with_cdr_error(rows, self.label_map(rim_cup, mask.shape), mask)
             yield from rows
 
     @torch.no_grad()
@@ -250,12 +249,9 @@ class PromptedSegmenter(nn.Module):
         same ``seed`` and ``prompt`` (each prompt draws from its own RNG, so a sample's masks do not
         depend on which other samples are segmented). Nothing is scored."""
         kind, volumes, embeddings = self._prepare_split(data, prompt)
-        out: dict[int, dict[int, np.ndarray]] = {}
-        for i in positions:
-            out[int(i)] = {}
-            for _ in self._sample_masks(int(i), data.items[int(i)], seed, volumes, embeddings, kind, out[int(i)]):
-                pass
-        return out
+        return {int(i): {row["class"]: pred for row, pred, _ in
+                         self._sample_masks(int(i), data.items[int(i)], seed, volumes, embeddings, kind) if pred is not None}
+                for i in positions}
 
     @staticmethod
     def label_map(masks: dict[int, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
@@ -289,10 +285,10 @@ class PromptedSegmenter(nn.Module):
                     "pred_area": 0, "prompt_inside": np.nan}
         return {**row, "skipped": False, **self._scores(pred, truth, spacing), "pred_area": int(pred.sum()), **extra}
 
-    def _sample_masks(self, i: int, item: dict, seed: int, volumes: bool, embeddings, kind: str,
-                      masks: dict[int, np.ndarray]) -> Iterator[tuple[dict[str, Any], np.ndarray | None, dict[str, Any]]]:
+    def _sample_masks(self, i: int, item: dict, seed: int, volumes: bool, embeddings,
+                      kind: str) -> Iterator[tuple[dict[str, Any], np.ndarray | None, dict[str, Any]]]:
         """(row, predicted mask, prompt fields) per foreground class of sample ``i`` (``item``); the
-        mask is None for a class absent from the sample (nothing to prompt). ``masks`` collects the masks."""
+        mask is None for a class absent from the sample (nothing to prompt)."""
         image, mask, sample_id = item["image"], item["mask"], item["sample_id"]
         wanted = self.params.get("classes")
         classes = [int(c) for c in (wanted or np.unique(mask)) if int(c) != 0]
@@ -320,7 +316,6 @@ class PromptedSegmenter(nn.Module):
                                                    prompt, geometry)
                 extra = {"prompt_inside": np.nan if prompt.inside is None else float(prompt.inside),
                          "predicted_iou": predicted_iou}
-            masks[cls] = pred
             yield row, pred, extra
 
 
