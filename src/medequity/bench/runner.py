@@ -28,7 +28,6 @@ from medequity.bench.store import Results, ResultsLock, ResultsStore, frame_to_p
 from medequity.data.base import GROUP_PREFIX
 from medequity.experiment import RunResult, run_experiment
 from medequity.experiment.prepare import resolve_checkpoint
-from medequity.experiment.pretrain import PREFIX
 from medequity.training.trainer import Trainer
 from medequity.utils.process import worker_initializer
 
@@ -87,13 +86,12 @@ def _pretrain_once(cells: list[Cell], describe: Callable[[str], None]) -> None:
     not silently inside the first run (a minute or more of no output), nor in every worker at once."""
     seen: set[str] = set()
     for cell in cells:
-        checkpoint = cell.spec.model_options.get("checkpoint")
         key = json.dumps([cell.spec.task, cell.spec.model, cell.spec.model_options, cell.spec.cache_dir], sort_keys=True,
                          default=str)
-        if not (isinstance(checkpoint, str) and checkpoint.startswith(PREFIX)) or key in seen:
+        if key in seen:
             continue
         seen.add(key)
-        try:
+        try:  # a spec without a synthetic: checkpoint comes back unchanged at once
             resolve_checkpoint(cell.spec, progress=describe)
         except Exception:  # the runs that need it raise the same error and record it as their failure
             pass
