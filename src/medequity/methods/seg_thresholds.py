@@ -27,7 +27,8 @@ Details:
   ``self.log["offsets"]`` (per group, per class), with each group's validation Dice before and
   after in ``self.log["val_dice"]``;
 * validation is streamed: every coordinate-ascent pass re-runs the model over validation in
-  batches of ``batch_size`` (default: the training batch size) and keeps per-group Dice sums, not
+  batches of ``batch_size`` (default: the trainer's evaluation batch, at most the training batch
+  size) and keeps per-group Dice sums, not
   logit maps — a few forward passes instead of a whole 3D split's logits in memory.
 
 Segmentation only: for classification use ``threshold_optimizer``.
@@ -45,6 +46,7 @@ from torch import nn
 from medequity.methods._segmentation import is_segmentation
 from medequity.methods.base import Method, register_method
 from medequity.training.segmentation import hard_dice_per_sample
+from medequity.training.trainer import eval_batch_size
 
 #: One validation batch: logits (B, K, *spatial) without offsets, masks (B, *spatial), groups (B,).
 Chunk = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -84,12 +86,12 @@ class SegmentationThresholds(Method):
         if not float(p["max_offset"]) > 0:
             raise ValueError(f"max_offset must be > 0; got {p['max_offset']!r}")
         for key in ("steps", "rounds", "min_samples", "batch_size"):
-            if key == "batch_size" and p[key] is None:  # the training batch size (setup)
+            if key == "batch_size" and p[key] is None:  # the trainer's evaluation batch (setup)
                 continue
             if not isinstance(p[key], (int, np.integer)) or p[key] < 1:
                 raise ValueError(f"{key} must be a positive integer; got {p[key]!r}")
         self.group_names: tuple[str, ...] = ()
-        self.batch_size = int(self.params["batch_size"] or 1)
+        self.batch_size = 0  # validation batch size, set by setup
 
     def setup(self, model, train, config) -> None:
         if not is_segmentation(train):
@@ -101,7 +103,7 @@ class SegmentationThresholds(Method):
                 x = train.items[0]["x"][None].to(next(model.parameters()).device)
                 n_classes = model(x).shape[1]
         self.group_names = tuple(train.group_names)
-        self.batch_size = int(self.params["batch_size"] or config.batch_size)
+        self.batch_size = int(self.params["batch_size"] or eval_batch_size(model, config))
         self.extra["offsets"] = Offsets(train.n_groups, int(n_classes))
 
     def logits(self, model, x, groups=None):
